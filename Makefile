@@ -1,0 +1,31 @@
+# The two commands of the README: `make run` and `make test`. Each sets up what it needs.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+ETCD    := .cache/etcd
+# Real etcd and etcdctl 3.4 (Debian's packages, unpacked here: no system service is installed or started).
+ETCD_BIN := $(CURDIR)/$(ETCD)/usr/bin
+PYTEST_ARGS ?=
+
+.PHONY: run test setup etcd-reference
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+etcd-reference: $(ETCD_BIN)/etcd
+
+$(ETCD_BIN)/etcd:
+	mkdir -p $(ETCD)/debs
+	cd $(ETCD)/debs && { apt-get download etcd-server etcd-client 2>/dev/null || { apt-get update -qq && apt-get download etcd-server etcd-client; }; }
+	for deb in $(ETCD)/debs/*.deb; do dpkg -x $$deb $(ETCD); done
+	$(ETCD_BIN)/etcd --version | head -1
+
+run: setup
+	$(VENV)/bin/petcd --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379
+
+test: setup etcd-reference
+	PATH="$(ETCD_BIN):$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)

@@ -1,0 +1,119 @@
+"""The apply actor: the single writer of a member's MVCC store.
+
+Messages in:
+  apply  {entries: [[index, term, data]...]}       committed entries, in log order, from the Raft actor
+  reads  {reads: [[index, term, req, origin]...]}   linearizable reads, each servable once applied >= index
+  read   {req, origin}                             a serializable read (no wait)
+Messages out:
+  hello  {applied}                                 to the Raft actor on start: where to resume
+  resp   {id, resp, term}                          to the origin of each request this member took
+
+Each `apply` batch is one LMDB transaction that also records the applied
+index, so a crash neither loses nor repeats an entry.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from petcd.actors.actor import Context, Envelope
+from petcd.store.errors import StoreError
+from petcd.store.mvcc import MvccStore
+
+# Reads waiting for the store to catch up; past this the oldest are refused
+# (the client retries) rather than letting memory grow without bound.
+MAX_WAITING_READS = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyConfig:
+    member_id: str
+    data_dir: str
+    sync: bool = True
+
+
+class ApplyActor:
+    def __init__(self, config: ApplyConfig) -> None:
+        self._cfg = config
+        self._store: MvccStore | None = None
+        self._waiting: list[tuple[int, int, dict[str, Any], list[Any]]] = []  # (index, term, req, origin)
+        self._term = 0
+
+    def start(self, ctx: Context) -> None:
+        self._store = MvccStore(os.path.join(self._cfg.data_dir, "mvcc"), sync=self._cfg.sync)
+        applied = self._store.applied_index()
+        ctx.log("info", "mvcc store opened", applied_index=applied, revision=self._store.current_revision())
+        ctx.send(f"{self._cfg.member_id}/raft", {"t": "hello", "applied": applied})
+
+    def stop(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def on_timer(self, ctx: Context, name: str) -> None:
+        raise AssertionError(f"apply actor sets no timers, got {name!r}")
+
+    def receive(self, ctx: Context, batch: list[Envelope]) -> None:
+        store = self._store
+        assert store is not None
+        entries: list[tuple[int, int, dict[str, Any]]] = []  # (index, term, decoded data)
+        for sender, msg in batch:
+            kind = msg["t"]
+            if kind == "apply":
+                for index, term, data in msg["entries"]:
+                    entries.append((index, term, msgpack.unpackb(data) if data else {}))
+            elif kind == "reads":
+                self._waiting.extend((index, term, req, origin) for index, term, req, origin in msg["reads"])
+            elif kind == "read":
+                self._serve_read(ctx, self._term, msg["req"], msg["origin"])
+            else:
+                raise ValueError(f"apply actor: unknown message type {kind!r} from {sender}")
+        if entries:
+            self._apply(ctx, entries)
+        self._serve_waiting_reads(ctx)
+
+    # ------------------------------------------------------------------
+    def _apply(self, ctx: Context, entries: list[tuple[int, int, dict[str, Any]]]) -> None:
+        store = self._store
+        assert store is not None
+        requests = [(index, data.get("req", {"op": "noop"})) for index, _, data in entries]
+        responses = store.apply(requests)
+        assert len(responses) == len(entries)
+        self._term = entries[-1][1]
+        me = self._cfg.member_id
+        for (_, term, data), resp in zip(entries, responses):
+            origin = data.get("origin")
+            # Only the member that took the request answers it; None marks an entry applied before.
+            if resp is not None and origin is not None and data.get("member") == me:
+                ctx.send(origin[0], {"t": "resp", "id": origin[1], "resp": resp, "term": term})
+
+    def _serve_waiting_reads(self, ctx: Context) -> None:
+        if not self._waiting:
+            return
+        store = self._store
+        assert store is not None
+        applied = store.applied_index()
+        still: list[tuple[int, int, dict[str, Any], list[Any]]] = []
+        for index, term, req, origin in self._waiting:
+            if index <= applied:
+                self._serve_read(ctx, term, req, origin)
+            else:
+                still.append((index, term, req, origin))
+        if len(still) > MAX_WAITING_READS:
+            for _, _, _, origin in still[: len(still) - MAX_WAITING_READS]:
+                ctx.send(origin[0], {"t": "resp", "id": origin[1], "resp": {"error": "too_many_requests"}})
+            still = still[len(still) - MAX_WAITING_READS :]
+        self._waiting = still
+
+    def _serve_read(self, ctx: Context, term: int, req: dict[str, Any], origin: list[Any]) -> None:
+        store = self._store
+        assert store is not None
+        try:
+            resp = store.range(req)
+        except StoreError as err:
+            resp = {"error": err.name, "code": err.grpc_code, "message": err.message}
+        ctx.send(origin[0], {"t": "resp", "id": origin[1], "resp": resp, "term": term})

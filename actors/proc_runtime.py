@@ -1,0 +1,173 @@
+"""The process runtime: one actor in one OS process, on ZeroMQ.
+
+Each actor binds one PULL socket at its own endpoint and keeps one PUSH socket
+per destination. A wire message is msgpack `[sender, [msg, ...]]`: every turn
+the runtime drains what is pending (up to MAX_BATCH_MESSAGES), hands it to the
+actor as one batch, fires due timers, then sends one wire message per
+destination.
+
+Run as: python -m petcd.actors.proc_runtime <kind> <json config>
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import random
+import signal
+import sys
+import time
+from typing import Any
+
+import msgpack
+import zmq
+
+from petcd.actors.actor import MAX_BATCH_MESSAGES, Actor, Envelope, Message
+from petcd.actors.logline import LogLine
+
+# Wire messages queued for a destination that is not reading; past this they
+# are dropped rather than blocking the actor (Raft retries, clients time out).
+_SEND_HWM = 10_000
+
+
+class ProcContext:
+    """`Context` backed by ZeroMQ sockets and the OS clock."""
+
+    def __init__(self, address: str, endpoints: dict[str, str], zctx: zmq.Context, logger: LogLine) -> None:
+        self._address = address
+        self._logger = logger
+        self._endpoints = endpoints
+        self._zctx = zctx
+        self._pushes: dict[str, zmq.Socket] = {}
+        self._outbox: dict[str, list[Message]] = {}
+        self._timers: dict[str, float] = {}  # name -> deadline (monotonic seconds)
+        self._timer_heap: list[tuple[float, str]] = []
+        self._rng = random.Random()
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+    def send(self, to: str, msg: Message) -> None:
+        self._outbox.setdefault(to, []).append(msg)
+
+    def set_timer(self, name: str, delay_ms: int) -> None:
+        deadline = time.monotonic() + delay_ms / 1000
+        self._timers[name] = deadline
+        heapq.heappush(self._timer_heap, (deadline, name))
+
+    def cancel_timer(self, name: str) -> None:
+        self._timers.pop(name, None)
+
+    def now_ms(self) -> int:
+        return int(time.monotonic() * 1000)
+
+    def random(self) -> float:
+        return self._rng.random()
+
+    def log(self, level: str, msg: str, **fields: Any) -> None:
+        self._logger(level, msg, **fields)
+
+    # -- runtime side
+    def next_timeout_ms(self) -> int | None:
+        while self._timer_heap and self._timers.get(self._timer_heap[0][1]) != self._timer_heap[0][0]:
+            heapq.heappop(self._timer_heap)  # cancelled or re-armed
+        if not self._timer_heap:
+            return None
+        return max(0, int((self._timer_heap[0][0] - time.monotonic()) * 1000) + 1)
+
+    def due_timers(self) -> list[str]:
+        now = time.monotonic()
+        due = []
+        while self._timer_heap and self._timer_heap[0][0] <= now:
+            deadline, name = heapq.heappop(self._timer_heap)
+            if self._timers.get(name) == deadline:
+                del self._timers[name]
+                due.append(name)
+        return due
+
+    def flush(self) -> None:
+        outbox, self._outbox = self._outbox, {}
+        for to, msgs in outbox.items():
+            sock = self._pushes.get(to)
+            if sock is None:
+                endpoint = self._endpoints.get(to)
+                if endpoint is None:
+                    self.log("warn", "no endpoint for destination; dropping", to=to, count=len(msgs))
+                    continue
+                sock = self._zctx.socket(zmq.PUSH)
+                sock.setsockopt(zmq.SNDHWM, _SEND_HWM)
+                sock.setsockopt(zmq.LINGER, 1000)
+                sock.connect(endpoint)
+                self._pushes[to] = sock
+            try:
+                sock.send(msgpack.packb([self._address, msgs]), zmq.NOBLOCK)
+            except zmq.Again:
+                self.log("warn", "destination not reading; dropping", to=to, count=len(msgs))
+
+
+def run(actor: Actor, address: str, endpoints: dict[str, str], log_level: str = "info") -> None:
+    """Serve `actor` until SIGTERM/SIGINT."""
+    zctx = zmq.Context()
+    pull = zctx.socket(zmq.PULL)
+    pull.bind(endpoints[address])
+    ctx = ProcContext(address, endpoints, zctx, LogLine(log_level, actor=address))
+    stopping = False
+
+    def _stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    poller = zmq.Poller()
+    poller.register(pull, zmq.POLLIN)
+    actor.start(ctx)
+    ctx.flush()
+    try:
+        while not stopping:
+            timeout_ms = ctx.next_timeout_ms()
+            try:
+                ready = dict(poller.poll(200 if timeout_ms is None else min(timeout_ms, 200)))
+            except zmq.ZMQError:
+                continue  # interrupted by a signal
+            batch: list[Envelope] = []
+            if pull in ready:
+                while len(batch) < MAX_BATCH_MESSAGES:
+                    try:
+                        raw = pull.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    sender, msgs = msgpack.unpackb(raw)
+                    batch.extend((sender, m) for m in msgs)
+            if batch:
+                actor.receive(ctx, batch)
+            for name in ctx.due_timers():
+                actor.on_timer(ctx, name)
+            ctx.flush()
+    finally:
+        actor.stop()
+        zctx.destroy(linger=500)
+
+
+def _build(kind: str, config: dict[str, Any]) -> Actor:
+    # Imported here so a process loads only the actor it runs.
+    if kind == "raft":
+        from petcd.actors.raft_actor import RaftActor, RaftConfig
+
+        return RaftActor(RaftConfig(**{**config, "voters": tuple(config["voters"])}))
+    if kind == "apply":
+        from petcd.actors.apply_actor import ApplyActor, ApplyConfig
+
+        return ApplyActor(ApplyConfig(**config))
+    raise SystemExit(f"unknown actor kind {kind!r}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    kind, spec = args[0], json.loads(args[1])
+    run(_build(kind, spec["config"]), spec["address"], spec["endpoints"], spec.get("log_level", "info"))
+
+
+if __name__ == "__main__":
+    main()

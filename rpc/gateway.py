@@ -1,0 +1,94 @@
+"""A gateway process: etcd's gRPC API on the client URLs, in front of one member's actors.
+
+Run as: python -m petcd.rpc.gateway <json spec> (the supervisor in `rpc.member` does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from typing import Any
+
+import grpc
+
+from petcd.actors.logline import LogLine
+from petcd.rpc.cluster_service import ClusterService
+from petcd.rpc.gateway_state import GatewayState, MemberInfo
+from petcd.rpc.kv_service import KVService
+from petcd.rpc.link import MemberLink
+from petcd.rpc.maintenance_service import MaintenanceService
+from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
+from petcd.rpc.pb import v3election_pb2_grpc, v3lock_pb2_grpc
+from petcd.store.mvcc import MvccStore
+
+# gRPC accepts this much more than --max-request-bytes, as etcd does, so that the
+# server (not the transport) answers "request is too large".
+_GRPC_OVERHEAD_BYTES = 512 * 1024
+EXIT_LISTEN_FAILED = 3
+
+
+def _add_unimplemented(server: grpc.aio.Server) -> None:
+    """Services not built yet: their generated base classes answer UNIMPLEMENTED."""
+    pb_grpc.add_WatchServicer_to_server(pb_grpc.WatchServicer(), server)
+    pb_grpc.add_LeaseServicer_to_server(pb_grpc.LeaseServicer(), server)
+    pb_grpc.add_AuthServicer_to_server(pb_grpc.AuthServicer(), server)
+    v3lock_pb2_grpc.add_LockServicer_to_server(v3lock_pb2_grpc.LockServicer(), server)
+    v3election_pb2_grpc.add_ElectionServicer_to_server(v3election_pb2_grpc.ElectionServicer(), server)
+
+
+async def serve(spec: dict[str, Any], log: LogLine) -> int:
+    link = MemberLink(spec["address"], spec["endpoints"])
+    store = MvccStore(spec["mvcc_dir"], readonly=True)
+    state = GatewayState(
+        member_id=spec["member_id"],
+        cluster_id=spec["cluster_id"],
+        members=[MemberInfo(m["id"], m["name"], tuple(m["peer_urls"]), tuple(m["client_urls"])) for m in spec["members"]],
+        link=link,
+        store=store,
+        raft_address=spec["raft_address"],
+        max_txn_ops=spec["max_txn_ops"],
+        max_request_bytes=spec["max_request_bytes"],
+    )
+    server = grpc.aio.server(
+        options=[
+            ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
+            ("grpc.max_receive_message_length", spec["max_request_bytes"] + _GRPC_OVERHEAD_BYTES),
+            ("grpc.max_send_message_length", 2**31 - 1),
+        ]
+    )
+    pb_grpc.add_KVServicer_to_server(KVService(state), server)
+    pb_grpc.add_MaintenanceServicer_to_server(MaintenanceService(state), server)
+    pb_grpc.add_ClusterServicer_to_server(ClusterService(state), server)
+    _add_unimplemented(server)
+    for host_port in spec["listen"]:
+        try:
+            port = server.add_insecure_port(host_port)
+        except RuntimeError:
+            port = 0
+        if port == 0:
+            print(f"petcd: listen tcp {host_port}: bind: address already in use", file=sys.stderr, flush=True)
+            return EXIT_LISTEN_FAILED
+    link.start()
+    await server.start()
+    log("info", "ready to serve client requests", listen=spec["listen"])
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop(grace=1.0)
+    link.close()
+    store.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    spec = json.loads((sys.argv[1:] if argv is None else argv)[0])
+    log = LogLine(spec.get("log_level", "info"), actor=spec["address"])
+    sys.exit(asyncio.run(serve(spec, log)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""etcdserverpb.Maintenance: alarms and status (the rest answers UNIMPLEMENTED until built)."""
+
+from __future__ import annotations
+
+import grpc
+
+from petcd.rpc.gateway_state import GatewayState
+from petcd.rpc.kv_service import abort
+from petcd.rpc.link import LinkError
+from petcd.rpc.pb import rpc_pb2 as pb
+from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
+
+# The etcd API level petcd serves (the protos are etcd 3.5's).
+SERVER_VERSION = "3.5.0"
+
+
+class MaintenanceService(pb_grpc.MaintenanceServicer):
+    def __init__(self, state: GatewayState) -> None:
+        self._s = state
+
+    async def Alarm(self, request: pb.AlarmRequest, context: grpc.aio.ServicerContext) -> pb.AlarmResponse:
+        # No alarm can be raised yet (quota and corruption checks come later), so GET lists none
+        # and ACTIVATE/DEACTIVATE have nothing to change.
+        return pb.AlarmResponse(header=self._s.header(self._s.store.current_revision(), self._s.link.term))
+
+    async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusResponse:
+        try:
+            answer = await self._s.link.call(self._s.raft_address, {"t": "status"}, self._s.request_timeout_s)
+        except LinkError as e:
+            await abort(context, e.name)
+        raft = answer["resp"]
+        store = self._s.store
+        db_size, db_in_use = store.db_size_bytes()
+        return pb.StatusResponse(
+            header=self._s.header(store.current_revision(), raft["raft_term"]),
+            version=SERVER_VERSION,
+            dbSize=db_size,
+            leader=int(raft["leader"], 16) if raft["leader"] else 0,
+            raftIndex=raft["raft_index"],
+            raftTerm=raft["raft_term"],
+            raftAppliedIndex=store.applied_index(),
+            dbSizeInUse=db_in_use,
+            isLearner=False,
+        )

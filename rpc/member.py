@@ -1,0 +1,148 @@
+"""The supervisor: starts one member as its set of processes and keeps them as one.
+
+A member is a Raft actor, an apply actor and a gateway, each its own OS
+process, talking over ZeroMQ ipc sockets. If any of them dies, the supervisor
+stops the rest and exits non-zero (a half-dead member is worse than a dead
+one); on SIGTERM/SIGINT it stops them all and exits 0. Children are asked to
+die with the supervisor (PR_SET_PDEATHSIG), so a `kill -9` of the supervisor
+does not leave orphans serving.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+from petcd.actors.logline import LogLine
+from petcd.rpc.config import ConfigError, ServerConfig, host_port
+from petcd.store.mvcc import MvccStore
+
+_STOP_GRACE_S = 10.0
+_PR_SET_PDEATHSIG = 1
+
+
+def member_id(peer_urls: list[str], cluster_token: str) -> int:
+    """etcd's member id: the first 8 bytes of sha1(sorted peer URLs + cluster token)."""
+    digest = hashlib.sha1(("".join(sorted(peer_urls)) + cluster_token).encode()).digest()
+    return struct.unpack(">Q", digest[:8])[0]
+
+
+def cluster_id(member_ids: list[int]) -> int:
+    """etcd's cluster id: the first 8 bytes of sha1 over the sorted member ids."""
+    digest = hashlib.sha1(b"".join(struct.pack(">Q", m) for m in sorted(member_ids))).digest()
+    return struct.unpack(">Q", digest[:8])[0]
+
+
+@dataclass(slots=True)
+class _Child:
+    role: str
+    proc: subprocess.Popen[bytes]
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _check_port_free(host_port_str: str) -> None:
+    host, _, port = host_port_str.rpartition(":")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        try:
+            s.bind((host.strip("[]"), int(port)))
+        except OSError as e:
+            raise ConfigError(f"listen tcp {host_port_str}: bind: {e.strerror.lower() if e.strerror else e}") from None
+
+
+def _prepare_data_dir(path: str) -> str:
+    member_dir = os.path.join(path, "member")
+    try:
+        os.makedirs(member_dir, mode=0o700, exist_ok=True)
+        probe = os.path.join(member_dir, ".write-probe")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise ConfigError(f"cannot access data directory {path}: {e.strerror}") from None
+    return member_dir
+
+
+def run(cfg: ServerConfig) -> int:
+    log = LogLine(cfg.log_level if cfg.log_level in ("debug", "info", "warn", "error") else "error", actor="supervisor")
+    peers = cfg.peers()
+    ids = {name: member_id(urls, cfg.initial_cluster_token) for name, urls in peers.items()}
+    if len(peers) != 1:
+        raise ConfigError("a multi-member --initial-cluster is not supported yet: petcd runs single-member clusters")
+    my_id = ids[cfg.name]
+    my_hex = f"{my_id:x}"
+    listen = [host_port(u) for u in cfg.client_urls()]
+    for hp in listen:
+        _check_port_free(hp)
+    member_dir = _prepare_data_dir(cfg.data_dir)
+    MvccStore(os.path.join(member_dir, "mvcc")).close()  # exists before the gateway opens it read-only
+
+    sock_dir = tempfile.mkdtemp(prefix="petcd-")
+    endpoints = {f"{my_hex}/{role}": f"ipc://{sock_dir}/{role}" for role in ("raft", "apply", "gw0")}
+    common = {"endpoints": endpoints, "log_level": cfg.log_level}
+    specs = {
+        "raft": ["-m", "petcd.actors.proc_runtime", "raft", json.dumps({**common, "address": f"{my_hex}/raft", "config": {
+            "member_id": my_hex, "voters": [f"{i:x}" for i in ids.values()], "data_dir": member_dir,
+            "heartbeat_interval_ms": cfg.heartbeat_interval, "election_timeout_ms": cfg.election_timeout}})],
+        "apply": ["-m", "petcd.actors.proc_runtime", "apply", json.dumps({**common, "address": f"{my_hex}/apply", "config": {
+            "member_id": my_hex, "data_dir": member_dir}})],
+        "gw0": ["-m", "petcd.rpc.gateway", json.dumps({**common, "address": f"{my_hex}/gw0", "raft_address": f"{my_hex}/raft",
+            "mvcc_dir": os.path.join(member_dir, "mvcc"), "member_id": my_id, "cluster_id": cluster_id(list(ids.values())),
+            "members": [{"id": ids[n], "name": n, "peer_urls": peers[n], "client_urls": cfg.advertise_client_urls.split(",") if n == cfg.name else []} for n in peers],
+            "listen": listen, "max_txn_ops": cfg.max_txn_ops, "max_request_bytes": cfg.max_request_bytes})],
+    }
+    stopping = False
+
+    def _on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    log("info", "starting member", name=cfg.name, member_id=my_hex, data_dir=cfg.data_dir, listen_client_urls=cfg.listen_client_urls)
+    children: list[_Child] = []
+    try:
+        for role, args in specs.items():
+            proc = subprocess.Popen([sys.executable, *args], preexec_fn=_die_with_parent)
+            children.append(_Child(role, proc))
+        exit_code = 0
+        while not stopping:
+            dead = [c for c in children if c.proc.poll() is not None]
+            if dead:
+                for c in dead:
+                    log("error", "member process exited; stopping the member", process=c.role, exit_code=c.proc.returncode)
+                exit_code = 1
+                break
+            time.sleep(0.1)
+        return exit_code
+    finally:
+        _stop_all(children)
+        shutil.rmtree(sock_dir, ignore_errors=True)
+        log("info", "member stopped", name=cfg.name)
+
+
+def _stop_all(children: list[_Child]) -> None:
+    for c in children:
+        if c.proc.poll() is None:
+            c.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + _STOP_GRACE_S
+    for c in children:
+        try:
+            c.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            c.proc.kill()
+            c.proc.wait()

@@ -1,0 +1,57 @@
+"""`petcd`: start a member with etcd's flags (`petcd --help`)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from petcd.rpc.config import ConfigError, parse
+from petcd.rpc.maintenance_service import SERVER_VERSION
+
+USAGE = """Usage:
+
+  petcd [flags]
+    Start a petcd member (etcd's flags and config-file keys).
+  petcd --version
+    Show the version.
+
+Member flags:
+  --name 'default'                       human-readable name for this member
+  --data-dir '${name}.etcd'              path to the data directory
+  --listen-client-urls 'http://localhost:2379'
+  --advertise-client-urls 'http://localhost:2379'
+  --listen-peer-urls 'http://localhost:2380'
+  --initial-advertise-peer-urls 'http://localhost:2380'
+  --initial-cluster 'default=http://localhost:2380'
+  --initial-cluster-state 'new'          'new' or 'existing'
+  --initial-cluster-token 'etcd-cluster'
+  --heartbeat-interval 100               time (in milliseconds) of a heartbeat interval
+  --election-timeout 1000                time (in milliseconds) for an election to timeout
+  --max-txn-ops 128                      maximum number of operations permitted in a transaction
+  --max-request-bytes 1572864            maximum client request size in bytes the server will accept
+  --config-file ''                       path to the server configuration file (etcd's YAML keys)
+  --log-level 'info'                     debug, info, warn, error
+Every flag can also be set as ETCD_<FLAG> (e.g. ETCD_DATA_DIR).
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in ("-h", "--help", "-help"):
+        print(USAGE, end="")
+        sys.exit(0)
+    if args and args[0] in ("--version", "-version"):
+        print(f"petcd Version: {SERVER_VERSION}\nPython Version: {sys.version.split()[0]}")
+        sys.exit(0)
+    try:
+        cfg = parse(args, os.environ)
+        from petcd.rpc import member  # after parsing, so a flag error needs no heavy imports
+
+        sys.exit(member.run(cfg))
+    except ConfigError as e:
+        print(f"petcd: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""The simulation runtime: every actor in one process, on virtual time.
+
+The same actor classes as in production run here. Every message crosses an
+in-memory bus msgpack-encoded (what cannot cross a process boundary fails here
+first). Time is virtual: the runtime jumps from event to event. All randomness
+comes from the seed, so a run is reproduced exactly by its seed, and `digest`
+hashes the whole trace to prove it.
+
+Faults plug in through `Network`: it decides, for each wire message, whether
+and when it arrives (drop, delay, duplicate, reorder, partition). Actors can
+be crashed (all in-memory state lost) and restarted from their durable state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from petcd.actors.actor import MAX_BATCH_MESSAGES, Actor, Envelope, Message, member_of
+
+ActorFactory = Callable[[], Actor]
+
+
+class Network:
+    """Reliable per-pair FIFO delivery with a small random latency; subclass to inject faults."""
+
+    def __init__(self, min_latency_ms: int = 0, max_latency_ms: int = 2) -> None:
+        assert 0 <= min_latency_ms <= max_latency_ms
+        self.min_latency_ms = min_latency_ms
+        self.max_latency_ms = max_latency_ms
+
+    def deliveries(self, rng: random.Random, now_ms: int, sender: str, to: str) -> list[int]:
+        """Arrival times for one wire message: [] drops it, two entries duplicate it."""
+        return [now_ms + rng.randint(self.min_latency_ms, self.max_latency_ms)]
+
+    def fifo(self, sender: str, to: str) -> bool:
+        """Whether this pair keeps order (ZeroMQ does between two sockets)."""
+        return True
+
+
+@dataclass(order=True, slots=True)
+class _Event:
+    time_ms: int
+    seq: int
+    kind: str = field(compare=False)  # "deliver" | "timer"
+    to: str = field(compare=False)
+    payload: Any = field(compare=False)
+
+
+class SimContext:
+    """`Context` for one actor inside a `SimRuntime`."""
+
+    def __init__(self, runtime: SimRuntime, address: str, incarnation: int) -> None:
+        self._rt = runtime
+        self._address = address
+        self._incarnation = incarnation
+        self._rng = random.Random(f"{runtime.seed}/{address}/{incarnation}")
+        self.outbox: dict[str, list[Message]] = {}
+        self.timers: dict[str, int] = {}  # name -> generation
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+    def send(self, to: str, msg: Message) -> None:
+        self.outbox.setdefault(to, []).append(msg)
+
+    def set_timer(self, name: str, delay_ms: int) -> None:
+        assert delay_ms >= 0
+        gen = self._rt.next_seq()
+        self.timers[name] = gen
+        self._rt.schedule(self._rt.now_ms + delay_ms, "timer", self._address, (self._incarnation, name, gen))
+
+    def cancel_timer(self, name: str) -> None:
+        self.timers.pop(name, None)
+
+    def now_ms(self) -> int:
+        return self._rt.now_ms
+
+    def random(self) -> float:
+        return self._rng.random()
+
+    def log(self, level: str, msg: str, **fields: Any) -> None:
+        self._rt.trace_log(self._address, level, msg, fields)
+
+
+class SimRuntime:
+    """A seeded, single-threaded world of actors."""
+
+    def __init__(self, seed: int, network: Network | None = None, *, trace: bool = False) -> None:
+        self.seed = seed
+        self.now_ms = 0
+        self.network = network or Network()
+        self._rng = random.Random(f"{seed}/network")
+        self._events: list[_Event] = []
+        self._seq = 0
+        self._factories: dict[str, ActorFactory] = {}
+        self._actors: dict[str, Actor] = {}
+        self._contexts: dict[str, SimContext] = {}
+        self._incarnations: dict[str, int] = {}
+        self._last_arrival: dict[tuple[str, str], int] = {}
+        self._digest = hashlib.sha256()
+        self.trace = trace
+        self.log_lines: list[str] = []
+        self.delivered_batches = 0
+
+    # -- world building
+    def add(self, address: str, factory: ActorFactory) -> None:
+        assert address not in self._factories, f"{address} added twice"
+        self._factories[address] = factory
+        self._start(address)
+
+    def crash(self, address: str) -> None:
+        """Kill an actor: its memory, timers and undelivered mail are gone; its durable state stays."""
+        actor = self._actors.pop(address)
+        actor.stop()
+        del self._contexts[address]
+        self._record(f"crash {address}".encode())
+
+    def restart(self, address: str) -> None:
+        assert address not in self._actors, f"{address} is running"
+        self._start(address)
+        self._record(f"restart {address}".encode())
+
+    def crash_member(self, member: str) -> None:
+        for address in [a for a in self._actors if member_of(a) == member]:
+            self.crash(address)
+
+    def restart_member(self, member: str) -> None:
+        for address in [a for a in self._factories if member_of(a) == member and a not in self._actors]:
+            self.restart(address)
+
+    def is_running(self, address: str) -> bool:
+        return address in self._actors
+
+    def actor(self, address: str) -> Actor:
+        return self._actors[address]
+
+    # -- running
+    def run(self, *, until_ms: int | None = None, until: Callable[[], bool] | None = None, max_steps: int = 10_000_000) -> bool:
+        """Process events until `until()` holds (True), time passes `until_ms` or no event is left (False)."""
+        for _ in range(max_steps):
+            if until is not None and until():
+                return True
+            if not self._events or (until_ms is not None and self._events[0].time_ms > until_ms):
+                if until_ms is not None:
+                    self.now_ms = max(self.now_ms, until_ms)
+                return False
+            self._step()
+        raise RuntimeError(f"simulation did not settle within {max_steps} steps (seed {self.seed})")
+
+    def digest(self) -> str:
+        return self._digest.hexdigest()
+
+    # -- used by SimContext
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def schedule(self, time_ms: int, kind: str, to: str, payload: Any) -> None:
+        heapq.heappush(self._events, _Event(time_ms, self.next_seq(), kind, to, payload))
+
+    def trace_log(self, address: str, level: str, msg: str, fields: dict[str, Any]) -> None:
+        if self.trace:
+            self.log_lines.append(f"{self.now_ms:>9}ms {address} {level} {msg} {fields}")
+
+    # -- internals
+    def _start(self, address: str) -> None:
+        incarnation = self._incarnations.get(address, 0) + 1
+        self._incarnations[address] = incarnation
+        actor = self._factories[address]()
+        ctx = SimContext(self, address, incarnation)
+        self._actors[address] = actor
+        self._contexts[address] = ctx
+        actor.start(ctx)
+        self._flush(address, ctx)
+
+    def _step(self) -> None:
+        ev = heapq.heappop(self._events)
+        assert ev.time_ms >= self.now_ms, "time went backwards"
+        self.now_ms = ev.time_ms
+        if ev.kind == "timer":
+            incarnation, name, gen = ev.payload
+            ctx = self._contexts.get(ev.to)
+            if ctx is None or self._incarnations[ev.to] != incarnation or ctx.timers.get(name) != gen:
+                return  # stale: cancelled, re-armed, or its actor crashed since
+            del ctx.timers[name]
+            self._record(f"{self.now_ms} timer {ev.to} {name}".encode())
+            self._actors[ev.to].on_timer(ctx, name)
+            self._flush(ev.to, ctx)
+            return
+        # Deliver everything due now for this actor as one batch, as the process runtime drains its socket.
+        wires = [ev.payload]
+        while (
+            self._events
+            and self._events[0].time_ms == ev.time_ms
+            and self._events[0].kind == "deliver"
+            and self._events[0].to == ev.to
+            and len(wires) < MAX_BATCH_MESSAGES
+        ):
+            wires.append(heapq.heappop(self._events).payload)
+        if ev.to not in self._actors:
+            return  # the destination is down: the messages are lost
+        batch: list[Envelope] = []
+        for raw in wires:
+            self._record(f"{self.now_ms} deliver {ev.to} ".encode() + raw)
+            sender, msgs = msgpack.unpackb(raw)
+            batch.extend((sender, m) for m in msgs)
+        self.delivered_batches += 1
+        ctx = self._contexts[ev.to]
+        self._actors[ev.to].receive(ctx, batch)
+        self._flush(ev.to, ctx)
+
+    def _flush(self, address: str, ctx: SimContext) -> None:
+        outbox, ctx.outbox = ctx.outbox, {}
+        for to, msgs in outbox.items():
+            raw = msgpack.packb([address, msgs])
+            for arrival in self.network.deliveries(self._rng, self.now_ms, address, to):
+                if self.network.fifo(address, to):
+                    arrival = max(arrival, self._last_arrival.get((address, to), 0))
+                    self._last_arrival[(address, to)] = arrival
+                self.schedule(arrival, "deliver", to, raw)
+
+    def _record(self, data: bytes) -> None:
+        self._digest.update(len(data).to_bytes(4, "big"))
+        self._digest.update(data)

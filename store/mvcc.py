@@ -1,0 +1,170 @@
+"""The MVCC key-value store: one writer (the apply actor), any number of read-only processes.
+
+Known differences from etcd:
+- keys longer than LMDB's max key size (511 bytes) are rejected (StoreError "key_too_long");
+- compaction is physical and done inside the apply transaction;
+- hash_kv is zlib crc32 over petcd's own encoding, comparable between petcd members only;
+- sorting ties keep key order (stable sort); etcd's Go sort.Sort does so for <= 12 results.
+"""
+
+import os
+
+import os
+
+import lmdb
+
+from . import txn as txns
+from . import writes
+from .errors import StoreError, compacted, future_rev
+from .reads import range_response
+from .tables import DB_COUNT, StoreTxn, open_databases
+from .writes import WriteTxn
+
+
+class MvccStore:
+    """An LMDB environment (a directory) holding etcd's MVCC key space."""
+
+    def __init__(
+        self, path: str, *, readonly: bool = False, map_size_bytes: int = 8 << 30,
+        sync: bool = True,
+    ) -> None:
+        """readonly=True reads a store another process writes; it must exist.
+
+        Readers should use the writer's map_size_bytes.
+        """
+        self._readonly = readonly
+        self._env = lmdb.open(
+            path, subdir=True, readonly=readonly, create=not readonly, map_size=map_size_bytes,
+            max_dbs=DB_COUNT, sync=sync,
+        )
+        self._dbs = open_databases(self._env, create=not readonly)
+
+    def close(self) -> None:
+        self._env.close()
+
+    # --- writer side
+    def apply(self, entries: list[tuple[int, dict]]) -> list[dict | None]:
+        """Applies committed log entries (raft_index, request) in one LMDB write txn.
+
+        Entries at or below the applied index are skipped (None). A request failing
+        with StoreError changes nothing and yields {"error": name, "code": grpc_code,
+        "message": message}. {"op": "noop"} (an empty raft entry) only advances the
+        applied index. Unknown ops raise ValueError and nothing of the batch is applied.
+        """
+        assert not self._readonly
+        responses: list[dict | None] = []
+        with self._env.begin(write=True) as parent:
+            applied_index = StoreTxn(parent, self._dbs).applied_index()
+            for raft_index, request in entries:
+                if raft_index <= applied_index:
+                    responses.append(None)
+                    continue
+                try:
+                    with self._env.begin(write=True, parent=parent) as child:
+                        responses.append(_apply_request(StoreTxn(child, self._dbs), request))
+                except StoreError as err:
+                    responses.append(
+                        {"error": err.name, "code": err.grpc_code, "message": err.message}
+                    )
+                applied_index = raft_index
+            tables = StoreTxn(parent, self._dbs)
+            if applied_index > tables.applied_index():
+                tables.set_applied_index(applied_index)
+        assert len(responses) == len(entries)
+        return responses
+
+    # --- both sides
+    def applied_index(self) -> int:
+        with self._env.begin() as txn:
+            return StoreTxn(txn, self._dbs).applied_index()
+
+    def current_revision(self) -> int:
+        with self._env.begin() as txn:
+            return StoreTxn(txn, self._dbs).current_revision()
+
+    def compact_revision(self) -> int:
+        """0 if never compacted."""
+        with self._env.begin() as txn:
+            return max(StoreTxn(txn, self._dbs).compact_revision(), 0)
+
+    def db_size_bytes(self) -> tuple[int, int]:
+        """(bytes the database file takes, bytes of it in use), as etcd's Status dbSize/dbSizeInUse."""
+        info, stat = self._env.info(), self._env.stat()
+        in_use = (info["last_pgno"] + 1) * stat["psize"]
+        return os.path.getsize(os.path.join(self._env.path(), "data.mdb")), in_use
+
+    def range(self, req: dict) -> dict:
+        """A RangeResponse; raises StoreError (compacted, future_rev)."""
+        with self._env.begin() as txn:
+            tables = StoreTxn(txn, self._dbs)
+            return range_response(tables, req, tables.current_revision())
+
+    def hash_kv(self, revision: int) -> tuple[int, int, int]:
+        """(hash, compact_revision, current_revision) as etcd's HashKV; revision 0 = current.
+
+        The hash is zlib crc32 (IEEE, not etcd's Castagnoli) over every stored
+        revision <= `revision`: equal on members that applied the same log.
+        """
+        with self._env.begin() as txn:
+            tables = StoreTxn(txn, self._dbs)
+            current_rev, compact_rev = tables.current_revision(), tables.compact_revision()
+            if 0 < revision <= compact_rev:
+                raise compacted()
+            if revision > current_rev:
+                raise future_rev()
+            return tables.hash(revision or current_rev), max(compact_rev, 0), current_rev
+
+    def db_size_bytes(self) -> tuple[int, int]:
+        """(file size, bytes in pages holding data), for etcd Status's dbSize and dbSizeInUse."""
+        with self._env.begin() as txn:
+            used_pages = StoreTxn(txn, self._dbs).used_pages(self._env.stat())
+        size_bytes = os.path.getsize(os.path.join(self._env.path(), "data.mdb"))
+        return size_bytes, used_pages * self._env.stat()["psize"]
+
+
+def _apply_request(tables: StoreTxn, req: dict) -> dict:
+    op = req.get("op")
+    if op == "put":
+        return _put(tables, req)
+    if op == "delete_range":
+        txn = WriteTxn(tables)
+        response = writes.delete_range(txn, req)
+        return {"revision": txn.end(), **response}
+    if op == "txn":
+        return _txn(tables, req)
+    if op == "compact":
+        return _compact(tables, req)
+    if op == "range":
+        return range_response(tables, req, tables.current_revision())
+    if op == "noop":  # an empty Raft entry (a new leader's first): only the applied index moves
+        return {"revision": tables.current_revision()}
+    raise ValueError(f"not a KV request: {op!r}")
+
+
+def _put(tables: StoreTxn, req: dict) -> dict:
+    writes.check_key_length(tables, req.get("key", b""))
+    writes.check_lease(tables, req.get("lease", 0))
+    txn = WriteTxn(tables)
+    response = writes.put(txn, req)
+    return {"revision": txn.end(), **response}
+
+
+def _txn(tables: StoreTxn, req: dict) -> dict:
+    current_rev = tables.current_revision()
+    path = txns.choose_path(tables, req, current_rev)
+    txns.check_path(tables, path, current_rev, tables.compact_revision())
+    txn = WriteTxn(tables)
+    response = txns.execute_path(txn, path)
+    return {"revision": txn.end(), **response}
+
+
+def _compact(tables: StoreTxn, req: dict) -> dict:
+    """etcd's compactMainRev starts at -1, so a fresh store can compact revision 0."""
+    revision = req.get("revision", 0)
+    if revision <= tables.compact_revision():
+        raise compacted()
+    if revision > tables.current_revision():
+        raise future_rev()
+    tables.compact(revision)
+    tables.set_compact_revision(revision)
+    return {"revision": tables.current_revision()}

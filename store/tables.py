@@ -1,0 +1,188 @@
+"""Typed access to the store's LMDB databases inside one LMDB transaction.
+
+Everything lives on disk (no in-memory index) so read-only processes see it all.
+"""
+
+import zlib
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import lmdb
+
+from . import keys
+from .records import Record, pack, unpack
+
+DB_COUNT = 4
+_APPLIED_INDEX = b"applied_index"
+_CURRENT_REVISION = b"current_revision"
+_COMPACT_REVISION = b"compact_revision"
+
+
+class Databases(NamedTuple):
+    revs: "lmdb._Database"  # revision -> record
+    keys: "lmdb._Database"  # user key -> index values (dupsort), see keys.py
+    meta: "lmdb._Database"  # applied index, current and compact revisions
+    leases: "lmdb._Database"  # lease id -> lease record; filled by lease code
+    max_key_bytes: int
+
+
+def open_databases(env: lmdb.Environment, *, create: bool) -> Databases:
+    return Databases(
+        revs=env.open_db(b"revs", create=create),
+        keys=env.open_db(b"keys", dupsort=True, dupfixed=True, create=create),
+        meta=env.open_db(b"meta", create=create),
+        leases=env.open_db(b"leases", create=create),
+        max_key_bytes=env.max_key_size(),
+    )
+
+
+class StoreTxn:
+    """The MVCC tables as seen by one LMDB transaction (read or write)."""
+
+    def __init__(self, txn: lmdb.Transaction, dbs: Databases) -> None:
+        self._txn = txn
+        self._dbs = dbs
+
+    @property
+    def max_key_bytes(self) -> int:
+        return self._dbs.max_key_bytes
+
+    # --- meta
+    def applied_index(self) -> int:
+        return self._meta(_APPLIED_INDEX, 0)
+
+    def current_revision(self) -> int:
+        """1 for an empty store, as etcd."""
+        return self._meta(_CURRENT_REVISION, 1)
+
+    def compact_revision(self) -> int:
+        """-1 if never compacted, as etcd's compactMainRev."""
+        return self._meta(_COMPACT_REVISION, -1)
+
+    def set_applied_index(self, index: int) -> None:
+        assert index > self.applied_index()
+        self._set_meta(_APPLIED_INDEX, index)
+
+    def set_current_revision(self, revision: int) -> None:
+        assert revision == self.current_revision() + 1
+        self._set_meta(_CURRENT_REVISION, revision)
+
+    def set_compact_revision(self, revision: int) -> None:
+        assert self.compact_revision() < revision <= self.current_revision()
+        self._set_meta(_COMPACT_REVISION, revision)
+
+    def _meta(self, name: bytes, default: int) -> int:
+        data = self._txn.get(name, db=self._dbs.meta)
+        return default if data is None else keys.i64_from_bytes(data)
+
+    def _set_meta(self, name: bytes, value: int) -> None:
+        self._txn.put(name, keys.i64_to_bytes(value), db=self._dbs.meta)
+
+    # --- leases
+    def lease_exists(self, lease_id: int) -> bool:
+        return self._txn.get(keys.lease_key(lease_id), db=self._dbs.leases) is not None
+
+    # --- reads
+    def latest(self, key: bytes, at_rev: int) -> tuple[int, int] | None:
+        """The revision (main, sub) holding the key's live value at at_rev, if any."""
+        newest = self._newest(key, at_rev, self._txn.cursor(self._dbs.keys))
+        if newest is None or newest[2]:
+            return None
+        return newest[0], newest[1]
+
+    def scan(
+        self, start: bytes, end: bytes | None, at_rev: int
+    ) -> Iterator[tuple[bytes, int, int]]:
+        """(key, main, sub) of the live keys at at_rev in key order; bounds as keys.key_bounds."""
+        if end is None:
+            found = self.latest(start, at_rev)
+            if found is not None:
+                yield start, *found
+            return
+        cursor = self._txn.cursor(self._dbs.keys)
+        probe = self._txn.cursor(self._dbs.keys)
+        if not cursor.set_range(start):
+            return
+        for key, newest_value in cursor.iternext_nodup(keys=True, values=True):
+            if end and key >= end:
+                return
+            newest = keys.index_value_decode(newest_value)
+            if newest[0] > at_rev:
+                newest = self._newest(key, at_rev, probe)
+            if newest is not None and not newest[2]:
+                yield key, newest[0], newest[1]
+
+    def record(self, main: int, sub: int) -> Record:
+        data = self._txn.get(keys.rev_to_bytes(main, sub), db=self._dbs.revs)
+        assert data is not None, (main, sub)
+        return unpack(data)
+
+    def _newest(
+        self, key: bytes, at_rev: int, cursor: lmdb.Cursor
+    ) -> tuple[int, int, bool] | None:
+        """(main, sub, tombstone) of the key's newest revision with main <= at_rev."""
+        if not 0 < len(key) <= self._dbs.max_key_bytes:
+            return None  # LMDB cannot hold such a key, so it was never written
+        if not cursor.set_range_dup(key, keys.index_seek(at_rev)):
+            return None
+        newest = keys.index_value_decode(cursor.value())
+        assert newest[0] <= at_rev
+        return newest
+
+    # --- writes
+    def add(self, main: int, sub: int, record: Record) -> None:
+        """Writes a new revision; revisions only grow."""
+        assert 0 < len(record.key) <= self._dbs.max_key_bytes
+        appended = self._txn.put(
+            keys.rev_to_bytes(main, sub), pack(record), db=self._dbs.revs, append=True
+        )
+        assert appended, (main, sub)
+        indexed = self._txn.put(  # dupdata=False: MDB_NODUPDATA, fails on an equal value
+            record.key, keys.index_value(main, sub, record.tombstone), db=self._dbs.keys,
+            dupdata=False,
+        )
+        assert indexed, (main, sub)
+
+    def compact(self, at_rev: int) -> int:
+        """Drops every revision <= at_rev except each key's newest one unless a tombstone.
+
+        Returns the number of revisions dropped.
+        """
+        cursor = self._txn.cursor(self._dbs.revs)
+        probe = self._txn.cursor(self._dbs.keys)
+        cursor.first()
+        dropped = 0
+        for _ in range(self._txn.stat(self._dbs.revs)["entries"] + 1):
+            if not cursor.key():
+                break
+            main, sub = keys.rev_from_bytes(cursor.key())
+            if main > at_rev:
+                break
+            record = unpack(cursor.value())
+            if self._newest(record.key, at_rev, probe) == (main, sub, False):
+                cursor.next()
+                continue
+            unindexed = self._txn.delete(
+                record.key, keys.index_value(main, sub, record.tombstone), db=self._dbs.keys
+            )
+            assert unindexed, (main, sub)
+            assert cursor.delete()  # moves to the next revision
+            dropped += 1
+        else:
+            raise AssertionError("compaction visited more revisions than exist")
+        return dropped
+
+    def used_pages(self, main_db_stat: dict) -> int:
+        """Pages of the meta pages, the main db (env.stat()) and the named dbs."""
+        stats = [main_db_stat] + [self._txn.stat(db) for db in
+                                  (self._dbs.revs, self._dbs.keys, self._dbs.meta, self._dbs.leases)]
+        return 2 + sum(s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"] for s in stats)
+
+    def hash(self, at_rev: int) -> int:
+        """zlib crc32 (IEEE) over (revision bytes, record bytes) of revisions <= at_rev."""
+        crc = 0
+        for rev_bytes, data in self._txn.cursor(self._dbs.revs).iternext(keys=True, values=True):
+            if keys.rev_from_bytes(rev_bytes)[0] > at_rev:
+                break
+            crc = zlib.crc32(data, zlib.crc32(rev_bytes, crc))
+        return crc

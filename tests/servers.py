@@ -1,0 +1,120 @@
+"""Start real servers for tests: petcd as a user would (its console script), and real etcd 3.4."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import grpc
+
+from petcd.rpc.pb import rpc_pb2 as pb
+from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
+
+READY_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def petcd_command() -> list[str]:
+    found = shutil.which("petcd")
+    return [found] if found else [sys.executable, "-m", "petcd.rpc.server_cli"]
+
+
+def etcd_binary(name: str = "etcd") -> str:
+    found = shutil.which(name)
+    assert found, f"{name} not found on PATH: run the suite with `make test`, which provides etcd 3.4"
+    return found
+
+
+@dataclass
+class Server:
+    """A running server process and how to reach it."""
+
+    proc: subprocess.Popen[bytes]
+    endpoint: str  # host:port
+    data_dir: str
+    log_path: str
+    argv: list[str] = field(default_factory=list)
+
+    def stub(self) -> pb_grpc.KVStub:
+        return pb_grpc.KVStub(grpc.insecure_channel(self.endpoint))
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout_s)
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+
+def wait_ready(server: Server, timeout_s: float = READY_TIMEOUT_S) -> None:
+    """Until a linearizable Range succeeds (the member has a leader and applies)."""
+    deadline = time.monotonic() + timeout_s
+    channel = grpc.insecure_channel(server.endpoint)
+    stub = pb_grpc.KVStub(channel)
+    try:
+        while time.monotonic() < deadline:
+            if server.proc.poll() is not None:
+                raise AssertionError(f"server exited with {server.proc.returncode}:\n{server.log()}")
+            try:
+                stub.Range(pb.RangeRequest(key=b"health"), timeout=1.0)
+                return
+            except grpc.RpcError:
+                time.sleep(0.1)
+        raise AssertionError(f"server not ready after {timeout_s}s:\n{server.log()}")
+    finally:
+        channel.close()
+
+
+def start_petcd(data_dir: str, *extra: str, port: int | None = None, ready: bool = True) -> Server:
+    port = port or free_port()
+    peer = free_port()
+    argv = [
+        *petcd_command(),
+        "--data-dir", data_dir,
+        "--listen-client-urls", f"http://127.0.0.1:{port}",
+        "--advertise-client-urls", f"http://127.0.0.1:{port}",
+        "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+        "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+        "--initial-cluster", f"default=http://127.0.0.1:{peer}",
+        *extra,
+    ]
+    return _start(argv, f"127.0.0.1:{port}", data_dir, ready)
+
+
+def start_etcd(data_dir: str, *extra: str, ready: bool = True) -> Server:
+    port, peer = free_port(), free_port()
+    argv = [
+        etcd_binary(),
+        "--data-dir", data_dir,
+        "--listen-client-urls", f"http://127.0.0.1:{port}",
+        "--advertise-client-urls", f"http://127.0.0.1:{port}",
+        "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+        "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+        "--initial-cluster", f"default=http://127.0.0.1:{peer}",
+        *extra,
+    ]
+    return _start(argv, f"127.0.0.1:{port}", data_dir, ready)
+
+
+def _start(argv: list[str], endpoint: str, data_dir: str, ready: bool) -> Server:
+    os.makedirs(os.path.dirname(os.path.abspath(data_dir)), exist_ok=True)
+    log_path = os.path.abspath(data_dir) + ".log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(proc, endpoint, data_dir, log_path, argv)
+    if ready:
+        wait_ready(server)
+    return server
