@@ -54,6 +54,14 @@ class Context(Protocol):
         """A structured log line."""
         ...
 
+    def set_route(self, address: str, url: str) -> None:
+        """Where `address` lives (a peer URL such as "http://10.0.0.2:2380"); the simulator ignores it."""
+        ...
+
+    def stop_member(self, reason: str) -> None:
+        """Stop every actor of this member (e.g. it was removed from the cluster)."""
+        ...
+
 
 class Actor(Protocol):
     """What a runtime calls. Each call runs to completion before the next."""

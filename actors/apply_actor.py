@@ -4,8 +4,13 @@ Messages in:
   apply  {entries: [[index, term, data]...]}       committed entries, in log order, from the Raft actor
   reads  {reads: [[index, term, req, origin]...]}   linearizable reads, each servable once applied >= index
   read   {req, origin}                             a serializable read (no wait)
+  snap_make {peer}                                 send a snapshot of the store towards `peer`
+  snap_install {meta, seq, data, last}             a chunk of the leader's snapshot to install
 Messages out:
   hello  {applied}                                 to the Raft actor on start: where to resume
+  applied {index}                                  to the Raft actor after each batch (it may compact its log)
+  snap_chunk {peer, index, seq, data, last}        to the Raft actor, to relay
+  snap_installed {meta}                            to the Raft actor once a snapshot is in place
   resp   {id, resp, term}                          to the origin of each request this member took
 
 Each `apply` batch is one LMDB transaction that also records the applied
@@ -27,6 +32,7 @@ from petcd.store.mvcc import MvccStore
 # Reads waiting for the store to catch up; past this the oldest are refused
 # (the client retries) rather than letting memory grow without bound.
 MAX_WAITING_READS = 100_000
+SNAPSHOT_CHUNK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +48,7 @@ class ApplyActor:
         self._store: MvccStore | None = None
         self._waiting: list[tuple[int, int, dict[str, Any], list[Any]]] = []  # (index, term, req, origin)
         self._term = 0
+        self._incoming_snapshot: tuple[int, Any] | None = None  # (next seq, open file)
 
     def start(self, ctx: Context) -> None:
         self._store = MvccStore(os.path.join(self._cfg.data_dir, "mvcc"), sync=self._cfg.sync)
@@ -70,6 +77,13 @@ class ApplyActor:
                 self._waiting.extend((index, term, req, origin) for index, term, req, origin in msg["reads"])
             elif kind == "read":
                 self._serve_read(ctx, self._term, msg["req"], msg["origin"])
+            elif kind == "snap_make":
+                self._make_snapshot(ctx, msg["peer"])
+            elif kind == "snap_install":
+                if entries:  # apply what came before the snapshot first: order matters
+                    self._apply(ctx, entries)
+                    entries = []
+                self._install_chunk(ctx, msg)
             else:
                 raise ValueError(f"apply actor: unknown message type {kind!r} from {sender}")
         if entries:
@@ -80,6 +94,7 @@ class ApplyActor:
     def _apply(self, ctx: Context, entries: list[tuple[int, int, dict[str, Any]]]) -> None:
         store = self._store
         assert store is not None
+        # Empty entries (a new leader's) and membership changes only move the applied index here.
         requests = [(index, data.get("req", {"op": "noop"})) for index, _, data in entries]
         responses = store.apply(requests)
         assert len(responses) == len(entries)
@@ -90,6 +105,7 @@ class ApplyActor:
             # Only the member that took the request answers it; None marks an entry applied before.
             if resp is not None and origin is not None and data.get("member") == me:
                 ctx.send(origin[0], {"t": "resp", "id": origin[1], "resp": resp, "term": term})
+        ctx.send(f"{me}/raft", {"t": "applied", "index": entries[-1][0]})
 
     def _serve_waiting_reads(self, ctx: Context) -> None:
         if not self._waiting:
@@ -117,3 +133,50 @@ class ApplyActor:
         except StoreError as err:
             resp = {"error": err.name, "code": err.grpc_code, "message": err.message}
         ctx.send(origin[0], {"t": "resp", "id": origin[1], "resp": resp, "term": term})
+
+    # ------------------------------------------------------------------ snapshots
+    def _snapshot_path(self, name: str) -> str:
+        return os.path.join(self._cfg.data_dir, f"snapshot-{name}.mdb")
+
+    def _make_snapshot(self, ctx: Context, peer: str) -> None:
+        """Copy the store as of now and send it in chunks through the Raft actor."""
+        store = self._store
+        assert store is not None
+        path = self._snapshot_path("out")
+        index = store.create_snapshot(path)
+        size = os.path.getsize(path)
+        ctx.log("info", "made a snapshot", peer=peer, index=index, size_bytes=size)
+        with open(path, "rb") as f:
+            seq = 0
+            while True:
+                data = f.read(SNAPSHOT_CHUNK_BYTES)
+                last = f.tell() >= size
+                ctx.send(f"{self._cfg.member_id}/raft", {"t": "snap_chunk", "peer": peer, "index": index, "seq": seq, "data": data, "last": last})
+                seq += 1
+                if last:
+                    break
+        os.remove(path)
+
+    def _install_chunk(self, ctx: Context, msg: dict[str, Any]) -> None:
+        store = self._store
+        assert store is not None
+        path = self._snapshot_path("in")
+        if msg["seq"] == 0:
+            if self._incoming_snapshot is not None:
+                self._incoming_snapshot[1].close()
+            self._incoming_snapshot = (0, open(path, "wb"))
+        if self._incoming_snapshot is None or self._incoming_snapshot[0] != msg["seq"]:
+            return  # a chunk of a snapshot we are not receiving (lost start): the leader retries
+        seq, f = self._incoming_snapshot
+        f.write(msg["data"])
+        self._incoming_snapshot = (seq + 1, f)
+        if not msg["last"]:
+            return
+        f.close()
+        self._incoming_snapshot = None
+        meta = msg["meta"]
+        if meta["index"] > store.applied_index():
+            store.install_snapshot(path)
+            assert store.applied_index() == meta["index"], (store.applied_index(), meta["index"])
+        os.remove(path)
+        ctx.send(f"{self._cfg.member_id}/raft", {"t": "snap_installed", "meta": meta})

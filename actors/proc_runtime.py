@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgpack
 import zmq
@@ -43,6 +44,7 @@ class ProcContext:
         self._timers: dict[str, float] = {}  # name -> deadline (monotonic seconds)
         self._timer_heap: list[tuple[float, str]] = []
         self._rng = random.Random()
+        self.stop_requested = False
 
     @property
     def address(self) -> str:
@@ -67,6 +69,18 @@ class ProcContext:
 
     def log(self, level: str, msg: str, **fields: Any) -> None:
         self._logger(level, msg, **fields)
+
+    def set_route(self, address: str, url: str) -> None:
+        endpoint = peer_endpoint(url)
+        if self._endpoints.get(address) != endpoint:
+            self._endpoints[address] = endpoint
+            old = self._pushes.pop(address, None)
+            if old is not None:
+                old.close(linger=0)
+
+    def stop_member(self, reason: str) -> None:
+        self.log("warn", "stopping the member", reason=reason)
+        self.stop_requested = True
 
     # -- runtime side
     def next_timeout_ms(self) -> int | None:
@@ -106,11 +120,26 @@ class ProcContext:
                 self.log("warn", "destination not reading; dropping", to=to, count=len(msgs))
 
 
-def run(actor: Actor, address: str, endpoints: dict[str, str], log_level: str = "info") -> None:
-    """Serve `actor` until SIGTERM/SIGINT."""
+def peer_endpoint(url: str) -> str:
+    """etcd's peer URL spelling to a ZeroMQ endpoint: "http://127.0.0.1:2380" -> "tcp://127.0.0.1:2380"."""
+    parts = urlsplit(url)
+    assert parts.hostname and parts.port, f"bad peer URL {url!r}"
+    host = "127.0.0.1" if parts.hostname == "localhost" else parts.hostname
+    return f"tcp://{host}:{parts.port}"
+
+
+# Exit status of an actor process whose actor asked to stop its member (e.g. removed from the cluster).
+EXIT_MEMBER_STOPPED = 64
+
+
+def run(actor: Actor, address: str, endpoints: dict[str, str], log_level: str = "info", extra_binds: tuple[str, ...] = ()) -> bool:
+    """Serve `actor` until SIGTERM/SIGINT (False) or until it asks to stop its member (True)."""
     zctx = zmq.Context()
     pull = zctx.socket(zmq.PULL)
+    pull.setsockopt(zmq.RCVHWM, 0)
     pull.bind(endpoints[address])
+    for endpoint in extra_binds:  # e.g. the Raft actor's peer port
+        pull.bind(endpoint)
     ctx = ProcContext(address, endpoints, zctx, LogLine(log_level, actor=address))
     stopping = False
 
@@ -125,7 +154,7 @@ def run(actor: Actor, address: str, endpoints: dict[str, str], log_level: str = 
     actor.start(ctx)
     ctx.flush()
     try:
-        while not stopping:
+        while not stopping and not ctx.stop_requested:
             timeout_ms = ctx.next_timeout_ms()
             try:
                 ready = dict(poller.poll(200 if timeout_ms is None else min(timeout_ms, 200)))
@@ -148,6 +177,7 @@ def run(actor: Actor, address: str, endpoints: dict[str, str], log_level: str = 
     finally:
         actor.stop()
         zctx.destroy(linger=500)
+    return ctx.stop_requested
 
 
 def _build(kind: str, config: dict[str, Any]) -> Actor:
@@ -155,7 +185,7 @@ def _build(kind: str, config: dict[str, Any]) -> Actor:
     if kind == "raft":
         from petcd.actors.raft_actor import RaftActor, RaftConfig
 
-        return RaftActor(RaftConfig(**{**config, "voters": tuple(config["voters"])}))
+        return RaftActor(RaftConfig(**config))
     if kind == "apply":
         from petcd.actors.apply_actor import ApplyActor, ApplyConfig
 
@@ -166,7 +196,10 @@ def _build(kind: str, config: dict[str, Any]) -> Actor:
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     kind, spec = args[0], json.loads(args[1])
-    run(_build(kind, spec["config"]), spec["address"], spec["endpoints"], spec.get("log_level", "info"))
+    stopped = run(
+        _build(kind, spec["config"]), spec["address"], spec["endpoints"], spec.get("log_level", "info"), tuple(spec.get("binds", ()))
+    )
+    sys.exit(EXIT_MEMBER_STOPPED if stopped else 0)
 
 
 if __name__ == "__main__":

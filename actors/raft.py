@@ -2,15 +2,26 @@
 
 The core never does IO. Its caller (the Raft actor) feeds it ticks, peer
 messages, proposals and read requests, then takes a `Ready`: hard state and
-entries to persist, messages to send, committed entries to apply, and reads
-that may now be served. The caller persists first, then sends and applies,
-then calls `advance`.
+entries to persist, messages to send, committed entries to apply, reads that
+may now be served, peers that need a snapshot. The caller persists first, then
+sends and applies, then calls `advance`.
 
-Ids are member ids (hex strings). Messages are plain dicts ("t" is the type):
-  vote        term, last_index, last_term
-  vote_resp   term, granted
-  app         term, prev_index, prev_term, entries [[index, term, data]...], commit, read_seq
-  app_resp    term, index, reject, hint, read_seq
+Roles: follower, precandidate (pre-vote), candidate, leader. With pre-vote a
+member that cannot win does not disturb the cluster by raising the term; with
+check-quorum a leader that does not hear from a quorum within an election
+timeout steps down, and a member that heard from a leader within an election
+timeout ignores (pre)votes (the leader lease that keeps a partitioned member
+from deposing a healthy leader).
+
+Membership changes are log entries (ENTRY_CONF), one at a time; the caller
+applies them with `apply_conf_change` when they commit, as etcd does.
+
+Ids are member ids (strings). Messages are plain dicts ("t" is the type):
+  prevote/vote          term, last_index, last_term, transfer
+  prevote_resp/vote_resp term, granted
+  app                   term, prev_index, prev_term, entries [[index, term, data, kind]...], commit, read_seq
+  app_resp              term, index, reject, hint, read_seq
+  timeout_now           term   (leader transfer: campaign at once)
 """
 
 from __future__ import annotations
@@ -19,14 +30,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from petcd.store.raftlog import Entry, HardState, RaftLog
+from petcd.store.raftlog import ENTRY_CONF, ENTRY_NORMAL, ConfState, Entry, HardState, RaftLog
 
-FOLLOWER, CANDIDATE, LEADER = "follower", "candidate", "leader"
+FOLLOWER, PRECANDIDATE, CANDIDATE, LEADER = "follower", "precandidate", "candidate", "leader"
 
-# Bound on entries per append message, and on unreplicated appends in flight
-# per follower (pipelining without unbounded memory).
-MAX_ENTRIES_PER_APPEND = 512
-MAX_INFLIGHT_APPENDS = 64
+# Bound on entries per append message, and on appends in flight per follower
+# (pipelining without unbounded memory).
+MAX_ENTRIES_PER_APPEND = 256
+MAX_APPEND_BYTES = 4 << 20
+MAX_INFLIGHT_APPENDS = 32
+# Reads that wait for this leader's first commit: bounded, the rest are refused.
+MAX_WAITING_READS = 10_000
+
+# Progress states of a follower, as seen by the leader.
+PROBE, REPLICATE, SNAPSHOT = "probe", "replicate", "snapshot"
 
 
 @dataclass(slots=True)
@@ -38,13 +55,19 @@ class Ready:
     messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     committed: list[Entry] = field(default_factory=list)
     reads: list[tuple[int, Any]] = field(default_factory=list)  # (read index, caller's context)
+    snapshots: list[str] = field(default_factory=list)  # peers that need the state machine sent
 
 
 @dataclass(slots=True)
-class _Progress:
+class Progress:
     match: int = 0
     next: int = 1
-    inflight: int = 0
+    state: str = PROBE
+    inflight: list[int] = field(default_factory=list)  # last index of each append not yet acknowledged
+    recent_active: bool = False
+    probe_sent: bool = False  # in PROBE, one append at a time
+    snapshot_index: int = 0
+    snapshot_ticks: int = 0
 
 
 class RaftCore:
@@ -53,105 +76,222 @@ class RaftCore:
     def __init__(
         self,
         my_id: str,
-        voters: list[str],
+        conf: ConfState,
         log: RaftLog,
         rand: Callable[[], float],
         *,
         election_ticks: int = 10,
         heartbeat_ticks: int = 1,
+        pre_vote: bool = True,
+        check_quorum: bool = True,
     ) -> None:
-        assert my_id in voters, (my_id, voters)
         assert 0 < heartbeat_ticks < election_ticks
         self.id = my_id
-        self.voters = sorted(voters)
+        self.conf = conf
         self._log = log
         self._rand = rand
         self._election_ticks = election_ticks
         self._heartbeat_ticks = heartbeat_ticks
+        self._pre_vote = pre_vote
+        self._check_quorum = check_quorum
         hs = log.hard_state
         self.term = hs.term
         self.vote = hs.vote
-        self.commit = hs.commit
-        self.applied = 0
+        self.commit = max(hs.commit, log.snapshot_index)
+        self.applied = log.snapshot_index
         # Committed entries are handed out only once the caller said where its state machine is.
         self._applied_known = False
         self.role = FOLLOWER
         self.leader = ""
         self._unstable: list[Entry] = []  # appended, not yet durable
         self._stable_last = log.last_index  # durable entries still part of our log
-        self._progress: dict[str, _Progress] = {}
+        self.progress: dict[str, Progress] = {}
         self._votes: dict[str, bool] = {}
-        self._elapsed = 0
+        self._election_elapsed = 0
+        self._heartbeat_elapsed = 0
         self._timeout = self._random_timeout()
         self._msgs: list[tuple[str, dict[str, Any]]] = []
+        self._snapshots: list[str] = []
         self._saved_hs = hs
-        # ReadIndex: pending reads wait for a heartbeat round that a quorum acknowledged.
+        self.pending_conf_index = 0
+        self.transferee = ""
+        self._transfer_elapsed = 0
+        # ReadIndex: reads wait for a heartbeat round that a quorum acknowledged.
         self._read_seq = 0
         self._read_acks: dict[str, int] = {}
         self._pending_reads: list[tuple[int, int, Any]] = []  # (seq, index, ctx)
         self._ready_reads: list[tuple[int, Any]] = []
         self._waiting_reads: list[Any] = []  # arrived before this leader committed in its term
 
+    # ---------------------------------------------------------------- queries
     def last_index(self) -> int:
         """Index of the last entry in this member's log, durable or not."""
-        return self._last_index()
+        return self._unstable[-1].index if self._unstable else self._stable_last
+
+    def is_voter(self, member: str | None = None) -> bool:
+        return (member or self.id) in self.conf.voters
+
+    def quorum(self) -> int:
+        return len(self.conf.voters) // 2 + 1
 
     # ---------------------------------------------------------------- inputs
     def restore_applied(self, applied: int) -> None:
         """The state machine already holds entries up to `applied` (from its own durable state)."""
-        self.applied = applied
+        assert applied >= self._log.snapshot_index or applied == 0, (applied, self._log.snapshot_index)
+        self.applied = max(applied, self._log.snapshot_index)
         self._applied_known = True
-        self.commit = max(self.commit, applied)
+        self.commit = max(self.commit, self.applied)
 
     def tick(self) -> None:
-        self._elapsed += 1
         if self.role == LEADER:
-            if self._elapsed >= self._heartbeat_ticks:
-                self._elapsed = 0
-                self._broadcast_append(heartbeat=True)
-        elif self._elapsed >= self._timeout:
-            self._campaign()
+            self._tick_leader()
+            return
+        self._election_elapsed += 1
+        if self._election_elapsed >= self._timeout and self.is_voter():
+            self._election_elapsed = 0
+            self._start_election(transfer=False)
+
+    def campaign_now(self) -> None:
+        """Start an election at once (a lone voter at start, or asked to by a leader transfer)."""
+        if self.role != LEADER and self.is_voter():
+            self._start_election(transfer=True)
 
     def propose(self, datas: list[bytes]) -> bool:
-        """Append proposals to the leader's log; False if this member is not the leader."""
-        if self.role != LEADER:
+        """Append proposals to the leader's log; False if this member cannot take them now."""
+        if self.role != LEADER or self.transferee:
             return False
-        self._append([Entry(self._last_index() + 1 + i, self.term, d) for i, d in enumerate(datas)])
+        last = self.last_index()
+        self._append([Entry(last + 1 + i, self.term, d) for i, d in enumerate(datas)])
         self._broadcast_append()
         return True
+
+    def propose_conf_change(self, data: bytes) -> str | None:
+        """Append a membership change; returns an error name or None."""
+        if self.role != LEADER or self.transferee:
+            return "no_leader"
+        if self.pending_conf_index > self.applied:
+            return "conf_change_pending"
+        index = self.last_index() + 1
+        self._append([Entry(index, self.term, data, ENTRY_CONF)])
+        self.pending_conf_index = index
+        self._broadcast_append()
+        return None
+
+    def apply_conf_change(self, op: str, member: str) -> ConfState:
+        """A committed membership change takes effect (the caller persists the returned ConfState)."""
+        voters, learners = list(self.conf.voters), list(self.conf.learners)
+        # Each change is idempotent: a replayed one (after a restart or a snapshot) changes nothing.
+        if op == "add_voter" and member not in voters:
+            voters.append(member)
+            if member in learners:
+                learners.remove(member)
+        elif op == "add_learner" and member not in voters and member not in learners:
+            learners.append(member)
+        elif op == "promote" and member in learners:
+            learners.remove(member)
+            voters.append(member)
+        elif op == "remove":
+            voters = [v for v in voters if v != member]
+            learners = [v for v in learners if v != member]
+        self.conf = ConfState(tuple(sorted(voters)), tuple(sorted(learners)))
+        if self.role == LEADER:
+            last = self.last_index()
+            for m in self.conf.members:
+                self.progress.setdefault(m, Progress(next=last + 1, recent_active=True))
+            for m in list(self.progress):
+                if m not in self.conf.members:
+                    del self.progress[m]
+            if self.id not in self.conf.voters:
+                self._become_follower(self.term, "")  # removed or demoted: step down
+            elif self.conf.voters:
+                self._maybe_commit()  # a smaller quorum may commit more
+        if self.transferee and self.transferee not in self.conf.voters:
+            self.transferee = ""
+        return self.conf
 
     def read_index(self, ctx: Any) -> bool:
         """Ask for a linearizable read point; it comes back in `Ready.reads`. False if not leader."""
         if self.role != LEADER:
             return False
         if not self._committed_in_term():
+            if len(self._waiting_reads) >= MAX_WAITING_READS:
+                return False
             self._waiting_reads.append(ctx)
             return True
-        if len(self.voters) == 1:
+        if len(self.conf.voters) == 1:
             self._ready_reads.append((self.commit, ctx))
             return True
         self._read_seq += 1
         self._pending_reads.append((self._read_seq, self.commit, ctx))
-        self._broadcast_append(heartbeat=True)
+        self._broadcast_heartbeat()
         return True
+
+    def transfer_leader(self, target: str) -> str | None:
+        """Hand leadership to `target` once its log is caught up; returns an error name or None."""
+        if self.role != LEADER:
+            return "not_leader"
+        if target == self.id:
+            return None
+        if target not in self.conf.voters:
+            return "bad_transferee"
+        self.transferee = target
+        self._transfer_elapsed = 0
+        pr = self.progress[target]
+        if pr.match == self.last_index():
+            self._send(target, {"t": "timeout_now", "term": self.term})
+        else:
+            self._send_append(target)
+        return None
+
+    def snapshot_done(self, peer: str, index: int, ok: bool) -> None:
+        """The caller finished (or failed) sending a snapshot at `index` to `peer`."""
+        pr = self.progress.get(peer)
+        if self.role != LEADER or pr is None or pr.state != SNAPSHOT:
+            return
+        if ok:
+            pr.snapshot_index = index
+        else:
+            pr.state, pr.probe_sent, pr.inflight = PROBE, False, []
+
+    def restore_snapshot(self, index: int, term: int, conf: ConfState, members: dict[str, dict]) -> None:
+        """The caller installed a leader's snapshot at (index, term): our log restarts after it."""
+        assert index > self.commit, "a snapshot must bring news"
+        self.commit = index
+        self.applied = index
+        self.conf = conf
+        self._unstable = []
+        self._log.reset_to_snapshot(index, term, conf, members, HardState(self.term, self.vote, index))
+        self._saved_hs = self._log.hard_state
+        self._stable_last = index
 
     def step(self, sender: str, msg: dict[str, Any]) -> None:
         """Handle one message from a peer."""
-        term = msg["term"]
+        kind, term = msg["t"], msg["term"]
+        if kind in ("prevote", "vote") and not msg.get("transfer") and self._in_lease():
+            return  # we heard from a leader recently: don't help depose it
         if term > self.term:
-            self._become_follower(term, sender if msg["t"] == "app" else "")
+            if kind == "prevote" or (kind == "prevote_resp" and msg["granted"]):
+                pass  # pre-votes never change terms
+            else:
+                self._become_follower(term, sender if kind in ("app", "timeout_now") else "")
         elif term < self.term:
-            if msg["t"] in ("app", "vote"):
-                # Tell a stale leader or candidate about the newer term.
-                reply = "app_resp" if msg["t"] == "app" else "vote_resp"
+            if kind in ("app", "prevote", "vote", "timeout_now"):
+                # Tell a stale leader or candidate about the newer term (so a partitioned
+                # member that rejoins with a lower term learns it, and so does its sender).
+                reply = {"app": "app_resp", "prevote": "prevote_resp", "vote": "vote_resp", "timeout_now": "app_resp"}[kind]
                 self._send(sender, {"t": reply, "term": self.term, "index": 0, "reject": True, "hint": 0, "granted": False, "read_seq": 0})
             return
         handler = {
-            "vote": self._on_vote,
+            "prevote": self._on_vote_request,
+            "vote": self._on_vote_request,
+            "prevote_resp": self._on_vote_resp,
             "vote_resp": self._on_vote_resp,
             "app": self._on_append,
             "app_resp": self._on_append_resp,
-        }[msg["t"]]
+            "timeout_now": self._on_timeout_now,
+        }.get(kind)
+        if handler is None:
+            raise ValueError(f"raft: unknown message type {kind!r} from {sender}")
         handler(sender, msg)
 
     # ---------------------------------------------------------------- output
@@ -160,6 +300,7 @@ class RaftCore:
             self._unstable
             or self._msgs
             or self._ready_reads
+            or self._snapshots
             or (self._applied_known and min(self.commit, self._stable_last) > self.applied)
             or self._hard_state() != self._saved_hs
         )
@@ -171,12 +312,14 @@ class RaftCore:
             entries=list(self._unstable),
             messages=self._msgs,
             reads=self._ready_reads,
+            snapshots=self._snapshots,
         )
         stable_commit = min(self.commit, self._stable_last)
         if self._applied_known and stable_commit > self.applied:
-            rd.committed = self._log.entries(self.applied + 1, stable_commit + 1)
+            rd.committed = self._log.entries(self.applied + 1, stable_commit + 1, MAX_APPEND_BYTES)
         self._msgs = []
         self._ready_reads = []
+        self._snapshots = []
         return rd
 
     def advance(self, rd: Ready) -> None:
@@ -184,12 +327,13 @@ class RaftCore:
         if rd.hard_state is not None:
             self._saved_hs = rd.hard_state
         if rd.entries:
-            assert self._unstable[: len(rd.entries)] == rd.entries
+            # The caller persists between ready() and advance() without stepping us in between.
+            assert self._unstable[: len(rd.entries)] == rd.entries, "advance() out of step with ready()"
             del self._unstable[: len(rd.entries)]
             self._stable_last = rd.entries[-1].index
             assert self._stable_last == self._log.last_index
             if self.role == LEADER:
-                self._progress[self.id].match = self._stable_last
+                self.progress[self.id].match = max(self.progress[self.id].match, self._stable_last)
                 self._maybe_commit()
         if rd.committed:
             self.applied = rd.committed[-1].index
@@ -201,66 +345,121 @@ class RaftCore:
         self.term = term
         self.role = FOLLOWER
         self.leader = leader
-        self._reset_timer()
+        self.transferee = ""
+        self._reset_election_timer()
         self._fail_reads()
 
-    def _campaign(self) -> None:
-        self.role = CANDIDATE
-        self.term += 1
-        self.vote = self.id
+    def _start_election(self, transfer: bool) -> None:
+        if self._pre_vote and not transfer:
+            self.role = PRECANDIDATE
+            term = self.term + 1  # asked about, not taken
+            kind = "prevote"
+        else:
+            self.role = CANDIDATE
+            self.term += 1
+            self.vote = self.id
+            term = self.term
+            kind = "vote"
         self.leader = ""
         self._votes = {self.id: True}
-        self._reset_timer()
+        self._reset_election_timer()
         if self._won():
-            self._become_leader()
+            self._after_win()
             return
-        last = self._last_index()
-        for peer in self._peers():
-            self._send(peer, {"t": "vote", "term": self.term, "last_index": last, "last_term": self._term_at(last)})
+        last = self.last_index()
+        for peer in self._voter_peers():
+            self._send(peer, {"t": kind, "term": term, "last_index": last, "last_term": self._term_at(last), "transfer": transfer})
+
+    def _after_win(self) -> None:
+        if self.role == PRECANDIDATE:
+            self._start_election(transfer=True)  # the real election (transfer=True: skip pre-vote)
+        else:
+            self._become_leader()
 
     def _become_leader(self) -> None:
         self.role = LEADER
         self.leader = self.id
-        self._elapsed = 0
-        last = self._last_index()
-        self._progress = {p: _Progress(match=0, next=last + 1) for p in self.voters}
+        self._heartbeat_elapsed = 0
+        self._election_elapsed = 0
+        last = self.last_index()
+        self.progress = {p: Progress(next=last + 1, recent_active=True) for p in self.conf.members}
+        self.progress.setdefault(self.id, Progress(next=last + 1))
+        self.progress[self.id].match = self._stable_last if not self._unstable else self._unstable[0].index - 1
         self._read_acks = {}
+        # Conservatively treat any uncommitted entry as a pending membership change.
+        self.pending_conf_index = last
         # An empty entry of our own term: committing it commits everything before it (Raft §5.4.2).
         self._append([Entry(last + 1, self.term, b"")])
         self._broadcast_append()
 
+    def _tick_leader(self) -> None:
+        self._heartbeat_elapsed += 1
+        self._election_elapsed += 1
+        if self._election_elapsed >= self._election_ticks:
+            self._election_elapsed = 0
+            if self._check_quorum and not self._quorum_active():
+                self._become_follower(self.term, "")
+                return
+            if self.transferee:
+                self.transferee = ""  # the transfer took too long: give up, take proposals again
+        for peer, pr in self.progress.items():
+            if pr.state == SNAPSHOT and peer != self.id:
+                pr.snapshot_ticks += 1
+                if pr.snapshot_ticks > 10 * self._election_ticks:
+                    pr.state, pr.probe_sent, pr.inflight = PROBE, False, []  # the snapshot was lost: start over
+        if self._heartbeat_elapsed >= self._heartbeat_ticks:
+            self._heartbeat_elapsed = 0
+            self._broadcast_heartbeat()
+
     # ---------------------------------------------------------------- handlers
-    def _on_vote(self, sender: str, msg: dict[str, Any]) -> None:
-        last = self._last_index()
+    def _on_vote_request(self, sender: str, msg: dict[str, Any]) -> None:
+        last = self.last_index()
         up_to_date = (msg["last_term"], msg["last_index"]) >= (self._term_at(last), last)
-        granted = self.role == FOLLOWER and self.vote in ("", sender) and up_to_date
+        if msg["t"] == "prevote":
+            # Would we vote for it in its next term? Changes nothing here.
+            granted = up_to_date and (msg["term"] > self.term or self.vote in ("", sender))
+            self._send(sender, {"t": "prevote_resp", "term": msg["term"] if granted else self.term, "granted": granted})
+            return
+        # One vote per term, and none while we follow a leader of this term.
+        granted = (self.vote == sender or (self.vote == "" and self.leader == "")) and up_to_date
         if granted:
             self.vote = sender
-            self._reset_timer()
+            self._reset_election_timer()
         self._send(sender, {"t": "vote_resp", "term": self.term, "granted": granted})
 
     def _on_vote_resp(self, sender: str, msg: dict[str, Any]) -> None:
-        if self.role != CANDIDATE:
+        expected = PRECANDIDATE if msg["t"] == "prevote_resp" else CANDIDATE
+        if self.role != expected or sender not in self.conf.voters:
             return
         self._votes[sender] = msg["granted"]
         if self._won():
-            self._become_leader()
-        elif sum(1 for g in self._votes.values() if not g) > len(self.voters) // 2:
+            self._after_win()
+        elif sum(1 for g in self._votes.values() if not g) >= self.quorum():
             self._become_follower(self.term, "")
 
     def _on_append(self, sender: str, msg: dict[str, Any]) -> None:
         if self.role != FOLLOWER:
             self._become_follower(self.term, sender)
         self.leader = sender
-        self._reset_timer()
+        self._election_elapsed = 0
         prev_index, prev_term = msg["prev_index"], msg["prev_term"]
         reply = {"t": "app_resp", "term": self.term, "read_seq": msg["read_seq"]}
-        if prev_index > self._last_index() or (prev_index >= self._log.first_index - 1 and self._term_at(prev_index) != prev_term):
-            self._send(sender, {**reply, "index": prev_index, "reject": True, "hint": min(prev_index - 1, self._last_index())})
+        if prev_index < self.commit:
+            # A stale or duplicated append: we hold and committed more. Tell the leader where we are.
+            self._send(sender, {**reply, "index": self.commit, "reject": False, "hint": 0})
             return
-        new = [Entry(i, t, d) for i, t, d in msg["entries"]]
+        if prev_index > self.last_index() or self._term_at(prev_index) != prev_term:
+            hint = min(prev_index - 1, self.last_index())
+            # Fast back-off: skip back over our entries of the conflicting term.
+            if prev_index <= self.last_index():
+                bad_term = self._term_at(prev_index)
+                while hint > self.commit and self._term_at(hint) == bad_term:
+                    hint -= 1
+            self._send(sender, {**reply, "index": prev_index, "reject": True, "hint": hint})
+            return
+        new = [Entry(i, t, d, k) for i, t, d, k in msg["entries"]]
         for pos, entry in enumerate(new):
-            if entry.index > self._last_index() or self._term_at(entry.index) != entry.term:
+            if entry.index > self.last_index() or self._term_at(entry.index) != entry.term:
                 self._truncate_from(entry.index)
                 self._append(new[pos:])
                 break
@@ -269,60 +468,98 @@ class RaftCore:
         self._send(sender, {**reply, "index": last_new, "reject": False, "hint": 0})
 
     def _on_append_resp(self, sender: str, msg: dict[str, Any]) -> None:
-        if self.role != LEADER:
+        if self.role != LEADER or sender not in self.progress:
             return
-        pr = self._progress[sender]
+        pr = self.progress[sender]
+        pr.recent_active = True
         self._read_acks[sender] = max(self._read_acks.get(sender, 0), msg["read_seq"])
-        pr.inflight = max(0, pr.inflight - 1)
         if msg["reject"]:
-            # Only a rejection of what we last sent moves `next` back (stale rejections are ignored).
-            if msg["index"] == pr.next - 1:
-                pr.next = max(pr.match + 1, min(msg["hint"] + 1, pr.next - 1))
-                pr.inflight = 0
-                self._send_append(sender)
-        elif msg["index"] > pr.match:
-            pr.match = msg["index"]
-            pr.next = max(pr.next, pr.match + 1)
-            self._maybe_commit()
+            rejected = msg["index"]
+            # Stale rejections (of appends we since moved past) change nothing.
+            if pr.state == SNAPSHOT or (pr.state == REPLICATE and rejected <= pr.match):
+                return
+            if pr.state == PROBE and rejected != pr.next - 1:
+                return
+            pr.next = max(pr.match + 1, min(rejected, msg["hint"] + 1))
+            pr.state, pr.inflight, pr.probe_sent = PROBE, [], False
+            self._send_append(sender)
+        else:
+            if msg["index"] > pr.match:
+                pr.match = msg["index"]
+                pr.next = max(pr.next, pr.match + 1)
+                self._maybe_commit()
+            pr.inflight = [i for i in pr.inflight if i > msg["index"]]
+            if pr.state == PROBE or (pr.state == SNAPSHOT and pr.match >= pr.snapshot_index > 0):
+                pr.state, pr.inflight, pr.probe_sent = REPLICATE, [], False
+                pr.next = pr.match + 1
+            if self.transferee == sender and pr.match == self.last_index():
+                self._send(sender, {"t": "timeout_now", "term": self.term})
         self._release_reads()
-        if pr.next <= self._last_index():
+        if self.role == LEADER and pr.next <= self.last_index():
             self._send_append(sender)
 
-    # ---------------------------------------------------------------- replication
-    def _broadcast_append(self, heartbeat: bool = False) -> None:
-        for peer in self._peers():
-            self._send_append(peer, heartbeat)
+    def _on_timeout_now(self, sender: str, msg: dict[str, Any]) -> None:
+        self.campaign_now()
 
-    def _send_append(self, peer: str, heartbeat: bool = False) -> None:
-        pr = self._progress[peer]
-        last = self._last_index()
-        if heartbeat:
-            prev = pr.next - 1
-            entries: list[Entry] = []
-        else:
-            if pr.next > last or pr.inflight >= MAX_INFLIGHT_APPENDS:
-                return
-            prev = pr.next - 1
-            hi = min(last + 1, pr.next + MAX_ENTRIES_PER_APPEND)
-            entries = self._entries(pr.next, hi)
-            pr.next = hi  # optimistic: pipeline the next batch without waiting
-            pr.inflight += 1
-        self._send(
-            peer,
-            {
-                "t": "app",
-                "term": self.term,
-                "prev_index": prev,
-                "prev_term": self._term_at(prev),
-                "entries": [[e.index, e.term, e.data] for e in entries],
-                "commit": min(self.commit, prev + len(entries)) if heartbeat else self.commit,
-                "read_seq": self._read_seq,
-            },
-        )
+    # ---------------------------------------------------------------- replication
+    def _broadcast_append(self) -> None:
+        for peer in self._peers():
+            self._send_append(peer)
+
+    def _broadcast_heartbeat(self) -> None:
+        for peer in self._peers():
+            pr = self.progress[peer]
+            if pr.state == SNAPSHOT:
+                continue
+            prev = max(min(pr.match, self.last_index()), self._log.snapshot_index)
+            self._send(peer, self._append_msg(prev, [], min(self.commit, prev)))
+            if pr.state == PROBE:
+                pr.probe_sent = False  # a lost probe is retried at the next heartbeat
+            if pr.next <= self.last_index():
+                self._send_append(peer)
+
+    def _send_append(self, peer: str) -> None:
+        pr = self.progress[peer]
+        last = self.last_index()
+        if pr.state == SNAPSHOT:
+            return
+        if pr.state == PROBE and pr.probe_sent:
+            return
+        if pr.state == REPLICATE and (pr.next > last or len(pr.inflight) >= MAX_INFLIGHT_APPENDS):
+            return
+        prev = pr.next - 1
+        if prev < self._log.snapshot_index:
+            # What this follower needs was compacted away: it gets the state machine instead.
+            pr.state, pr.snapshot_ticks, pr.snapshot_index = SNAPSHOT, 0, 0
+            self._snapshots.append(peer)
+            return
+        hi = min(last + 1, pr.next + MAX_ENTRIES_PER_APPEND)
+        entries = self._entries(pr.next, hi) if pr.next <= last else []
+        self._send(peer, self._append_msg(prev, entries, self.commit))
+        if pr.state == PROBE:
+            pr.probe_sent = True
+        elif entries:
+            pr.next = entries[-1].index + 1  # optimistic: pipeline the next batch without waiting
+            pr.inflight.append(entries[-1].index)
+
+    def _append_msg(self, prev: int, entries: list[Entry], commit: int) -> dict[str, Any]:
+        return {
+            "t": "app",
+            "term": self.term,
+            "prev_index": prev,
+            "prev_term": self._term_at(prev),
+            "entries": [[e.index, e.term, e.data, e.kind] for e in entries],
+            "commit": commit,
+            "read_seq": self._read_seq,
+        }
 
     def _maybe_commit(self) -> None:
-        matches = sorted((self._progress[p].match for p in self.voters), reverse=True)
-        quorum_match = matches[len(self.voters) // 2]
+        if not self.conf.voters or self.id not in self.progress:
+            return
+        matches = sorted((self.progress[p].match for p in self.conf.voters if p in self.progress), reverse=True)
+        if len(matches) < self.quorum():
+            return
+        quorum_match = matches[self.quorum() - 1]
         # Only entries of the current term are committed by counting replicas (Raft §5.4.2, Figure 8).
         if quorum_match > self.commit and self._term_at(quorum_match) == self.term:
             self.commit = quorum_match
@@ -334,8 +571,8 @@ class RaftCore:
     def _release_reads(self) -> None:
         if not self._pending_reads:
             return
-        acks = sorted([self._read_seq] + [self._read_acks.get(p, 0) for p in self._peers()], reverse=True)
-        quorum_seq = acks[len(self.voters) // 2]
+        acks = sorted((self._read_seq if p == self.id else self._read_acks.get(p, 0) for p in self.conf.voters), reverse=True)
+        quorum_seq = acks[self.quorum() - 1]
         while self._pending_reads and self._pending_reads[0][0] <= quorum_seq:
             _, index, ctx = self._pending_reads.pop(0)
             self._ready_reads.append((index, ctx))
@@ -345,19 +582,26 @@ class RaftCore:
         self._pending_reads.clear()
         self._waiting_reads.clear()
 
+    def _quorum_active(self) -> bool:
+        active = sum(1 for p in self.conf.voters if p == self.id or (p in self.progress and self.progress[p].recent_active))
+        for p, pr in self.progress.items():
+            if p != self.id:
+                pr.recent_active = False
+        return active >= self.quorum()
+
+    def _in_lease(self) -> bool:
+        return self._check_quorum and self.leader != "" and self._election_elapsed < self._election_ticks
+
     # ---------------------------------------------------------------- log helpers
     def _append(self, entries: list[Entry]) -> None:
-        assert not entries or entries[0].index == self._last_index() + 1
+        assert not entries or entries[0].index == self.last_index() + 1
         self._unstable.extend(entries)
 
     def _truncate_from(self, index: int) -> None:
         """Forget entries at and after `index` (a conflicting suffix); durable ones are replaced on the next save."""
-        assert index > self.commit, "truncating a committed entry"
+        assert index > self.commit, f"truncating committed entry {index} (commit {self.commit})"
         self._unstable = [e for e in self._unstable if e.index < index]
         self._stable_last = min(self._stable_last, index - 1)
-
-    def _last_index(self) -> int:
-        return self._unstable[-1].index if self._unstable else self._stable_last
 
     def _term_at(self, index: int) -> int:
         if self._unstable and index >= self._unstable[0].index:
@@ -365,13 +609,16 @@ class RaftCore:
         if index == 0:
             return 0
         assert index <= self._stable_last, (index, self._stable_last)
+        if index < self._log.snapshot_index:
+            raise IndexError(f"entry {index} was compacted")
         return self._log.term(index)
 
     def _entries(self, lo: int, hi: int) -> list[Entry]:
         stable_hi = min(hi, self._stable_last + 1)
-        out = self._log.entries(lo, stable_hi) if lo < stable_hi else []
+        out = self._log.entries(lo, stable_hi, MAX_APPEND_BYTES) if lo < stable_hi else []
+        if len(out) < stable_hi - lo:
+            return out  # cut by size
         out += [e for e in self._unstable if max(lo, stable_hi) <= e.index < hi]
-        assert len(out) == hi - lo, (lo, hi, len(out))
         return out
 
     def _committed_in_term(self) -> bool:
@@ -379,10 +626,13 @@ class RaftCore:
 
     # ---------------------------------------------------------------- misc
     def _peers(self) -> list[str]:
-        return [p for p in self.voters if p != self.id]
+        return [p for p in self.conf.members if p != self.id]
+
+    def _voter_peers(self) -> list[str]:
+        return [p for p in self.conf.voters if p != self.id]
 
     def _won(self) -> bool:
-        return sum(1 for g in self._votes.values() if g) > len(self.voters) // 2
+        return sum(1 for p, g in self._votes.items() if g and p in self.conf.voters) >= self.quorum()
 
     def _send(self, to: str, msg: dict[str, Any]) -> None:
         self._msgs.append((to, msg))
@@ -390,9 +640,12 @@ class RaftCore:
     def _hard_state(self) -> HardState:
         return HardState(self.term, self.vote, self.commit)
 
-    def _reset_timer(self) -> None:
-        self._elapsed = 0
+    def _reset_election_timer(self) -> None:
+        self._election_elapsed = 0
         self._timeout = self._random_timeout()
 
     def _random_timeout(self) -> int:
         return self._election_ticks + int(self._rand() * self._election_ticks)
+
+
+__all__ = ["CANDIDATE", "ENTRY_CONF", "ENTRY_NORMAL", "FOLLOWER", "LEADER", "PRECANDIDATE", "RaftCore", "Ready"]

@@ -1,16 +1,25 @@
-"""The Raft actor: drives `RaftCore`, persists its log, hands committed entries to the apply actor.
+"""The Raft actor: drives `RaftCore`, persists its log, talks to peers, hands committed entries to the apply actor.
 
-Messages in:
-  propose  {req, origin: [address, request id]}   from gateways and clients
-  read     {req, origin}                           a linearizable read to be served at a read index
-  hello    {applied}                               from the apply actor, on its start
-  status   {origin}                                leader, term and indexes, answered at once
-  raft     {msg}                                   from a peer's Raft actor
-Messages out:
-  apply    {entries: [[index, term, data]...]}     to the apply actor, in log order
-  reads    {reads: [[index, term, req, origin]...]} to the apply actor
-  resp     {id, error}                             to an origin, when a request cannot be taken
-  raft     {msg}                                   to peers
+Messages in (from this member's gateways and clients):
+  propose   {req, origin: [address, request id]}   a write; forwarded to the leader if we are not it
+  read      {req, origin}                           a linearizable read, served at a ReadIndex
+  conf      {change, origin}                        a membership change (see `membership`)
+  transfer  {target, origin}                        move leadership (Maintenance.MoveLeader)
+  status    {origin}                                leader, term, indexes; answered at once
+  members   {origin}                                the membership as this member knows it
+from the apply actor:
+  hello     {applied}                               on its start: where to resume
+  applied   {index}                                 after each batch: the log may be compacted below it
+  snap_chunk {peer, index, seq, data, last}         a snapshot of the state machine, to relay to `peer`
+  snap_installed {index, meta}                      a leader's snapshot is in place
+from peers' Raft actors:
+  raft      {cid, msg}                              a Raft message
+  fwd       {cid, props: [data...]}                 proposals a follower took
+  ri        {cid, ids}                              a follower asks for a read index
+  ri_resp   {cid, index, ids}                       the leader's answer
+  snap      {cid, meta, seq, data, last}            a snapshot chunk from the leader
+Messages out: apply/reads/snap_make/snap_chunk to the apply actor, resp to origins, the above to peers.
+
 Per turn: every proposal of the batch goes into one append, one synced LMDB
 transaction, one message per destination.
 """
@@ -18,54 +27,92 @@ transaction, one message per destination.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
+from petcd.actors import membership
 from petcd.actors.actor import Context, Envelope
-from petcd.actors.raft import RaftCore, Ready
-from petcd.store.raftlog import RaftLog
+from petcd.actors.raft import LEADER, RaftCore, Ready
+from petcd.store.raftlog import ENTRY_CONF, ConfState, Entry, HardState, RaftLog
 
 _TICK_TIMER = "tick"
 # Bound on the Ready loop within one turn: each round persists, so a handful suffice.
 _MAX_READY_ROUNDS = 8
+# Requests held while no leader is known; past the bound or the wait they fail with "no leader".
+MAX_HELD_REQUESTS = 10_000
+# Entries kept behind a compaction so that a slightly slow follower catches up without a snapshot.
+CATCHUP_ENTRIES = 5000
 
 
 @dataclass(frozen=True, slots=True)
 class RaftConfig:
     member_id: str
-    voters: tuple[str, ...]
     data_dir: str
+    cluster_id: int = 0  # 0: learn it from the leader (joining an existing cluster)
+    initial_members: dict[str, dict] = field(default_factory=dict)  # id -> {name, peer_urls, client_urls}; bootstraps a new cluster
+    name: str = ""  # published, with client_urls, in the member table once a leader is known
+    client_urls: tuple[str, ...] = ()
     heartbeat_interval_ms: int = 100
     election_timeout_ms: int = 1000
+    snapshot_count: int = 100_000
     sync: bool = True
+
+
+@dataclass(slots=True)
+class _Held:
+    kind: str  # "propose" | "read"
+    payload: Any
+    since_ms: int
 
 
 class RaftActor:
     def __init__(self, config: RaftConfig) -> None:
         assert config.election_timeout_ms >= 5 * config.heartbeat_interval_ms, "election timeout must be at least 5 heartbeats"
         self._cfg = config
+        self._me = config.member_id
         self._apply_addr = f"{config.member_id}/apply"
         self._log: RaftLog | None = None
         self._core: RaftCore | None = None
+        self._cluster_id = config.cluster_id
+        self._held: list[_Held] = []
+        self._remote_reads: dict[int, tuple[dict[str, Any], list[Any]]] = {}
+        self._next_read_id = 0
+        self._transfers: list[tuple[list[Any], int]] = []  # (origin, deadline_ms)
+        self._stopped = False
 
+    # ------------------------------------------------------------------ lifecycle
     def start(self, ctx: Context) -> None:
-        self._log = RaftLog(os.path.join(self._cfg.data_dir, "raft"), sync=self._cfg.sync)
+        log = self._log = RaftLog(os.path.join(self._cfg.data_dir, "raft"), sync=self._cfg.sync)
+        if log.last_index == 0 and log.conf_state is None and self._cfg.initial_members:
+            self._bootstrap(log)
+        if log.cluster_id and not self._cluster_id:
+            self._cluster_id = log.cluster_id
+        conf = log.conf_state or ConfState(voters=())
         self._core = RaftCore(
-            self._cfg.member_id,
-            list(self._cfg.voters),
-            self._log,
+            self._me,
+            conf,
+            log,
             ctx.random,
             election_ticks=self._cfg.election_timeout_ms // self._cfg.heartbeat_interval_ms,
         )
-        ctx.log("info", "raft started", term=self._core.term, last_index=self._log.last_index, commit=self._core.commit)
+        for member_id, info in log.members.items():
+            self._route(ctx, member_id, info)
+        ctx.log("info", "raft started", term=self._core.term, last_index=log.last_index, commit=self._core.commit, voters=list(conf.voters))
         ctx.set_timer(_TICK_TIMER, self._cfg.heartbeat_interval_ms)
-        if self._cfg.voters == (self._cfg.member_id,):
-            self._core.tick()  # elapse at once: a lone voter needs no election timeout
-            while self._core.role != "leader":
-                self._core.tick()
+        if conf.voters == (self._me,):
+            self._core.campaign_now()  # a lone voter needs no election timeout
         self._process_ready(ctx)
+
+    def _bootstrap(self, log: RaftLog) -> None:
+        """A new cluster: every initial member writes the same membership entries at term 1, as etcd does."""
+        ids = sorted(self._cfg.initial_members)
+        entries = [
+            Entry(i + 1, 1, membership.encode_change({"op": "add_voter", "id": mid, **self._cfg.initial_members[mid]}), ENTRY_CONF)
+            for i, mid in enumerate(ids)
+        ]
+        log.save(HardState(1, "", len(ids)), entries, ConfState(tuple(ids)), dict(self._cfg.initial_members), self._cluster_id)
 
     def stop(self) -> None:
         if self._log is not None:
@@ -74,66 +121,332 @@ class RaftActor:
 
     def on_timer(self, ctx: Context, name: str) -> None:
         assert name == _TICK_TIMER and self._core is not None
-        role_before = self._core.role
+        if self._stopped:
+            return
+        role_before, leader_before = self._core.role, self._core.leader
         self._core.tick()
         ctx.set_timer(_TICK_TIMER, self._cfg.heartbeat_interval_ms)
-        if self._core.role != role_before:
-            ctx.log("info", "raft role changed", role=self._core.role, term=self._core.term)
+        self._after_step(ctx, role_before, leader_before)
+        self._expire(ctx)
+        self._maybe_publish(ctx)
         self._process_ready(ctx)
 
+    # ------------------------------------------------------------------ messages
     def receive(self, ctx: Context, batch: list[Envelope]) -> None:
         core = self._core
         assert core is not None
+        if self._stopped:
+            return
+        role_before, leader_before = core.role, core.leader
         proposals: list[bytes] = []
-        proposal_origins: list[list[Any]] = []
         for sender, msg in batch:
             kind = msg["t"]
+            if kind in ("raft", "fwd", "ri", "ri_resp", "snap", "conf_fwd", "resp_relay"):
+                if not self._from_my_cluster(ctx, sender, msg):
+                    continue
             if kind == "propose":
                 # "member" names who took the request: only that member's apply actor answers it.
-                proposals.append(msgpack.packb({"req": msg["req"], "origin": msg["origin"], "member": self._cfg.member_id}))
-                proposal_origins.append(msg["origin"])
+                proposals.append(msgpack.packb({"req": msg["req"], "origin": msg["origin"], "member": self._me}))
             elif kind == "read":
-                if not core.read_index((msg["req"], msg["origin"])):
-                    self._reject(ctx, msg["origin"], "no_leader")
-            elif kind == "status":
-                address, request_id = msg["origin"]
-                status = {"leader": core.leader, "raft_index": core.last_index(), "raft_term": core.term, "commit": core.commit}
-                ctx.send(address, {"t": "resp", "id": request_id, "resp": status, "term": core.term})
-            elif kind == "hello":
-                core.restore_applied(msg["applied"])
+                self._read(ctx, msg["req"], msg["origin"])
             elif kind == "raft":
                 core.step(sender.partition("/")[0], msg["msg"])
+            elif kind == "fwd":
+                if not core.propose(msg["props"]):
+                    pass  # no longer leader: the requests time out at their gateway
+            elif kind == "ri":
+                if not core.read_index(("remote", sender, msg["ids"])):
+                    ctx.send(sender, {"t": "ri_resp", "cid": self._cluster_id, "index": 0, "ids": msg["ids"]})
+            elif kind == "ri_resp":
+                self._on_read_index(ctx, msg["index"], msg["ids"])
+            elif kind == "conf":
+                self._conf_change(ctx, msg["change"], msg["origin"], self._me)
+            elif kind == "conf_fwd":
+                self._conf_change(ctx, msg["change"], msg["origin"], msg["via"])
+            elif kind == "resp_relay":
+                self._answer(ctx, msg["origin"], msg["resp"])
+            elif kind == "transfer":
+                self._transfer(ctx, msg["target"], msg["origin"])
+            elif kind == "status":
+                self._answer(ctx, msg["origin"], self._status())
+            elif kind == "members":
+                self._answer(ctx, msg["origin"], {"members": self._members_list()})
+            elif kind == "hello":
+                core.restore_applied(msg["applied"])
+            elif kind == "applied":
+                self._maybe_compact(msg["index"])
+            elif kind == "snap_chunk":
+                self._relay_snapshot(ctx, msg)
+            elif kind == "snap":
+                ctx.send(self._apply_addr, {"t": "snap_install", **{k: msg[k] for k in ("meta", "seq", "data", "last")}})
+            elif kind == "snap_installed":
+                self._on_snapshot_installed(ctx, msg["meta"])
             else:
                 raise ValueError(f"raft actor: unknown message type {kind!r} from {sender}")
-        if proposals and not core.propose(proposals):
-            for origin in proposal_origins:
-                self._reject(ctx, origin, "no_leader")
+        if proposals:
+            self._propose(ctx, proposals)
+        self._after_step(ctx, role_before, leader_before)
         self._process_ready(ctx)
 
-    # ------------------------------------------------------------------
+    # ------------------------------------------------------------------ requests
+    def _propose(self, ctx: Context, proposals: list[bytes]) -> None:
+        core = self._core
+        assert core is not None
+        if core.role == LEADER:
+            if not core.propose(proposals):
+                for data in proposals:
+                    self._reject(ctx, msgpack.unpackb(data)["origin"], "leader_changed")
+        elif core.leader:
+            ctx.send(f"{core.leader}/raft", {"t": "fwd", "cid": self._cluster_id, "props": proposals})
+        else:
+            self._hold(ctx, "propose", proposals)
+
+    def _read(self, ctx: Context, req: dict[str, Any], origin: list[Any]) -> None:
+        core = self._core
+        assert core is not None
+        if core.role == LEADER:
+            if not core.read_index((req, origin)):
+                self._reject(ctx, origin, "too_many_requests")
+        elif core.leader:
+            self._next_read_id += 1
+            self._remote_reads[self._next_read_id] = (req, origin)
+            ctx.send(f"{core.leader}/raft", {"t": "ri", "cid": self._cluster_id, "ids": [self._next_read_id]})
+        else:
+            self._hold(ctx, "read", (req, origin))
+
+    def _on_read_index(self, ctx: Context, index: int, ids: list[int]) -> None:
+        reads = []
+        for rid in ids:
+            found = self._remote_reads.pop(rid, None)
+            if found is None:
+                continue
+            req, origin = found
+            if index == 0:
+                self._reject(ctx, origin, "leader_changed")
+            else:
+                reads.append([index, self._core.term if self._core else 0, req, origin])
+        if reads:
+            ctx.send(self._apply_addr, {"t": "reads", "reads": reads})
+
+    def _hold(self, ctx: Context, kind: str, payload: Any) -> None:
+        if len(self._held) >= MAX_HELD_REQUESTS:
+            self._fail_held(ctx, [_Held(kind, payload, 0)], "no_leader")
+            return
+        self._held.append(_Held(kind, payload, ctx.now_ms()))
+
+    def _release_held(self, ctx: Context) -> None:
+        held, self._held = self._held, []
+        for h in held:
+            if h.kind == "propose":
+                self._propose(ctx, h.payload)
+            else:
+                self._read(ctx, *h.payload)
+
+    def _expire(self, ctx: Context) -> None:
+        """Requests held longer than an election timeout fail with etcd's "no leader"."""
+        now = ctx.now_ms()
+        limit = self._cfg.election_timeout_ms
+        expired = [h for h in self._held if now - h.since_ms >= limit]
+        if expired:
+            self._held = [h for h in self._held if now - h.since_ms < limit]
+            self._fail_held(ctx, expired, "no_leader")
+        for origin, deadline in [t for t in self._transfers if t[1] <= now]:
+            self._reject(ctx, origin, "leader_transfer_timeout")
+        self._transfers = [t for t in self._transfers if t[1] > now]
+
+    def _fail_held(self, ctx: Context, held: list[_Held], error: str) -> None:
+        for h in held:
+            if h.kind == "propose":
+                for data in h.payload:
+                    self._reject(ctx, msgpack.unpackb(data)["origin"], error)
+            else:
+                self._reject(ctx, h.payload[1], error)
+
+    def _conf_change(self, ctx: Context, change: dict[str, Any], origin: list[Any] | None, via: str) -> None:
+        """A membership change taken by member `via`; its answer goes back through `via`."""
+        core, log = self._core, self._log
+        assert core is not None and log is not None
+        if core.role != LEADER:
+            if core.leader and via == self._me:
+                ctx.send(f"{core.leader}/raft", {"t": "conf_fwd", "cid": self._cluster_id, "change": change, "origin": origin, "via": via})
+            else:
+                self._reject(ctx, origin, "no_leader", via)
+            return
+        error = membership.check(change, core, log.members)
+        if error is None:
+            error = core.propose_conf_change(membership.encode_change(change, origin, via))
+        if error is not None:
+            self._reject(ctx, origin, error, via)
+
+    def _maybe_publish(self, ctx: Context) -> None:
+        """Put our name and client URLs in the member table, once, as etcd's members publish theirs."""
+        core, log = self._core, self._log
+        assert core is not None and log is not None
+        mine = log.members.get(self._me)
+        attrs = {"name": self._cfg.name, "client_urls": list(self._cfg.client_urls)}
+        if not core.leader or mine is None or not attrs["name"] or all(mine.get(k) == v for k, v in attrs.items()):
+            return
+        self._conf_change(ctx, {"op": "attrs", "id": self._me, **attrs}, None, self._me)
+
+    def _transfer(self, ctx: Context, target: str, origin: list[Any]) -> None:
+        core = self._core
+        assert core is not None
+        error = core.transfer_leader(target)
+        if error is not None:
+            self._reject(ctx, origin, error)
+        elif core.leader == target or target == self._me:
+            self._answer(ctx, origin, {})
+        else:
+            self._transfers.append((origin, ctx.now_ms() + 2 * self._cfg.election_timeout_ms))
+
+    # ------------------------------------------------------------------ Ready
     def _process_ready(self, ctx: Context) -> None:
         core = self._core
         assert core is not None
         for _ in range(_MAX_READY_ROUNDS):
-            if not core.has_ready():
+            if self._stopped or not core.has_ready():
                 break
             rd = core.ready()
             self._persist_and_send(ctx, rd)
             core.advance(rd)
 
     def _persist_and_send(self, ctx: Context, rd: Ready) -> None:
-        assert self._log is not None and self._core is not None
+        core, log = self._core, self._log
+        assert core is not None and log is not None
         # Durable before anything that depends on it leaves this actor.
-        self._log.save(rd.hard_state, rd.entries)
+        log.save(rd.hard_state, rd.entries)
         for peer, msg in rd.messages:
-            ctx.send(f"{peer}/raft", {"t": "raft", "msg": msg})
+            if peer == "remote":
+                continue
+            ctx.send(f"{peer}/raft", {"t": "raft", "cid": self._cluster_id, "msg": msg})
+        for peer in rd.snapshots:
+            ctx.log("info", "sending a snapshot", peer=peer)
+            ctx.send(self._apply_addr, {"t": "snap_make", "peer": peer})
         if rd.committed:
+            self._apply_conf_changes(ctx, [e for e in rd.committed if e.kind == ENTRY_CONF])
             ctx.send(self._apply_addr, {"t": "apply", "entries": [[e.index, e.term, e.data] for e in rd.committed]})
-        if rd.reads:
-            term = self._core.term
-            ctx.send(self._apply_addr, {"t": "reads", "reads": [[index, term, req, origin] for index, (req, origin) in rd.reads]})
+        local: list[list[Any]] = []
+        for index, read_ctx in rd.reads:
+            if read_ctx[0] == "remote":
+                _, follower, ids = read_ctx
+                ctx.send(follower, {"t": "ri_resp", "cid": self._cluster_id, "index": index, "ids": ids})
+            else:
+                req, origin = read_ctx
+                local.append([index, core.term, req, origin])
+        if local:
+            ctx.send(self._apply_addr, {"t": "reads", "reads": local})
 
-    @staticmethod
-    def _reject(ctx: Context, origin: list[Any], error: str) -> None:
+    def _apply_conf_changes(self, ctx: Context, entries: list[Entry]) -> None:
+        core, log = self._core, self._log
+        assert core is not None and log is not None
+        for entry in entries:
+            change = membership.decode_change(entry.data)
+            members = membership.apply_to_members(change, log.members)
+            conf = core.apply_conf_change(change["op"], change["id"])
+            log.save(None, [], conf, members)
+            if change["op"] != "remove":
+                self._route(ctx, change["id"], members[change["id"]])
+            ctx.log("info", "membership changed", op=change["op"], member=change["id"], voters=list(conf.voters), learners=list(conf.learners))
+            if change["op"] == "remove" and change["id"] == self._me:
+                self._stopped = True
+                ctx.log("warn", "this member was removed from the cluster; stopping")
+                ctx.stop_member("removed from the cluster")
+
+    # ------------------------------------------------------------------ snapshots
+    def _maybe_compact(self, applied: int) -> None:
+        log = self._log
+        assert log is not None
+        if applied - log.snapshot_index > self._cfg.snapshot_count:
+            keep = min(CATCHUP_ENTRIES, self._cfg.snapshot_count // 2)
+            log.compact(min(applied - keep, log.last_index))
+
+    def _relay_snapshot(self, ctx: Context, msg: dict[str, Any]) -> None:
+        core, log = self._core, self._log
+        assert core is not None and log is not None
+        peer, index = msg["peer"], msg["index"]
+        meta = {"index": index, "term": log.term(index) if index >= log.snapshot_index else 0, "voters": list(core.conf.voters),
+                "learners": list(core.conf.learners), "members": log.members}
+        if meta["term"] == 0:
+            core.snapshot_done(peer, index, ok=False)
+            return
+        ctx.send(f"{peer}/raft", {"t": "snap", "cid": self._cluster_id, "meta": meta, "seq": msg["seq"], "data": msg["data"], "last": msg["last"]})
+        if msg["last"]:
+            core.snapshot_done(peer, index, ok=True)
+
+    def _on_snapshot_installed(self, ctx: Context, meta: dict[str, Any]) -> None:
+        core = self._core
+        assert core is not None
+        index = meta["index"]
+        if index > core.commit:
+            conf = ConfState(tuple(meta["voters"]), tuple(meta["learners"]))
+            core.restore_snapshot(index, meta["term"], conf, meta["members"])
+            for member_id, info in meta["members"].items():
+                self._route(ctx, member_id, info)
+            ctx.log("info", "installed a snapshot", index=index, term=meta["term"])
+        if core.leader:
+            reply = {"t": "app_resp", "term": core.term, "index": core.commit, "reject": False, "hint": 0, "read_seq": 0}
+            ctx.send(f"{core.leader}/raft", {"t": "raft", "cid": self._cluster_id, "msg": reply})
+
+    # ------------------------------------------------------------------ helpers
+    def _after_step(self, ctx: Context, role_before: str, leader_before: str) -> None:
+        core = self._core
+        assert core is not None
+        if core.role != role_before or core.leader != leader_before:
+            ctx.log("info", "raft state changed", role=core.role, term=core.term, leader=core.leader)
+            if core.leader and self._held:
+                self._release_held(ctx)
+            if self._transfers and core.role != LEADER and core.leader:
+                for origin, _ in self._transfers:
+                    self._answer(ctx, origin, {})
+                self._transfers = []
+            if leader_before and core.leader != leader_before:
+                # Reads waiting on the old leader's answer won't get one.
+                for req, origin in self._remote_reads.values():
+                    self._reject(ctx, origin, "leader_changed")
+                self._remote_reads.clear()
+
+    def _from_my_cluster(self, ctx: Context, sender: str, msg: dict[str, Any]) -> bool:
+        cid = msg.get("cid", 0)
+        if not self._cluster_id and cid:
+            self._cluster_id = cid  # a joining member learns its cluster from the first peer that talks to it
+            assert self._log is not None
+            self._log.save(None, [], cluster_id=cid)
+        if cid != self._cluster_id:
+            ctx.log("warn", "dropped a message from another cluster", sender=sender, cluster_id=f"{cid:x}")
+            return False
+        return True
+
+    def _route(self, ctx: Context, member_id: str, info: dict[str, Any]) -> None:
+        if member_id != self._me and info.get("peer_urls"):
+            ctx.set_route(f"{member_id}/raft", info["peer_urls"][0])
+
+    def _status(self) -> dict[str, Any]:
+        core, log = self._core, self._log
+        assert core is not None and log is not None
+        return {
+            "leader": core.leader,
+            "raft_index": core.last_index(),
+            "raft_term": core.term,
+            "commit": core.commit,
+            "is_learner": self._me in core.conf.learners,
+            "cluster_id": self._cluster_id,
+        }
+
+    def _members_list(self) -> list[dict[str, Any]]:
+        core, log = self._core, self._log
+        assert core is not None and log is not None
+        return [{"id": mid, **info, "is_learner": mid in core.conf.learners} for mid, info in sorted(log.members.items())]
+
+    def _answer(self, ctx: Context, origin: list[Any] | None, resp: dict[str, Any]) -> None:
+        if origin is None:
+            return  # our own request (publishing attributes): nobody waits for it
         address, request_id = origin
-        ctx.send(address, {"t": "resp", "id": request_id, "resp": {"error": error}})
+        ctx.send(address, {"t": "resp", "id": request_id, "resp": resp, "term": self._core.term if self._core else 0})
+
+    def _reject(self, ctx: Context, origin: list[Any] | None, error: str, via: str | None = None) -> None:
+        if origin is None:
+            return
+        if via is not None and via != self._me:
+            ctx.send(f"{via}/raft", {"t": "resp_relay", "cid": self._cluster_id, "origin": origin, "resp": {"error": error}})
+        else:
+            self._answer(ctx, origin, {"error": error})

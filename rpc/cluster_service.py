@@ -1,12 +1,23 @@
-"""etcdserverpb.Cluster: membership as configured (changes come with replicated Raft)."""
+"""etcdserverpb.Cluster: membership changes go through the Raft log, one at a time."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import grpc
 
 from petcd.rpc.gateway_state import GatewayState
+from petcd.rpc.kv_service import abort
+from petcd.rpc.link import LinkError
+from petcd.rpc.member_ids import member_id
 from petcd.rpc.pb import rpc_pb2 as pb
 from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
+
+
+def _member_pb(m: dict[str, Any]) -> pb.Member:
+    return pb.Member(
+        ID=int(m["id"], 16), name=m["name"], peerURLs=m["peer_urls"], clientURLs=m["client_urls"], isLearner=m["is_learner"]
+    )
 
 
 class ClusterService(pb_grpc.ClusterServicer):
@@ -14,7 +25,59 @@ class ClusterService(pb_grpc.ClusterServicer):
         self._s = state
 
     async def MemberList(self, request: pb.MemberListRequest, context: grpc.aio.ServicerContext) -> pb.MemberListResponse:
-        members = [
-            pb.Member(ID=m.id, name=m.name, peerURLs=list(m.peer_urls), clientURLs=list(m.client_urls)) for m in self._s.members
-        ]
-        return pb.MemberListResponse(header=self._s.header(self._s.store.current_revision(), self._s.link.term), members=members)
+        members = await self._members(context)
+        return pb.MemberListResponse(header=self._header(), members=[_member_pb(m) for m in members])
+
+    async def MemberAdd(self, request: pb.MemberAddRequest, context: grpc.aio.ServicerContext) -> pb.MemberAddResponse:
+        urls = list(request.peerURLs)
+        if not urls or not all(_valid_url(u) for u in urls):
+            await abort(context, "invalid_peer_urls")
+        mid = f"{member_id(urls, self._s.cluster_token):x}"
+        op = "add_learner" if request.isLearner else "add_voter"
+        await self._change(context, {"op": op, "id": mid, "name": "", "peer_urls": urls, "client_urls": []})
+        members = await self._members(context)
+        added = next(m for m in members if m["id"] == mid)
+        return pb.MemberAddResponse(header=self._header(), member=_member_pb(added), members=[_member_pb(m) for m in members])
+
+    async def MemberRemove(self, request: pb.MemberRemoveRequest, context: grpc.aio.ServicerContext) -> pb.MemberRemoveResponse:
+        await self._change(context, {"op": "remove", "id": f"{request.ID:x}"})
+        members = await self._members(context)
+        return pb.MemberRemoveResponse(header=self._header(), members=[_member_pb(m) for m in members])
+
+    async def MemberUpdate(self, request: pb.MemberUpdateRequest, context: grpc.aio.ServicerContext) -> pb.MemberUpdateResponse:
+        urls = list(request.peerURLs)
+        if not urls or not all(_valid_url(u) for u in urls):
+            await abort(context, "invalid_peer_urls")
+        await self._change(context, {"op": "update", "id": f"{request.ID:x}", "peer_urls": urls})
+        members = await self._members(context)
+        return pb.MemberUpdateResponse(header=self._header(), members=[_member_pb(m) for m in members])
+
+    async def MemberPromote(self, request: pb.MemberPromoteRequest, context: grpc.aio.ServicerContext) -> pb.MemberPromoteResponse:
+        await self._change(context, {"op": "promote", "id": f"{request.ID:x}"})
+        members = await self._members(context)
+        return pb.MemberPromoteResponse(header=self._header(), members=[_member_pb(m) for m in members])
+
+    # ------------------------------------------------------------------
+    async def _change(self, context: grpc.aio.ServicerContext, change: dict[str, Any]) -> None:
+        try:
+            await self._s.link.call(self._s.raft_address, {"t": "conf", "change": change}, self._s.request_timeout_s)
+        except LinkError as e:
+            await abort(context, e.name, e.code, e.message)
+
+    async def _members(self, context: grpc.aio.ServicerContext) -> list[dict[str, Any]]:
+        try:
+            answer = await self._s.link.call(self._s.raft_address, {"t": "members"}, self._s.request_timeout_s)
+        except LinkError as e:
+            await abort(context, e.name, e.code, e.message)
+        # etcd lists members in the order of their (numeric) ids
+        return sorted(answer["resp"]["members"], key=lambda m: int(m["id"], 16))
+
+    def _header(self) -> pb.ResponseHeader:
+        return self._s.header(self._s.store.current_revision(), self._s.link.term)
+
+
+def _valid_url(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port is not None

@@ -15,9 +15,9 @@ import grpc
 
 from petcd.actors.logline import LogLine
 from petcd.rpc.cluster_service import ClusterService
-from petcd.rpc.gateway_state import GatewayState, MemberInfo
+from petcd.rpc.gateway_state import GatewayState
 from petcd.rpc.kv_service import KVService
-from petcd.rpc.link import MemberLink
+from petcd.rpc.link import LinkError, MemberLink
 from petcd.rpc.maintenance_service import MaintenanceService
 from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
 from petcd.rpc.pb import v3election_pb2_grpc, v3lock_pb2_grpc
@@ -27,6 +27,7 @@ from petcd.store.mvcc import MvccStore
 # server (not the transport) answers "request is too large".
 _GRPC_OVERHEAD_BYTES = 512 * 1024
 EXIT_LISTEN_FAILED = 3
+STATUS_POLL_INTERVAL_S = 0.5
 
 
 def _add_unimplemented(server: grpc.aio.Server) -> None:
@@ -43,13 +44,13 @@ async def serve(spec: dict[str, Any], log: LogLine) -> int:
     store = MvccStore(spec["mvcc_dir"], readonly=True)
     state = GatewayState(
         member_id=spec["member_id"],
-        cluster_id=spec["cluster_id"],
-        members=[MemberInfo(m["id"], m["name"], tuple(m["peer_urls"]), tuple(m["client_urls"])) for m in spec["members"]],
+        cluster_token=spec["cluster_token"],
         link=link,
         store=store,
         raft_address=spec["raft_address"],
         max_txn_ops=spec["max_txn_ops"],
         max_request_bytes=spec["max_request_bytes"],
+        request_timeout_s=spec["request_timeout_s"],
     )
     server = grpc.aio.server(
         options=[
@@ -71,6 +72,8 @@ async def serve(spec: dict[str, Any], log: LogLine) -> int:
             print(f"petcd: listen tcp {host_port}: bind: address already in use", file=sys.stderr, flush=True)
             return EXIT_LISTEN_FAILED
     link.start()
+    await _refresh_status(state, log)
+    poller = asyncio.get_running_loop().create_task(_poll_status(state, log))
     await server.start()
     log("info", "ready to serve client requests", listen=spec["listen"])
     stop = asyncio.Event()
@@ -78,10 +81,29 @@ async def serve(spec: dict[str, Any], log: LogLine) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    poller.cancel()
     await server.stop(grace=1.0)
     link.close()
     store.close()
     return 0
+
+
+async def _refresh_status(state: GatewayState, log: LogLine) -> None:
+    try:
+        answer = await state.link.call(state.raft_address, {"t": "status"}, timeout_s=1.0)
+    except LinkError as e:
+        log("debug", "status not available", error=e.name)
+        return
+    status = answer["resp"]
+    state.cluster_id = status["cluster_id"]
+    state.is_learner = status["is_learner"]
+
+
+async def _poll_status(state: GatewayState, log: LogLine) -> None:
+    """Keep the cluster id and learner flag current (they change on join and promote)."""
+    while True:
+        await asyncio.sleep(STATUS_POLL_INTERVAL_S)
+        await _refresh_status(state, log)
 
 
 def main(argv: list[str] | None = None) -> None:

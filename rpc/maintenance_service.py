@@ -1,4 +1,4 @@
-"""etcdserverpb.Maintenance: alarms and status (the rest answers UNIMPLEMENTED until built)."""
+"""etcdserverpb.Maintenance: alarms, status and leader transfer (the rest answers UNIMPLEMENTED until built)."""
 
 from __future__ import annotations
 
@@ -24,11 +24,7 @@ class MaintenanceService(pb_grpc.MaintenanceServicer):
         return pb.AlarmResponse(header=self._s.header(self._s.store.current_revision(), self._s.link.term))
 
     async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusResponse:
-        try:
-            answer = await self._s.link.call(self._s.raft_address, {"t": "status"}, self._s.request_timeout_s)
-        except LinkError as e:
-            await abort(context, e.name)
-        raft = answer["resp"]
+        raft = await self._raft(context, {"t": "status"})
         store = self._s.store
         db_size, db_in_use = store.db_size_bytes()
         return pb.StatusResponse(
@@ -40,5 +36,16 @@ class MaintenanceService(pb_grpc.MaintenanceServicer):
             raftTerm=raft["raft_term"],
             raftAppliedIndex=store.applied_index(),
             dbSizeInUse=db_in_use,
-            isLearner=False,
+            isLearner=raft["is_learner"],
         )
+
+    async def MoveLeader(self, request: pb.MoveLeaderRequest, context: grpc.aio.ServicerContext) -> pb.MoveLeaderResponse:
+        await self._raft(context, {"t": "transfer", "target": f"{request.targetID:x}"})
+        return pb.MoveLeaderResponse(header=self._s.header(self._s.store.current_revision(), self._s.link.term))
+
+    async def _raft(self, context: grpc.aio.ServicerContext, msg: dict) -> dict:
+        try:
+            answer = await self._s.link.call(self._s.raft_address, msg, self._s.request_timeout_s)
+        except LinkError as e:
+            await abort(context, e.name, e.code, e.message)
+        return answer["resp"]

@@ -11,13 +11,11 @@ does not leave orphans serving.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -25,23 +23,13 @@ import time
 from dataclasses import dataclass
 
 from petcd.actors.logline import LogLine
+from petcd.actors.proc_runtime import EXIT_MEMBER_STOPPED, peer_endpoint
 from petcd.rpc.config import ConfigError, ServerConfig, host_port
+from petcd.rpc.member_ids import cluster_id, member_id
 from petcd.store.mvcc import MvccStore
 
 _STOP_GRACE_S = 10.0
 _PR_SET_PDEATHSIG = 1
-
-
-def member_id(peer_urls: list[str], cluster_token: str) -> int:
-    """etcd's member id: the first 8 bytes of sha1(sorted peer URLs + cluster token)."""
-    digest = hashlib.sha1(("".join(sorted(peer_urls)) + cluster_token).encode()).digest()
-    return struct.unpack(">Q", digest[:8])[0]
-
-
-def cluster_id(member_ids: list[int]) -> int:
-    """etcd's cluster id: the first 8 bytes of sha1 over the sorted member ids."""
-    digest = hashlib.sha1(b"".join(struct.pack(">Q", m) for m in sorted(member_ids))).digest()
-    return struct.unpack(">Q", digest[:8])[0]
 
 
 @dataclass(slots=True)
@@ -77,33 +65,64 @@ def _prepare_data_dir(path: str) -> str:
     return member_dir
 
 
+def _identity(member_dir: str, fresh_id: int) -> int:
+    """The member id stored in the data dir, or `fresh_id` stored there for next time."""
+    path = os.path.join(member_dir, "identity.json")
+    try:
+        with open(path) as f:
+            return int(json.load(f)["member_id"], 16)
+    except FileNotFoundError:
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"member_id": f"{fresh_id:x}"}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return fresh_id
+
+
 def run(cfg: ServerConfig) -> int:
     log = LogLine(cfg.log_level if cfg.log_level in ("debug", "info", "warn", "error") else "error", actor="supervisor")
     peers = cfg.peers()
     ids = {name: member_id(urls, cfg.initial_cluster_token) for name, urls in peers.items()}
-    if len(peers) != 1:
-        raise ConfigError("a multi-member --initial-cluster is not supported yet: petcd runs single-member clusters")
-    my_id = ids[cfg.name]
-    my_hex = f"{my_id:x}"
     listen = [host_port(u) for u in cfg.client_urls()]
-    for hp in listen:
+    peer_binds = [peer_endpoint(u) for u in cfg.listen_peer_urls.split(",") if u.strip()]
+    for hp in listen + [e.removeprefix("tcp://") for e in peer_binds]:
         _check_port_free(hp)
     member_dir = _prepare_data_dir(cfg.data_dir)
+    # A restarted member keeps the id it was born with, whatever the flags say now (as etcd does).
+    my_id = _identity(member_dir, ids[cfg.name])
+    my_hex = f"{my_id:x}"
+    restarted = my_id != ids[cfg.name] or os.path.exists(os.path.join(member_dir, "raft"))
     MvccStore(os.path.join(member_dir, "mvcc")).close()  # exists before the gateway opens it read-only
 
     sock_dir = tempfile.mkdtemp(prefix="petcd-")
     endpoints = {f"{my_hex}/{role}": f"ipc://{sock_dir}/{role}" for role in ("raft", "apply", "gw0")}
+    for name, urls in peers.items():
+        if name != cfg.name:
+            endpoints[f"{ids[name]:x}/raft"] = peer_endpoint(urls[0])
+    new_cluster = cfg.initial_cluster_state == "new" and not restarted
+    initial = {f"{ids[n]:x}": {"name": n, "peer_urls": peers[n], "client_urls": []} for n in peers} if new_cluster else {}
     common = {"endpoints": endpoints, "log_level": cfg.log_level}
+    raft_config = {
+        "member_id": my_hex,
+        "data_dir": member_dir,
+        "cluster_id": cluster_id(list(ids.values())) if new_cluster else 0,
+        "initial_members": initial,
+        "name": cfg.name,
+        "client_urls": _split(cfg.advertise_client_urls),
+        "heartbeat_interval_ms": cfg.heartbeat_interval,
+        "election_timeout_ms": cfg.election_timeout,
+        "snapshot_count": cfg.snapshot_count,
+    }
     specs = {
-        "raft": ["-m", "petcd.actors.proc_runtime", "raft", json.dumps({**common, "address": f"{my_hex}/raft", "config": {
-            "member_id": my_hex, "voters": [f"{i:x}" for i in ids.values()], "data_dir": member_dir,
-            "heartbeat_interval_ms": cfg.heartbeat_interval, "election_timeout_ms": cfg.election_timeout}})],
+        "raft": ["-m", "petcd.actors.proc_runtime", "raft", json.dumps({**common, "address": f"{my_hex}/raft", "binds": peer_binds, "config": raft_config})],
         "apply": ["-m", "petcd.actors.proc_runtime", "apply", json.dumps({**common, "address": f"{my_hex}/apply", "config": {
             "member_id": my_hex, "data_dir": member_dir}})],
         "gw0": ["-m", "petcd.rpc.gateway", json.dumps({**common, "address": f"{my_hex}/gw0", "raft_address": f"{my_hex}/raft",
-            "mvcc_dir": os.path.join(member_dir, "mvcc"), "member_id": my_id, "cluster_id": cluster_id(list(ids.values())),
-            "members": [{"id": ids[n], "name": n, "peer_urls": peers[n], "client_urls": cfg.advertise_client_urls.split(",") if n == cfg.name else []} for n in peers],
-            "listen": listen, "max_txn_ops": cfg.max_txn_ops, "max_request_bytes": cfg.max_request_bytes})],
+            "mvcc_dir": os.path.join(member_dir, "mvcc"), "member_id": my_id, "cluster_token": cfg.initial_cluster_token,
+            "listen": listen, "max_txn_ops": cfg.max_txn_ops, "max_request_bytes": cfg.max_request_bytes,
+            "request_timeout_s": 5 + 2 * cfg.election_timeout / 1000})],
     }
     stopping = False
 
@@ -123,6 +142,9 @@ def run(cfg: ServerConfig) -> int:
         while not stopping:
             dead = [c for c in children if c.proc.poll() is not None]
             if dead:
+                if all(c.proc.returncode == EXIT_MEMBER_STOPPED for c in dead):
+                    log("warn", "the member stopped itself (removed from the cluster)")
+                    break
                 for c in dead:
                     log("error", "member process exited; stopping the member", process=c.role, exit_code=c.proc.returncode)
                 exit_code = 1
@@ -146,3 +168,7 @@ def _stop_all(children: list[_Child]) -> None:
         except subprocess.TimeoutExpired:
             c.proc.kill()
             c.proc.wait()
+
+
+def _split(csv: str) -> list[str]:
+    return [u.strip() for u in csv.split(",") if u.strip()]

@@ -11,6 +11,9 @@ from petcd.sim.client import KvClient, Op
 from petcd.sim.runtime import Network, SimRuntime
 
 
+SIM_CLUSTER_ID = 0x5E7CD
+
+
 @dataclass(slots=True)
 class SimCluster:
     runtime: SimRuntime
@@ -38,10 +41,11 @@ def build(seed: int, member_count: int, data_root: str, network: Network | None 
     """
     rt = SimRuntime(seed, network, trace=trace)
     members = [f"m{i + 1}" for i in range(member_count)]
+    initial = {m: {"name": m, "peer_urls": [f"http://{m}:2380"], "client_urls": []} for m in members}
     for m in members:
         data_dir = os.path.join(data_root, m)
         os.makedirs(data_dir, exist_ok=True)
-        raft_cfg = RaftConfig(member_id=m, voters=tuple(members), data_dir=data_dir, sync=False)
+        raft_cfg = RaftConfig(member_id=m, data_dir=data_dir, cluster_id=SIM_CLUSTER_ID, initial_members=initial, sync=False)
         apply_cfg = ApplyConfig(member_id=m, data_dir=data_dir, sync=False)
         rt.add(f"{m}/apply", lambda c=apply_cfg: ApplyActor(c))
         rt.add(f"{m}/raft", lambda c=raft_cfg: RaftActor(c))

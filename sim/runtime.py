@@ -89,6 +89,12 @@ class SimContext:
     def log(self, level: str, msg: str, **fields: Any) -> None:
         self._rt.trace_log(self._address, level, msg, fields)
 
+    def set_route(self, address: str, url: str) -> None:
+        pass  # every address is reachable on the simulated bus
+
+    def stop_member(self, reason: str) -> None:
+        self._rt.request_stop(member_of(self._address), reason)
+
 
 class SimRuntime:
     """A seeded, single-threaded world of actors."""
@@ -109,6 +115,7 @@ class SimRuntime:
         self.trace = trace
         self.log_lines: list[str] = []
         self.delivered_batches = 0
+        self._stop_requests: list[str] = []
 
     # -- world building
     def add(self, address: str, factory: ActorFactory) -> None:
@@ -159,6 +166,11 @@ class SimRuntime:
         return self._digest.hexdigest()
 
     # -- used by SimContext
+    def request_stop(self, member: str, reason: str) -> None:
+        """An actor asked to stop its member: crash it once the current turn is over."""
+        self._stop_requests.append(member)
+        self.trace_log(member, "warn", "member stops itself", {"reason": reason})
+
     def next_seq(self) -> int:
         self._seq += 1
         return self._seq
@@ -218,6 +230,8 @@ class SimRuntime:
         self._flush(ev.to, ctx)
 
     def _flush(self, address: str, ctx: SimContext) -> None:
+        while self._stop_requests:
+            self.crash_member(self._stop_requests.pop())
         outbox, ctx.outbox = ctx.outbox, {}
         for to, msgs in outbox.items():
             raw = msgpack.packb([address, msgs])

@@ -1,8 +1,12 @@
-"""The Raft log and hard state, durable in their own LMDB environment.
+"""The Raft log, hard state and membership, durable in their own LMDB environment.
 
 Only the Raft actor writes here. `save` is one synced LMDB transaction: when it
 returns, the entries and the hard state are on disk, so the Raft actor may
 acknowledge them (vote, append response, commit) -- never before.
+
+The log holds entries (snapshot_index, last_index]; entries up to
+snapshot_index were folded into the state machine and dropped (`compact`), or
+replaced wholesale by a snapshot from the leader (`reset_to_snapshot`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,12 @@ _INDEX = struct.Struct(">Q")
 _MAP_SIZE_BYTES = 4 << 30
 _HARD_STATE_KEY = b"hard_state"
 _SNAPSHOT_KEY = b"snapshot"  # (index, term) of the last entry folded into the state machine
+_CONF_KEY = b"conf"  # the membership in force: (voters, learners)
+_MEMBERS_KEY = b"members"  # id -> {name, peer_urls, client_urls}: where members are and what they are called
+_CLUSTER_KEY = b"cluster_id"
+
+ENTRY_NORMAL = 0
+ENTRY_CONF = 1  # a membership change; its data is for the state machine and the Raft actor
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +37,7 @@ class Entry:
     index: int
     term: int
     data: bytes
+    kind: int = ENTRY_NORMAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +47,23 @@ class HardState:
     commit: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class ConfState:
+    """Who votes and who only learns."""
+
+    voters: tuple[str, ...]
+    learners: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        assert not set(self.voters) & set(self.learners), "a member is a voter or a learner, not both"
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        return self.voters + self.learners
+
+
 class RaftLog:
-    """Entries [first_index, last_index] plus hard state, on LMDB."""
+    """Entries (snapshot_index, last_index] plus hard state and membership, on LMDB."""
 
     def __init__(self, path: str, *, sync: bool = True) -> None:
         os.makedirs(path, exist_ok=True)
@@ -49,9 +75,15 @@ class RaftLog:
             self._hard_state = HardState(*msgpack.unpackb(raw)) if raw else HardState()
             raw = txn.get(_SNAPSHOT_KEY, db=self._meta)
             self._snap_index, self._snap_term = msgpack.unpackb(raw) if raw else (0, 0)
+            raw = txn.get(_CONF_KEY, db=self._meta)
+            self._conf = ConfState(*(tuple(x) for x in msgpack.unpackb(raw))) if raw else None
+            raw = txn.get(_MEMBERS_KEY, db=self._meta)
+            self._members: dict[str, dict] = msgpack.unpackb(raw) if raw else {}
+            raw = txn.get(_CLUSTER_KEY, db=self._meta)
+            self._cluster_id = msgpack.unpackb(raw) if raw else 0
             cursor = txn.cursor(db=self._log)
             self._last_index = _INDEX.unpack(cursor.key())[0] if cursor.last() else self._snap_index
-            # Terms are read on every append and vote; cache the tail's terms.
+            # The tail's term is read on every append and vote: keep it at hand.
             self._last_term = self._read_term(txn, self._last_index)
 
     def close(self) -> None:
@@ -61,6 +93,21 @@ class RaftLog:
     @property
     def hard_state(self) -> HardState:
         return self._hard_state
+
+    @property
+    def conf_state(self) -> ConfState | None:
+        """The membership last saved; None for a log that never had one (a new member)."""
+        return self._conf
+
+    @property
+    def members(self) -> dict[str, dict]:
+        """Member id -> {name, peer_urls, client_urls}, as last saved."""
+        return self._members
+
+    @property
+    def cluster_id(self) -> int:
+        """0 until known (a member joining an existing cluster learns it from the leader)."""
+        return self._cluster_id
 
     @property
     def first_index(self) -> int:
@@ -78,16 +125,20 @@ class RaftLog:
     def snapshot_index(self) -> int:
         return self._snap_index
 
+    @property
+    def snapshot_term(self) -> int:
+        return self._snap_term
+
     def term(self, index: int) -> int:
-        """Term of the entry at `index`; 0 for index 0; raises for compacted or missing indexes."""
+        """Term of the entry at `index` (snapshot_index included); raises IndexError outside the log."""
         if index == self._last_index:
             return self._last_term
         with self._env.begin() as txn:
             return self._read_term(txn, index)
 
     def entries(self, lo: int, hi: int, max_bytes: int = 1 << 30) -> list[Entry]:
-        """Entries with lo <= index < hi, at least one, at most about max_bytes of data."""
-        assert self.first_index <= lo <= hi <= self._last_index + 1, (lo, hi)
+        """Entries with lo <= index < hi: all of them, or a prefix of at least one holding about max_bytes."""
+        assert self.first_index <= lo <= hi <= self._last_index + 1, (lo, hi, self.first_index, self._last_index)
         out: list[Entry] = []
         size = 0
         with self._env.begin() as txn:
@@ -97,36 +148,82 @@ class RaftLog:
                     index = _INDEX.unpack(key)[0]
                     if index >= hi:
                         break
-                    term, data = msgpack.unpackb(raw)
+                    term, data, kind = msgpack.unpackb(raw)
                     size += len(data)
                     if out and size > max_bytes:
                         break
-                    out.append(Entry(index, term, data))
+                    out.append(Entry(index, term, data, kind))
         assert not out or out[0].index == lo
         return out
 
     # -- writes
-    def save(self, hard_state: HardState | None, entries: list[Entry]) -> None:
-        """Durably store entries (replacing any conflicting suffix) and the hard state, in one synced txn."""
-        if hard_state is None and not entries:
+    def save(
+        self,
+        hard_state: HardState | None,
+        entries: list[Entry],
+        conf: ConfState | None = None,
+        members: dict[str, dict] | None = None,
+        cluster_id: int | None = None,
+    ) -> None:
+        """Durably store entries (replacing any conflicting suffix), hard state and membership, in one synced txn."""
+        if hard_state is None and not entries and conf is None and members is None and cluster_id is None:
             return
         with self._env.begin(write=True) as txn:
             if entries:
                 first = entries[0].index
-                assert self._snap_index < first <= self._last_index + 1, (first, self._last_index)
-                # Entries after `first` belong to a log that lost: drop them.
+                assert self._snap_index < first <= self._last_index + 1, (first, self._snap_index, self._last_index)
+                # Entries from `first` on belong to a log that lost: drop them.
                 for index in range(first, self._last_index + 1):
                     txn.delete(_INDEX.pack(index), db=self._log)
                 for prev, entry in zip([None, *entries], entries):
                     assert prev is None or entry.index == prev.index + 1
-                    txn.put(_INDEX.pack(entry.index), msgpack.packb((entry.term, entry.data)), db=self._log)
+                    txn.put(_INDEX.pack(entry.index), msgpack.packb((entry.term, entry.data, entry.kind)), db=self._log)
             if hard_state is not None:
                 txn.put(_HARD_STATE_KEY, msgpack.packb((hard_state.term, hard_state.vote, hard_state.commit)), db=self._meta)
+            if conf is not None:
+                txn.put(_CONF_KEY, msgpack.packb((conf.voters, conf.learners)), db=self._meta)
+            if members is not None:
+                txn.put(_MEMBERS_KEY, msgpack.packb(members), db=self._meta)
+            if cluster_id is not None:
+                txn.put(_CLUSTER_KEY, msgpack.packb(cluster_id), db=self._meta)
         if entries:
             self._last_index = entries[-1].index
             self._last_term = entries[-1].term
         if hard_state is not None:
             self._hard_state = hard_state
+        if conf is not None:
+            self._conf = conf
+        if members is not None:
+            self._members = members
+        if cluster_id is not None:
+            self._cluster_id = cluster_id
+
+    def compact(self, index: int) -> None:
+        """Drop entries up to `index` (the state machine holds them durably)."""
+        if index <= self._snap_index:
+            return
+        assert index <= self._last_index, (index, self._last_index)
+        term = self.term(index)
+        with self._env.begin(write=True) as txn:
+            for i in range(self._snap_index + 1, index + 1):
+                txn.delete(_INDEX.pack(i), db=self._log)
+            txn.put(_SNAPSHOT_KEY, msgpack.packb((index, term)), db=self._meta)
+        self._snap_index, self._snap_term = index, term
+
+    def reset_to_snapshot(self, index: int, term: int, conf: ConfState, members: dict[str, dict], hard_state: HardState) -> None:
+        """The state machine was replaced by a leader's snapshot at (index, term): the log starts after it."""
+        with self._env.begin(write=True) as txn:
+            txn.put(_MEMBERS_KEY, msgpack.packb(members), db=self._meta)
+            for i in range(self._snap_index + 1, self._last_index + 1):
+                txn.delete(_INDEX.pack(i), db=self._log)
+            txn.put(_SNAPSHOT_KEY, msgpack.packb((index, term)), db=self._meta)
+            txn.put(_CONF_KEY, msgpack.packb((conf.voters, conf.learners)), db=self._meta)
+            txn.put(_HARD_STATE_KEY, msgpack.packb((hard_state.term, hard_state.vote, hard_state.commit)), db=self._meta)
+        self._snap_index, self._snap_term = index, term
+        self._last_index, self._last_term = index, term
+        self._conf = conf
+        self._members = members
+        self._hard_state = hard_state
 
     # -- helpers
     def _read_term(self, txn: lmdb.Transaction, index: int) -> int:

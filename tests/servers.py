@@ -118,3 +118,58 @@ def _start(argv: list[str], endpoint: str, data_dir: str, ready: bool) -> Server
     if ready:
         wait_ready(server)
     return server
+
+
+@dataclass
+class Cluster:
+    members: list[Server]
+    names: list[str]
+    peer_urls: list[str]
+
+    def endpoints(self) -> str:
+        return ",".join(m.endpoint for m in self.members)
+
+    def stop(self) -> None:
+        for m in self.members:
+            if m.proc.poll() is None:
+                m.proc.send_signal(signal.SIGTERM)
+        for m in self.members:
+            m.proc.wait(timeout=20)
+
+
+def petcd_member_argv(name: str, data_dir: str, client_port: int, peer_url: str, initial_cluster: str, state: str, *extra: str) -> list[str]:
+    return [
+        *petcd_command(),
+        "--name", name,
+        "--data-dir", data_dir,
+        "--listen-client-urls", f"http://127.0.0.1:{client_port}",
+        "--advertise-client-urls", f"http://127.0.0.1:{client_port}",
+        "--listen-peer-urls", peer_url,
+        "--initial-advertise-peer-urls", peer_url,
+        "--initial-cluster", initial_cluster,
+        "--initial-cluster-state", state,
+        *extra,
+    ]
+
+
+def start_cluster(root: str, size: int = 3, *extra: str, server: str = "petcd") -> Cluster:
+    """A local cluster of `size` members (petcd, or real etcd with server="etcd") on free loopback ports."""
+    names = [f"m{i + 1}" for i in range(size)]
+    peers = [f"http://127.0.0.1:{free_port()}" for _ in names]
+    initial = ",".join(f"{n}={u}" for n, u in zip(names, peers))
+    members = []
+    for name, peer in zip(names, peers):
+        port = free_port()
+        argv = petcd_member_argv(name, f"{root}/{name}", port, peer, initial, "new", *extra)
+        if server == "etcd":
+            argv = [etcd_binary(), *argv[len(petcd_command()):]]
+        members.append(_start(argv, f"127.0.0.1:{port}", f"{root}/{name}", ready=False))
+    for m in members:
+        wait_ready(m)
+    return Cluster(members, names, peers)
+
+
+def restart(server: Server) -> Server:
+    """Start a stopped member again with the same command line and data dir."""
+    assert server.proc.poll() is not None
+    return _start(server.argv, server.endpoint, server.data_dir, ready=False)

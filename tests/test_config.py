@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from petcd.rpc.config import ConfigError, parse
-from petcd.rpc.member import cluster_id, member_id
+from petcd.rpc.member_ids import cluster_id, member_id
 from tests.servers import free_port, start_petcd
 
 

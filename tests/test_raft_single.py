@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from petcd.actors.raft import LEADER, RaftCore
-from petcd.store.raftlog import Entry, HardState, RaftLog
+from petcd.store.raftlog import ConfState, Entry, HardState, RaftLog
 
 
 def _drive(core: RaftCore, log: RaftLog) -> list[Entry]:
@@ -24,7 +24,7 @@ def _drive(core: RaftCore, log: RaftLog) -> list[Entry]:
 
 def _lone(tmp_path, seed: int = 1) -> tuple[RaftCore, RaftLog]:
     log = RaftLog(str(tmp_path / "raft"), sync=False)
-    core = RaftCore("a", ["a"], log, random.Random(seed).random)
+    core = RaftCore("a", ConfState(("a",)), log, random.Random(seed).random)
     core.restore_applied(0)
     return core, log
 
@@ -66,7 +66,7 @@ def test_restart_resumes_term_vote_and_log(tmp_path):
 
     log = RaftLog(str(tmp_path / "raft"), sync=False)
     assert (log.last_index, log.last_term) == (2, 1)
-    core = RaftCore("a", ["a"], log, random.Random(2).random)
+    core = RaftCore("a", ConfState(("a",)), log, random.Random(2).random)
     core.restore_applied(1)  # the state machine had applied entry 1 only
     while core.role != LEADER:
         core.tick()
@@ -90,7 +90,7 @@ def test_read_index_on_a_lone_leader_waits_for_its_term_commit(tmp_path):
 
 def test_follower_refuses_proposals_and_reads(tmp_path):
     log = RaftLog(str(tmp_path / "raft"), sync=False)
-    core = RaftCore("a", ["a", "b", "c"], log, random.Random(1).random)
+    core = RaftCore("a", ConfState(("a", "b", "c")), log, random.Random(1).random)
     assert not core.propose([b"x"])
     assert not core.read_index("r")
 
