@@ -42,6 +42,9 @@ MAX_INFLIGHT_APPENDS = 32
 # Reads that wait for this leader's first commit: bounded, the rest are refused.
 MAX_WAITING_READS = 10_000
 
+# Heartbeats with appends in flight and none acknowledged before they count as lost.
+_LOST_APPEND_HEARTBEATS = 3
+
 # Progress states of a follower, as seen by the leader.
 PROBE, REPLICATE, SNAPSHOT = "probe", "replicate", "snapshot"
 
@@ -68,6 +71,7 @@ class Progress:
     probe_sent: bool = False  # in PROBE, one append at a time
     snapshot_index: int = 0
     snapshot_ticks: int = 0
+    stalled_heartbeats: int = 0  # heartbeats since the oldest append in flight was sent and not acknowledged
 
 
 class RaftCore:
@@ -113,6 +117,7 @@ class RaftCore:
         self._msgs: list[tuple[str, dict[str, Any]]] = []
         self._snapshots: list[str] = []
         self._saved_hs = hs
+        self._commit_news = False  # the leader's commit moved: followers hear of it in the next Ready
         self.pending_conf_index = 0
         self.transferee = ""
         self._transfer_elapsed = 0
@@ -301,11 +306,15 @@ class RaftCore:
             or self._msgs
             or self._ready_reads
             or self._snapshots
+            or self._commit_news
             or (self._applied_known and min(self.commit, self._stable_last) > self.applied)
             or self._hard_state() != self._saved_hs
         )
 
     def ready(self) -> Ready:
+        if self._commit_news and self.role == LEADER:
+            self._broadcast_commit()
+        self._commit_news = False
         hs = self._hard_state()
         rd = Ready(
             hard_state=hs if hs != self._saved_hs else None,
@@ -487,6 +496,7 @@ class RaftCore:
             if msg["index"] > pr.match:
                 pr.match = msg["index"]
                 pr.next = max(pr.next, pr.match + 1)
+                pr.stalled_heartbeats = 0
                 self._maybe_commit()
             pr.inflight = [i for i in pr.inflight if i > msg["index"]]
             if pr.state == PROBE or (pr.state == SNAPSHOT and pr.match >= pr.snapshot_index > 0):
@@ -515,8 +525,21 @@ class RaftCore:
             self._send(peer, self._append_msg(prev, [], min(self.commit, prev)))
             if pr.state == PROBE:
                 pr.probe_sent = False  # a lost probe is retried at the next heartbeat
+            elif pr.inflight:
+                pr.stalled_heartbeats += 1
+                if pr.stalled_heartbeats > _LOST_APPEND_HEARTBEATS:
+                    # No acknowledgement for a while: the appends were lost. Send again from what it has.
+                    pr.next, pr.inflight, pr.stalled_heartbeats = pr.match + 1, [], 0
             if pr.next <= self.last_index():
                 self._send_append(peer)
+
+    def _broadcast_commit(self) -> None:
+        """Tell followers in step with us that the commit index moved (one message per Ready)."""
+        for peer in self._peers():
+            pr = self.progress[peer]
+            if pr.state == REPLICATE and not any(to == peer and m["t"] == "app" for to, m in self._msgs):
+                prev = pr.next - 1
+                self._send(peer, self._append_msg(prev, [], min(self.commit, prev)))
 
     def _send_append(self, peer: str) -> None:
         pr = self.progress[peer]
@@ -563,6 +586,7 @@ class RaftCore:
         # Only entries of the current term are committed by counting replicas (Raft §5.4.2, Figure 8).
         if quorum_match > self.commit and self._term_at(quorum_match) == self.term:
             self.commit = quorum_match
+            self._commit_news = True
             if self._waiting_reads:
                 waiting, self._waiting_reads = self._waiting_reads, []
                 for ctx in waiting:

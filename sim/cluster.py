@@ -33,7 +33,9 @@ class SimCluster:
         return all(c.done for c in self.clients)
 
 
-def build(seed: int, member_count: int, data_root: str, network: Network | None = None, *, trace: bool = False) -> SimCluster:
+def build(
+    seed: int, member_count: int, data_root: str, network: Network | None = None, *, trace: bool = False, snapshot_count: int = 100_000
+) -> SimCluster:
     """Members m1..mN, each a Raft actor and an apply actor with their stores under `data_root`.
 
     LMDB commits are not synced under simulation: the process never crashes,
@@ -45,7 +47,7 @@ def build(seed: int, member_count: int, data_root: str, network: Network | None 
     for m in members:
         data_dir = os.path.join(data_root, m)
         os.makedirs(data_dir, exist_ok=True)
-        raft_cfg = RaftConfig(member_id=m, data_dir=data_dir, cluster_id=SIM_CLUSTER_ID, initial_members=initial, sync=False)
+        raft_cfg = RaftConfig(member_id=m, data_dir=data_dir, cluster_id=SIM_CLUSTER_ID, initial_members=initial, snapshot_count=snapshot_count, sync=False)
         apply_cfg = ApplyConfig(member_id=m, data_dir=data_dir, sync=False)
         rt.add(f"{m}/apply", lambda c=apply_cfg: ApplyActor(c))
         rt.add(f"{m}/raft", lambda c=raft_cfg: RaftActor(c))

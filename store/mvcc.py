@@ -87,12 +87,6 @@ class MvccStore:
         with self._env.begin() as txn:
             return max(StoreTxn(txn, self._dbs).compact_revision(), 0)
 
-    def db_size_bytes(self) -> tuple[int, int]:
-        """(bytes the database file takes, bytes of it in use), as etcd's Status dbSize/dbSizeInUse."""
-        info, stat = self._env.info(), self._env.stat()
-        in_use = (info["last_pgno"] + 1) * stat["psize"]
-        return os.path.getsize(os.path.join(self._env.path(), "data.mdb")), in_use
-
     def range(self, req: dict) -> dict:
         """A RangeResponse; raises StoreError (compacted, future_rev)."""
         with self._env.begin() as txn:
@@ -120,6 +114,34 @@ class MvccStore:
             used_pages = StoreTxn(txn, self._dbs).used_pages(self._env.stat())
         size_bytes = os.path.getsize(os.path.join(self._env.path(), "data.mdb"))
         return size_bytes, used_pages * self._env.stat()["psize"]
+
+    # --- snapshots (a follower too far behind gets the whole store)
+    def create_snapshot(self, path: str) -> int:
+        """Write a consistent copy of the store to the file `path`; returns its applied index."""
+        assert not self._readonly
+        with self._env.begin() as txn:
+            applied = StoreTxn(txn, self._dbs).applied_index()
+        # Only this (single-writer) process writes, and not while copying: the copy is at `applied`.
+        with open(path, "wb") as f:
+            self._env.copyfd(f.fileno(), compact=True)
+        return applied
+
+    def install_snapshot(self, path: str) -> None:
+        """Replace every table with the snapshot file's, in one write transaction (readers see old or new)."""
+        assert not self._readonly
+        src_env = lmdb.open(path, subdir=False, readonly=True, lock=False, max_dbs=DB_COUNT)
+        try:
+            src_dbs = open_databases(src_env, create=False)
+            with self._env.begin(write=True) as dst, src_env.begin() as src:
+                for name in src_dbs._fields:
+                    src_db, dst_db = getattr(src_dbs, name), getattr(self._dbs, name)
+                    if not isinstance(src_db, lmdb._Database):
+                        continue  # not a table (e.g. max_key_bytes)
+                    dst.drop(dst_db, delete=False)
+                    cursor = src.cursor(db=src_db)
+                    dst.cursor(db=dst_db).putmulti(cursor.iternext(keys=True, values=True), dupdata=True, append=False)
+        finally:
+            src_env.close()
 
 
 def _apply_request(tables: StoreTxn, req: dict) -> dict:
