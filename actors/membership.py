@@ -20,6 +20,17 @@ LEARNER_SYNC_RATIO = 0.9
 
 Change = dict[str, Any]
 Members = dict[str, dict[str, Any]]
+# A removed member stays in the table as a tombstone: its id is never reused, and a removed
+# member that still talks is told so (and stops), as etcd does.
+REMOVED = {"removed": True}
+
+
+def active(members: Members) -> Members:
+    return {mid: info for mid, info in members.items() if not info.get("removed")}
+
+
+def is_removed(members: Members, member: str) -> bool:
+    return bool(members.get(member, {}).get("removed"))
 
 
 def encode_change(change: Change, origin: list[Any] | None = None, member: str | None = None) -> bytes:
@@ -40,16 +51,16 @@ def check(change: Change, core: RaftCore, members: Members) -> str | None:
     assert core.role == LEADER
     op, mid = change["op"], change["id"]
     if op in ("add_voter", "add_learner"):
-        if mid in members:
-            return "member_id_exists"
         if _urls_taken(change["peer_urls"], members, except_id=None):
             return "peer_urls_exist"
+        if mid in members:
+            return "member_id_exists"
         if op == "add_learner" and len(core.conf.learners) >= MAX_LEARNERS:
             return "too_many_learners"
         if op == "add_voter" and _started_voters(core) < (len(core.conf.voters) + 1) // 2 + 1:
             return "not_enough_started"
         return None
-    if mid not in members:
+    if mid not in active(members):
         return "member_not_found"
     if op == "update":
         return "peer_urls_exist" if _urls_taken(change["peer_urls"], members, except_id=mid) else None
@@ -76,17 +87,17 @@ def apply_to_members(change: Change, members: Members) -> Members:
     op, mid = change["op"], change["id"]
     if op in ("add_voter", "add_learner"):
         out.setdefault(mid, {k: change.get(k, "" if k == "name" else []) for k in ("name", "peer_urls", "client_urls")})
-    elif op == "update" and mid in out:
+    elif op == "update" and mid in active(out):
         out[mid] = {**out[mid], "peer_urls": change["peer_urls"]}
-    elif op == "attrs" and mid in out:
+    elif op == "attrs" and mid in active(out):
         out[mid] = {**out[mid], "name": change["name"], "client_urls": change["client_urls"]}
     elif op == "remove":
-        out.pop(mid, None)
+        out[mid] = dict(REMOVED)
     return out
 
 
 def _urls_taken(urls: list[str], members: Members, except_id: str | None) -> bool:
-    return any(set(urls) & set(info["peer_urls"]) for mid, info in members.items() if mid != except_id)
+    return any(set(urls) & set(info["peer_urls"]) for mid, info in active(members).items() if mid != except_id)
 
 
 def _is_started(core: RaftCore, member: str) -> bool:

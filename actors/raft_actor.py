@@ -97,7 +97,7 @@ class RaftActor:
             ctx.random,
             election_ticks=self._cfg.election_timeout_ms // self._cfg.heartbeat_interval_ms,
         )
-        for member_id, info in log.members.items():
+        for member_id, info in membership.active(log.members).items():
             self._route(ctx, member_id, info)
         ctx.log("info", "raft started", term=self._core.term, last_index=log.last_index, commit=self._core.commit, voters=list(conf.voters))
         ctx.set_timer(_TICK_TIMER, self._cfg.heartbeat_interval_ms)
@@ -141,8 +141,11 @@ class RaftActor:
         proposals: list[bytes] = []
         for sender, msg in batch:
             kind = msg["t"]
-            if kind in ("raft", "fwd", "ri", "ri_resp", "snap", "conf_fwd", "resp_relay"):
+            if kind in ("raft", "fwd", "ri", "ri_resp", "snap", "conf_fwd", "resp_relay", "removed"):
                 if not self._from_my_cluster(ctx, sender, msg):
+                    continue
+                if membership.is_removed(self._log.members, sender.partition("/")[0]):
+                    ctx.send(sender, {"t": "removed", "cid": self._cluster_id})
                     continue
             if kind == "propose":
                 # "member" names who took the request: only that member's apply actor answers it.
@@ -163,6 +166,9 @@ class RaftActor:
                 self._conf_change(ctx, msg["change"], msg["origin"], self._me)
             elif kind == "conf_fwd":
                 self._conf_change(ctx, msg["change"], msg["origin"], msg["via"])
+            elif kind == "removed":
+                self._stop_removed(ctx)
+                return
             elif kind == "resp_relay":
                 self._answer(ctx, msg["origin"], msg["resp"])
             elif kind == "transfer":
@@ -282,7 +288,7 @@ class RaftActor:
         """Put our name and client URLs in the member table, once, as etcd's members publish theirs."""
         core, log = self._core, self._log
         assert core is not None and log is not None
-        mine = log.members.get(self._me)
+        mine = membership.active(log.members).get(self._me)
         attrs = {"name": self._cfg.name, "client_urls": list(self._cfg.client_urls)}
         if not core.leader or mine is None or not attrs["name"] or all(mine.get(k) == v for k, v in attrs.items()):
             return
@@ -348,9 +354,12 @@ class RaftActor:
                 self._route(ctx, change["id"], members[change["id"]])
             ctx.log("info", "membership changed", op=change["op"], member=change["id"], voters=list(conf.voters), learners=list(conf.learners))
             if change["op"] == "remove" and change["id"] == self._me:
-                self._stopped = True
-                ctx.log("warn", "this member was removed from the cluster; stopping")
-                ctx.stop_member("removed from the cluster")
+                self._stop_removed(ctx)
+
+    def _stop_removed(self, ctx: Context) -> None:
+        self._stopped = True
+        ctx.log("warn", "this member was removed from the cluster; stopping")
+        ctx.stop_member("removed from the cluster")
 
     # ------------------------------------------------------------------ snapshots
     def _maybe_compact(self, applied: int) -> None:
@@ -380,7 +389,7 @@ class RaftActor:
         if index > core.commit:
             conf = ConfState(tuple(meta["voters"]), tuple(meta["learners"]))
             core.restore_snapshot(index, meta["term"], conf, meta["members"])
-            for member_id, info in meta["members"].items():
+            for member_id, info in membership.active(meta["members"]).items():
                 self._route(ctx, member_id, info)
             ctx.log("info", "installed a snapshot", index=index, term=meta["term"])
         if core.leader:
@@ -435,7 +444,7 @@ class RaftActor:
     def _members_list(self) -> list[dict[str, Any]]:
         core, log = self._core, self._log
         assert core is not None and log is not None
-        return [{"id": mid, **info, "is_learner": mid in core.conf.learners} for mid, info in sorted(log.members.items())]
+        return [{"id": mid, **info, "is_learner": mid in core.conf.learners} for mid, info in sorted(membership.active(log.members).items())]
 
     def _answer(self, ctx: Context, origin: list[Any] | None, resp: dict[str, Any]) -> None:
         if origin is None:

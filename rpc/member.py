@@ -46,6 +46,8 @@ def _die_with_parent() -> None:
 def _check_port_free(host_port_str: str) -> None:
     host, _, port = host_port_str.rpartition(":")
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        # As the real listeners do: a port whose old connections linger in TIME_WAIT is free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host.strip("[]"), int(port)))
         except OSError as e:
