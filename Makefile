@@ -6,7 +6,7 @@ ETCD    := .cache/etcd
 ETCD_BIN := $(CURDIR)/$(ETCD)/usr/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test setup etcd-reference
+.PHONY: run cluster test setup etcd-reference
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,9 @@ $(ETCD_BIN)/etcd:
 
 run: setup
 	$(VENV)/bin/petcd --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379
+
+cluster: setup
+	$(VENV)/bin/petcd local-cluster configs/local-3/m1.yaml configs/local-3/m2.yaml configs/local-3/m3.yaml
 
 test: setup etcd-reference
 	PATH="$(ETCD_BIN):$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)

@@ -7,7 +7,7 @@ from typing import Any
 import grpc
 
 from petcd.rpc.gateway_state import GatewayState
-from petcd.rpc.kv_service import abort
+from petcd.rpc.kv_service import abort, refuse_on_learner
 from petcd.rpc.link import LinkError
 from petcd.rpc.member_ids import member_id
 from petcd.rpc.pb import rpc_pb2 as pb
@@ -59,6 +59,7 @@ class ClusterService(pb_grpc.ClusterServicer):
 
     # ------------------------------------------------------------------
     async def _change(self, context: grpc.aio.ServicerContext, change: dict[str, Any]) -> None:
+        await refuse_on_learner(self._s, context)
         try:
             await self._s.link.call(self._s.raft_address, {"t": "conf", "change": change}, self._s.request_timeout_s)
         except LinkError as e:

@@ -25,6 +25,12 @@ async def abort(context: grpc.aio.ServicerContext, name: str, code: str | None =
     await context.abort(status, text)
 
 
+async def refuse_on_learner(state: GatewayState, context: grpc.aio.ServicerContext) -> None:
+    """A learner serves only Status and serializable Range, as etcd's learners do."""
+    if state.is_learner:
+        await abort(context, "learner_rpc")
+
+
 class KVService(pb_grpc.KVServicer):
     def __init__(self, state: GatewayState) -> None:
         self._s = state
@@ -34,6 +40,8 @@ class KVService(pb_grpc.KVServicer):
         err = validate.check_range(req)
         if err:
             await abort(context, err)
+        if not req.get("serializable"):
+            await refuse_on_learner(self._s, context)
         if req.get("serializable"):
             try:
                 resp = self._s.store.range(req)
@@ -72,6 +80,7 @@ class KVService(pb_grpc.KVServicer):
         return "request_too_large" if request.ByteSize() > self._s.max_request_bytes else None
 
     async def _call(self, context: grpc.aio.ServicerContext, cls: type, kind: str, req: dict[str, Any]) -> Any:
+        await refuse_on_learner(self._s, context)
         try:
             answer = await self._s.link.call(self._s.raft_address, {"t": kind, "req": req}, self._s.request_timeout_s)
         except LinkError as e:

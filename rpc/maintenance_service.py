@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 
 from petcd.rpc.gateway_state import GatewayState
-from petcd.rpc.kv_service import abort
+from petcd.rpc.kv_service import abort, refuse_on_learner
 from petcd.rpc.link import LinkError
 from petcd.rpc.pb import rpc_pb2 as pb
 from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
@@ -40,6 +40,7 @@ class MaintenanceService(pb_grpc.MaintenanceServicer):
         )
 
     async def MoveLeader(self, request: pb.MoveLeaderRequest, context: grpc.aio.ServicerContext) -> pb.MoveLeaderResponse:
+        await refuse_on_learner(self._s, context)
         await self._raft(context, {"t": "transfer", "target": f"{request.targetID:x}"})
         return pb.MoveLeaderResponse(header=self._s.header(self._s.store.current_revision(), self._s.link.term))
 

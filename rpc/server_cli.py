@@ -14,6 +14,8 @@ USAGE = """Usage:
     Start a petcd member (etcd's flags and config-file keys).
   petcd --version
     Show the version.
+  petcd local-cluster CONFIG...
+    Run one member per config file in the foreground (e.g. configs/local-3/*.yaml); Ctrl-C stops them.
 
 Member flags:
   --name 'default'                       human-readable name for this member
@@ -40,6 +42,10 @@ def main(argv: list[str] | None = None) -> None:
     if args and args[0] in ("-h", "--help", "-help"):
         print(USAGE, end="")
         sys.exit(0)
+    if args and args[0] == "local-cluster":
+        from petcd.rpc import local_cluster
+
+        sys.exit(local_cluster.run(args[1:]))
     if args and args[0] in ("--version", "-version"):
         print(f"petcd Version: {SERVER_VERSION}\nPython Version: {sys.version.split()[0]}")
         sys.exit(0)

@@ -1,0 +1,350 @@
+"""petcdctl: a command line client that behaves like etcdctl 3.4 (API v3).
+
+Entry point ``main()``; the command tree, the global flags and the glue
+between flags, environment, client and printers (ctlv3/ctl.go, global.go).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from . import errors, goutil, pflag
+from .cobra import API_VERSION, VERSION, Command
+from .env import flag_to_env, set_pflags_from_env
+
+# ------------------------------------------------------------------ global flags
+
+
+def global_flags() -> list[pflag.Flag]:
+    return [
+        pflag.string_slice_flag("endpoints", ["127.0.0.1:2379"], "gRPC endpoints"),
+        pflag.bool_flag("debug", False, "enable client-side debug logging"),
+        pflag.string_flag("write-out", "simple",
+                          "set the output format (fields, json, protobuf, simple, table)", "w"),
+        pflag.bool_flag("hex", False, "print byte strings as hex encoded strings"),
+        pflag.duration_flag("dial-timeout", 2 * goutil.SECOND, "dial timeout for client connections"),
+        pflag.duration_flag("command-timeout", 5 * goutil.SECOND,
+                            "timeout for short running command (excluding dial timeout)"),
+        pflag.duration_flag("keepalive-time", 2 * goutil.SECOND, "keepalive time for client connections"),
+        pflag.duration_flag("keepalive-timeout", 6 * goutil.SECOND,
+                            "keepalive timeout for client connections"),
+        pflag.bool_flag("insecure-transport", True, "disable transport security for client connections"),
+        pflag.bool_flag("insecure-discovery", True,
+                        "accept insecure SRV records describing cluster endpoints"),
+        pflag.bool_flag("insecure-skip-tls-verify", False,
+                        "skip server certificate verification (CAUTION: this option should be "
+                        "enabled only for testing purposes)"),
+        pflag.string_flag("cert", "", "identify secure client using this TLS certificate file"),
+        pflag.string_flag("key", "", "identify secure client using this TLS key file"),
+        pflag.string_flag("cacert", "", "verify certificates of TLS-enabled secure servers using this CA bundle"),
+        pflag.string_flag("user", "", "username[:password] for authentication (prompt if password is not supplied)"),
+        pflag.string_flag("password", "",
+                          "password for authentication (if this option is used, --user option "
+                          "shouldn't include password)"),
+        pflag.string_flag("discovery-srv", "",
+                          "domain name to query for SRV records describing cluster endpoints", "d"),
+        pflag.string_flag("discovery-srv-name", "", "service name to query when using DNS discovery"),
+    ]
+
+
+# ------------------------------------------------------------------ the Ctl glue
+
+
+class Ctl:
+    """Per-invocation state: the chosen printer and helpers shared by commands."""
+
+    def __init__(self):
+        self.display = None
+
+    def init_display(self, cmd: Command) -> None:
+        from .printer import new_printer
+        fs = cmd.flags()
+        self.display = new_printer(fs.lookup("write-out").v, fs.lookup("hex").v)
+        if self.display is None:
+            errors.exit_with_error(errors.EXIT_BAD_FEATURE, "unsupported output format")
+
+    def command_ctx(self):
+        from .client import deadline_after
+        return deadline_after(self.root_flags.lookup("command-timeout").v)
+
+    def client_settings(self, cmd: Command, with_auth: bool = True, env: bool = True) -> dict:
+        """clientConfigFromCmd: environment, debug listing, endpoints, TLS and auth."""
+        fs = cmd.flags()
+        inherited = cmd.inherited_flags()
+        if env:
+            set_pflags_from_env(inherited)
+            if fs.lookup("debug").v:
+                for f in inherited.sorted():
+                    errors.err("%s=%s\n" % (flag_to_env("ETCDCTL", f.name), f.value.string()))
+        if fs.lookup("discovery-srv").v and not fs.lookup("insecure-discovery").v:
+            pass
+        cfg = {
+            "endpoints": list(fs.lookup("endpoints").v),
+            "dial_timeout": fs.lookup("dial-timeout").v,
+            "keepalive_time": fs.lookup("keepalive-time").v,
+            "keepalive_timeout": fs.lookup("keepalive-timeout").v,
+            "tls": self._tls(fs),
+            "auth": None,
+        }
+        if with_auth:
+            cfg["auth"] = self._auth(fs)
+        return cfg
+
+    def _tls(self, fs: pflag.FlagSet):
+        paths = {}
+        for name in ("cert", "key", "cacert"):
+            f = fs.lookup(name)
+            if f.v == "" and f.changed:
+                errors.exit_with_error(errors.EXIT_BAD_ARGS, "empty string is passed to --%s option" % name)
+            paths[name] = f.v
+        if not any(paths.values()):
+            return None
+        import grpc
+        data = {}
+        for name, path in paths.items():
+            if path:
+                try:
+                    with open(path, "rb") as fh:
+                        data[name] = fh.read()
+                except OSError as e:
+                    errors.exit_with_error(errors.EXIT_BAD_ARGS, "open %s: %s" % (path, _os_err(e)))
+        return grpc.ssl_channel_credentials(root_certificates=data.get("cacert"),
+                                            private_key=data.get("key"),
+                                            certificate_chain=data.get("cert"))
+
+    def _auth(self, fs: pflag.FlagSet):
+        user, password = fs.lookup("user").v, fs.lookup("password").v
+        if user == "":
+            return None
+        if password == "":
+            if ":" not in user:
+                return user, _ask_password("Password: ")
+            name, pw = user.split(":", 1)
+            return name, pw
+        return user, password
+
+    def must_client_from_cmd(self, cmd: Command):
+        cfg = self.client_settings(cmd)
+        self.init_display(cmd)
+        return self.must_client(cfg)
+
+    def must_client(self, cfg: dict):
+        from .client import Client, ClientError
+        try:
+            return Client(cfg["endpoints"], cfg["dial_timeout"], cfg["keepalive_time"],
+                          cfg["keepalive_timeout"], cfg["tls"], cfg["auth"])
+        except ClientError as e:
+            errors.exit_with_error(errors.EXIT_BAD_CONNECTION, str(e))
+
+    def rpc(self, client, service: str, method: str, req, deadline, repeatable: bool):
+        from .client import RPCError, deadline_passed
+        try:
+            return client.call(service, method, req, deadline, repeatable)
+        except RPCError as e:
+            errors.exit_with_error(errors.EXIT_ERROR, e.client_message(deadline_passed(deadline)))
+
+
+def _os_err(e: OSError) -> str:
+    return {2: "no such file or directory", 13: "permission denied",
+            21: "is a directory"}.get(e.errno, (e.strerror or str(e)).lower())
+
+
+def _ask_password(prompt: str) -> str:
+    """bgentry/speakeasy: prompt on stdout, stty -echo around reading stdin."""
+    import subprocess
+
+    errors.out(prompt)
+    sys.stdout.buffer.flush()
+    subprocess.run(["stty", "-echo"], check=False)
+    line = sys.stdin.buffer.readline()
+    subprocess.run(["stty", "echo"], check=False)
+    errors.out("\n")
+    return line.rstrip(b"\n").rstrip(b"\r").decode("utf-8", "surrogateescape")
+
+
+# ------------------------------------------------------------------ commands
+
+
+def version_command_func(ctl, cmd, args) -> None:
+    errors.out("etcdctl version: %s\nAPI version: %s\n" % (VERSION, API_VERSION))
+
+
+def compaction_command_func(ctl, cmd, args) -> None:
+    from petcd.rpc.pb import rpc_pb2
+    if len(args) != 1:
+        errors.exit_with_error(errors.EXIT_BAD_ARGS, "compaction command needs 1 argument")
+    try:
+        rev = goutil.parse_int(args[0], 10, 64)
+    except goutil.GoError as e:
+        errors.exit_with_error(errors.EXIT_ERROR, str(e))
+    physical = cmd.local.lookup("physical").v
+    client = ctl.must_client_from_cmd(cmd)
+    deadline = ctl.command_ctx()
+    ctl.rpc(client, "KV", "Compact", rpc_pb2.CompactionRequest(revision=rev, physical=physical),
+            deadline, repeatable=True)
+    errors.out("compacted revision %d\n" % rev)
+
+
+def unsupported_command_func(ctl, cmd, args) -> None:
+    errors.exit_with_error(errors.EXIT_BAD_FEATURE,
+                           "%s is not supported by petcdctl" % cmd.command_path().replace("etcdctl ", "", 1))
+
+
+def _lazy(module: str, func: str):
+    def runner(ctl, cmd, args):
+        import importlib
+        getattr(importlib.import_module("petcd.rpc.ctl." + module), func)(ctl, cmd, args)
+    return runner
+
+
+def _group(use: str, short: str, subs: list[tuple[str, str]]) -> Command:
+    g = Command(use, short)
+    for sub_use, sub_short in subs:
+        g.add(Command(sub_use, sub_short, run=unsupported_command_func, unsupported=True))
+    return g
+
+
+def _leaf(use: str, short: str) -> Command:
+    return Command(use, short, run=unsupported_command_func, unsupported=True)
+
+
+def build_root() -> tuple[Command, pflag.FlagSet]:
+    from .kv_commands import new_del_command, new_get_command, new_put_command
+    from .txn_command import new_txn_command
+    from .ep_command import new_endpoint_command
+
+    gflags = global_flags()
+    root = Command("etcdctl", "A simple command line client for etcd3.", persistent_flags=gflags)
+    endpoint = new_endpoint_command(_lazy("ep_command", "ep_health_command_func"))
+    for sub in endpoint.commands:
+        if sub.unsupported:
+            sub.run = unsupported_command_func
+    root.add(
+        new_get_command(_lazy("kv_commands", "get_command_func")),
+        new_put_command(_lazy("kv_commands", "put_command_func")),
+        new_del_command(_lazy("kv_commands", "del_command_func")),
+        new_txn_command(_lazy("txn_command", "txn_command_func")),
+        Command("compaction [options] <revision>", "Compacts the event history in etcd",
+                run=compaction_command_func,
+                flags=[pflag.bool_flag("physical", False,
+                                       "'true' to wait for compaction to physically remove all old revisions")]),
+        _group("alarm <subcommand>", "Alarm related commands",
+               [("disarm", "Disarms all alarms"), ("list", "Lists all alarms")]),
+        _leaf("defrag", "Defragments the storage of the etcd members with given endpoints"),
+        endpoint,
+        _leaf("move-leader <transferee-member-id>", "Transfers leadership to another etcd cluster member."),
+        _leaf("watch [options] [key or prefix] [range_end] [--] [exec-command arg1 arg2 ...]",
+              "Watches events stream on keys or prefixes"),
+        Command("version", "Prints the version of etcdctl", run=version_command_func),
+        _group("lease <subcommand>", "Lease related commands",
+               [("grant <ttl>", "Creates leases"), ("revoke <leaseID>", "Revokes leases"),
+                ("timetolive <leaseID> [options]", "Get lease information"),
+                ("list", "List all active leases"), ("keep-alive [options] <leaseID>", "Keeps leases alive (renew)")]),
+        _group("member <subcommand>", "Membership related commands",
+               [("add <memberName> [options]", "Adds a member into the cluster"),
+                ("remove <memberID>", "Removes a member from the cluster"),
+                ("update <memberID> [options]", "Updates a member in the cluster"),
+                ("list", "Lists all members in the cluster"),
+                ("promote <memberID>", "Promotes a non-voting member in the cluster")]),
+        _group("snapshot <subcommand>", "Manages etcd node snapshots",
+               [("save <filename>", "Stores an etcd node backend snapshot to a given file"),
+                ("restore <filename> [options]", "Restores an etcd member snapshot to an etcd directory"),
+                ("status <filename>", "Gets backend snapshot status of a given file")]),
+        _leaf("make-mirror [options] <destination>", "Makes a mirror at the destination etcd cluster"),
+        _leaf("migrate", "Migrates keys in a v2 store to a mvcc store"),
+        _leaf("lock <lockname> [exec-command arg1 arg2 ...]", "Acquires a named lock"),
+        _leaf("elect <election-name> [proposal]", "Observes and participates in leader election"),
+        _group("auth <enable or disable>", "Enable or disable authentication",
+               [("enable", "Enables authentication"), ("disable", "Disables authentication")]),
+        _group("user <subcommand>", "User related commands",
+               [("add <user name or user:password> [options]", "Adds a new user"),
+                ("delete <user name>", "Deletes a user"), ("get <user name> [options]", "Gets detailed information of a user"),
+                ("list", "Lists all users"), ("passwd <user name> [options]", "Changes password of user"),
+                ("grant-role <user name> <role name>", "Grants a role to a user"),
+                ("revoke-role <user name> <role name>", "Revokes a role from a user")]),
+        _group("role <subcommand>", "Role related commands",
+               [("add <role name>", "Adds a new role"), ("delete <role name>", "Deletes a role"),
+                ("get <role name>", "Gets detailed information of a role"), ("list", "Lists all roles"),
+                ("grant-permission [options] <role name> <permission type> <key> [endkey]", "Grants a key to a role"),
+                ("revoke-permission <role name> <key> [endkey]", "Revokes a key from a role")]),
+        _group("check <subcommand>", "commands for checking properties of the etcd cluster",
+               [("perf [options]", "Check the performance of the etcd cluster"),
+                ("datascale [options]", "Check the memory usage of holding data for different "
+                                        "workloads on a given server endpoint.")]),
+        # cobra adds these two when it executes the root command
+        Command("help [command]", "Help about any command",
+                "Help provides help for any command in the application.\n"
+                "Simply type etcdctl help [path to command] for full details.",
+                run=help_command_func),
+        _group("completion", "Generate the autocompletion script for the specified shell",
+               [("bash", "Generate the autocompletion script for bash"),
+                ("fish", "Generate the autocompletion script for fish"),
+                ("powershell", "Generate the autocompletion script for powershell"),
+                ("zsh", "Generate the autocompletion script for zsh")]),
+    )
+    return root, pflag.FlagSet(gflags)
+
+
+def help_command_func(ctl, cmd, args) -> None:
+    root = cmd.root()
+    target, _, err = root.find(args)
+    if target is None or err is not None:
+        errors.err("Unknown help topic [%s]\n" % " ".join("`%s`" % a for a in args))
+        errors.out(root.usage(include_help=False))
+        return
+    errors.out(target.usage())
+
+
+# ------------------------------------------------------------------ execution
+
+
+def execute(argv: list[str]) -> int:
+    api = os.environ.pop("ETCDCTL_API", "")
+    if api not in ("", "3"):
+        if api == "2":
+            errors.err("petcdctl does not implement the v2 API\n")
+        else:
+            errors.err("unsupported API version %s\n" % api)
+        return 1
+    root, gflags = build_root()
+    ctl = Ctl()
+    ctl.root_flags = gflags
+    cmd, rest, err = root.find(argv)
+    if err is not None:
+        errors.err("Error: %s\nRun '%s --help' for usage.\n" % (err, cmd.command_path()))
+        errors.exit_with_error(errors.EXIT_ERROR, err)
+    if cmd.unsupported:
+        unsupported_command_func(ctl, cmd, rest)
+    fs = cmd.flags()
+    try:
+        args = fs.parse(rest)
+    except pflag.HelpRequested:
+        errors.out(cmd.usage())
+        return 0
+    except pflag.FlagError as e:
+        errors.err("Error: %s\n" % e)
+        errors.out(cmd.usage())
+        errors.err("\n")
+        errors.exit_with_error(errors.EXIT_ERROR, str(e))
+    if cmd.help_flag.v or not cmd.runnable():
+        errors.out(cmd.usage())
+        return 0
+    cmd.run(ctl, cmd, args)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    if argv is None:
+        argv = sys.argv[1:]
+    try:
+        code = execute(argv)
+    except errors.CtlExit as e:
+        code = e.code
+    except KeyboardInterrupt:
+        code = 130
+    errors.flush_and_exit(code)
+
+
+if __name__ == "__main__":
+    main()
