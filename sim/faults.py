@@ -15,8 +15,9 @@ how long, and undoes it at its end: partitions (isolate, split, one_way,
 bridge, leader), crash and restart of a member, pauses, timer-rate skew, and
 the network's random faults. Every start and stop goes to `Nemesis.log`.
 
-Two faults reach into `SimRuntime` internals (`_events`, `_contexts`), in
-`pause_member` and `skew_timers` only; a public runtime hook would replace them.
+Three places reach into `SimRuntime` internals, for want of a public hook:
+`pause_member` (`_events`), `skew_timers` (`_contexts`) and
+`Nemesis._free_members` (`_factories`: which actors a member has).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from petcd.actors.actor import Context, Envelope, member_of
 from petcd.sim.runtime import Network, SimRuntime
@@ -471,10 +473,17 @@ class Nemesis:
         return f"{member} timers at rate {rate}", member, skew_timers(self._rt, member, rate)
 
     def _start_network(self, kind: str) -> tuple[str, str | None, Callable[[], None]]:
-        before = getattr(self._net, kind)
+        net = self._net
+        setters: dict[str, Callable[[Any], None]] = {
+            "drop": lambda v: net.configure(drop=v),
+            "duplicate": lambda v: net.configure(duplicate=v),
+            "delay": lambda v: net.configure(delay=v),
+            "reorder": lambda v: net.configure(reorder=v),
+        }
+        before = getattr(net, kind)
         value = True if kind == "reorder" else self._probabilities[kind]
-        self._net.configure(**{kind: value})
-        return f"{kind}={value}", None, lambda: self._net.configure(**{kind: before})
+        setters[kind](value)
+        return f"{kind}={value}", None, lambda: setters[kind](before)
 
     def _start_drop(self, until_ms: int) -> tuple[str, str | None, Callable[[], None]]:
         return self._start_network("drop")

@@ -3,7 +3,7 @@
 `InvariantChecker.check(cluster)` looks at every running member and raises
 `InvariantViolation` if one of these ever failed:
   election safety     at most one leader per term, over the whole run (crashed members included);
-                      and a member's term never goes down, across restarts too;
+  term monotonicity   a member's term never goes down, across restarts too;
   log matching        entries with the same (index, term) hold the same data and follow the
                       same term, in every log it was ever seen in -- by induction, two logs that
                       share (index, term) are identical up to index;
@@ -12,12 +12,13 @@
   leader completeness a leader of term T holds every entry committed in a term <= T;
   applied agreement   members at the same applied index have the same store hash.
 
-Incremental: a member is only read when its term, role, commit, log tail or
-applied index changed. A log's entries up to the commit seen at its last scan
-are not read again (committed entries never change in Raft; a member that
-overwrote one is caught when another member commits or a leader is checked).
-A check sees the states between two steps, not inside one: checked after
-every step, nothing is missed. `check_final` adds a full pairwise comparison.
+Incremental: a member's log is only read when its term, role, commit or log
+tail changed, and entries up to the commit seen at its last scan are not read
+again (committed entries never change in Raft; a member that overwrote one is
+caught when another member commits it, when a leader is checked, or by
+`check_final`, which compares every pair of logs in full). Store hashes are
+rationed in time (see `InvariantChecker`). A check sees the states between
+two steps, not inside one: checked after every step, no leader is missed.
 
 What the checker reads (the Raft and apply actors' attributes) is gathered
 in `member_views`; tests can feed hand-made `MemberView`s to `observe`.
@@ -103,6 +104,7 @@ class _MemberState:
     store: object | None = None
     applied: int = -1
     state_hash: tuple[int, int, int] | None = None  # store hash at `applied`, when computed
+    compared: bool = False  # state_hash was compared with (or became) the reference at `applied`
 
 
 def _body(entry: Any) -> tuple[bytes, int]:
@@ -110,9 +112,18 @@ def _body(entry: Any) -> tuple[bytes, int]:
 
 
 class InvariantChecker:
-    """Keeps what it has seen across the run; `check` after every step (or every few ms)."""
+    """Keeps what it has seen across the run; `check` after every step (or every few ms).
 
-    def __init__(self) -> None:
+    Applied-state agreement reads every store and hashes it (O(revisions)):
+    it is evaluated at most once per `state_every_ms` of virtual time in which
+    two members met at one applied index (retried at every check until they
+    do; 0: at every check), and for every member in `check_final`.
+    """
+
+    def __init__(self, *, state_every_ms: int = 100) -> None:
+        assert state_every_ms >= 0
+        self._state_every_ms = state_every_ms
+        self._last_state_ms: int | None = None
         self.leaders: dict[int, str] = {}  # term -> member, every leader ever seen
         self._committed: dict[int, _Committed] = {}  # index -> the entry committed there
         self._seen: dict[tuple[int, int], tuple[tuple[bytes, int], int, str]] = {}  # (index, term) -> (body, prev term, member)
@@ -171,7 +182,7 @@ class InvariantChecker:
     def _check_term(self, v: MemberView) -> None:
         st = self._members.setdefault(v.member, _MemberState())
         if v.term < st.max_term:
-            self._fail("election safety", f"{v.member}'s term went down from {st.max_term} to {v.term}")
+            self._fail("term monotonicity", f"{v.member}'s term went down from {st.max_term} to {v.term}")
         st.max_term = v.term
 
     def _new_leader(self, v: MemberView) -> bool:
@@ -297,21 +308,31 @@ class InvariantChecker:
 
     # -- applied state
     def _check_applied(self, views: Sequence[MemberView], *, force: bool) -> None:
+        if not force and not self._state_window_open():
+            return
         at_index: dict[int, list[MemberView]] = {}
         for v in views:
             if v.store is None:
                 continue
             st = self._members.setdefault(v.member, _MemberState())
-            applied = v.store.applied_index()
-            if st.store is not v.store or st.applied != applied:
-                st.store, st.applied, st.state_hash = v.store, applied, None
-            at_index.setdefault(applied, []).append(v)
-        for index in sorted(at_index):
-            group = at_index[index]
+            index = v.store.applied_index()
+            if st.store is not v.store or st.applied != index:
+                st.store, st.applied, st.state_hash, st.compared = v.store, index, None, False
+            at_index.setdefault(index, []).append(v)
+        met = False  # two members at one applied index, now or over time
+        for index, group in sorted(at_index.items()):
             if not force and len(group) < 2 and index not in self._hash_at:
                 continue  # nobody to compare with: hashing is not free
+            met = True
             for v in group:
-                self._compare_hash(v, index)
+                if force or not self._members[v.member].compared:
+                    self._compare_hash(v, index)
+        if met:
+            self._last_state_ms = self._now_ms
+
+    def _state_window_open(self) -> bool:
+        now, last = self._now_ms, self._last_state_ms
+        return now is None or last is None or self._state_every_ms == 0 or now - last >= self._state_every_ms
 
     def _compare_hash(self, v: MemberView, index: int) -> None:
         st = self._members[v.member]
@@ -319,6 +340,7 @@ class InvariantChecker:
             assert v.store is not None
             st.state_hash = v.store.hash_kv(0)
             self.stats["hashes"] += 1
+        st.compared = True
         ref = self._hash_at.get(index)
         if ref is None:
             self._hash_at[index] = (st.state_hash, v.member)
@@ -344,7 +366,7 @@ class InvariantChecker:
         top = next((k for k in range(len(ea) - 1, -1, -1) if ea[k].term == eb[k].term), None)
         if top is None:
             return
-        for x, y in zip(ea[: top + 1], eb[: top + 1]):
+        for x, y in zip(ea[: top + 1], eb[: top + 1], strict=True):
             if x.term != y.term or _body(x) != _body(y):
                 self._fail(
                     "log matching",
