@@ -18,7 +18,7 @@ import grpc
 
 from petcd.rpc.pb import rpc_pb2 as pb
 from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
-from tests.servers import Server, start_etcd, start_petcd
+from tests.servers import start_cluster, start_etcd, start_petcd
 
 
 async def _client(endpoint: str, cid: int, deadline: float, latencies: list[float]) -> None:
@@ -32,16 +32,16 @@ async def _client(endpoint: str, cid: int, deadline: float, latencies: list[floa
             latencies.append(time.monotonic() - t0)
 
 
-async def _load(endpoint: str, clients: int, seconds: float) -> tuple[float, list[float]]:
+async def _load(endpoints: list[str], clients: int, seconds: float) -> tuple[float, list[float]]:
     latencies: list[float] = []
     start = time.monotonic()
     deadline = start + seconds
-    await asyncio.gather(*(_client(endpoint, c, deadline, latencies) for c in range(clients)))
+    await asyncio.gather(*(_client(endpoints[c % len(endpoints)], c, deadline, latencies) for c in range(clients)))
     return len(latencies) / (time.monotonic() - start), latencies
 
 
-def measure(server: Server, clients: int, seconds: float) -> str:
-    rate, lat = asyncio.run(_load(server.endpoint, clients, seconds))
+def measure(endpoints: list[str], clients: int, seconds: float) -> str:
+    rate, lat = asyncio.run(_load(endpoints, clients, seconds))
     q = statistics.quantiles(lat, n=100)
     return f"{rate:8.0f} puts/s  p50 {q[49] * 1000:6.2f} ms  p99 {q[98] * 1000:6.2f} ms"
 
@@ -50,15 +50,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 50])
+    parser.add_argument("--members", type=int, default=1, help="cluster size; clients spread over the members")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        for name, start in (("petcd", start_petcd), ("etcd", start_etcd)):
-            server = start(f"{tmp}/{name}")
+        for name in ("petcd", "etcd"):
+            if args.members == 1:
+                server = (start_petcd if name == "petcd" else start_etcd)(f"{tmp}/{name}")
+                endpoints, stop = [server.endpoint], server.stop
+            else:
+                cluster = start_cluster(f"{tmp}/{name}", args.members, server=name)
+                endpoints, stop = [m.endpoint for m in cluster.members], cluster.stop
             try:
                 for n in args.clients:
-                    print(f"{name:6} {n:3} clients: {measure(server, n, args.seconds)}", flush=True)
+                    print(f"{name:6} {args.members} members {n:3} clients: {measure(endpoints, n, args.seconds)}", flush=True)
             finally:
-                server.stop()
+                stop()
 
 
 if __name__ == "__main__":
