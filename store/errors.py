@@ -43,3 +43,7 @@ def key_too_long(max_key_bytes: int) -> StoreError:
         f"etcdserver: key is too long for petcd (max {max_key_bytes} bytes)",
         "INVALID_ARGUMENT",
     )
+
+
+def lease_exists() -> StoreError:
+    return StoreError("lease_exists", "etcdserver: lease already exists", "FAILED_PRECONDITION")

@@ -15,7 +15,8 @@ import lmdb
 
 from . import txn as txns
 from . import writes
-from .errors import StoreError, compacted, future_rev
+from .errors import StoreError, compacted, future_rev, lease_exists, lease_not_found
+from .history import events
 from .reads import range_response
 from .tables import DB_COUNT, StoreTxn, open_databases
 from .writes import WriteTxn
@@ -115,6 +116,27 @@ class MvccStore:
         size_bytes = os.path.getsize(os.path.join(self._env.path(), "data.mdb"))
         return size_bytes, used_pages * self._env.stat()["psize"]
 
+    # --- watch history and leases
+    def events(self, from_rev: int, to_rev: int, max_revisions: int = 1000) -> list[list]:
+        """Watch events of revisions [from_rev, to_rev] (see history.events); raises compacted."""
+        with self._env.begin() as txn:
+            tables = StoreTxn(txn, self._dbs)
+            if from_rev < tables.compact_revision():  # the compaction revision itself is whole
+                raise compacted()
+            return events(tables, from_rev, min(to_rev, tables.current_revision()), max_revisions)
+
+    def leases(self) -> list[tuple[int, int]]:
+        """(lease id, granted TTL seconds) of every lease."""
+        with self._env.begin() as txn:
+            return StoreTxn(txn, self._dbs).leases()
+
+    def lease_info(self, lease_id: int) -> tuple[int, list[bytes]] | None:
+        """(granted TTL, attached keys) of a lease, or None."""
+        with self._env.begin() as txn:
+            tables = StoreTxn(txn, self._dbs)
+            ttl = tables.lease_ttl(lease_id)
+            return None if ttl is None else (ttl, tables.lease_keys(lease_id))
+
     # --- snapshots (a follower too far behind gets the whole store)
     def create_snapshot(self, path: str) -> int:
         """Write a consistent copy of the store to the file `path`; returns its applied index."""
@@ -158,9 +180,27 @@ def _apply_request(tables: StoreTxn, req: dict) -> dict:
         return _compact(tables, req)
     if op == "range":
         return range_response(tables, req, tables.current_revision())
+    if op == "lease_grant":
+        if tables.lease_exists(req["ID"]):
+            raise lease_exists()
+        tables.put_lease(req["ID"], req["TTL"])
+        return {"revision": tables.current_revision(), "ID": req["ID"], "TTL": req["TTL"]}
+    if op == "lease_revoke":
+        return _lease_revoke(tables, req["ID"])
     if op == "noop":  # an empty Raft entry (a new leader's first): only the applied index moves
         return {"revision": tables.current_revision()}
     raise ValueError(f"not a KV request: {op!r}")
+
+
+def _lease_revoke(tables: StoreTxn, lease_id: int) -> dict:
+    """Delete the lease and every key attached to it, in one revision."""
+    if not tables.lease_exists(lease_id):
+        raise lease_not_found()
+    txn = WriteTxn(tables)
+    for key in tables.lease_keys(lease_id):
+        txn.delete_range(key, b"")
+    tables.delete_lease(lease_id)
+    return {"revision": txn.end()}
 
 
 def _put(tables: StoreTxn, req: dict) -> dict:

@@ -8,11 +8,12 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 import lmdb
+import msgpack
 
 from . import keys
 from .records import Record, pack, unpack
 
-DB_COUNT = 4
+DB_COUNT = 5
 _APPLIED_INDEX = b"applied_index"
 _CURRENT_REVISION = b"current_revision"
 _COMPACT_REVISION = b"compact_revision"
@@ -22,7 +23,8 @@ class Databases(NamedTuple):
     revs: "lmdb._Database"  # revision -> record
     keys: "lmdb._Database"  # user key -> index values (dupsort), see keys.py
     meta: "lmdb._Database"  # applied index, current and compact revisions
-    leases: "lmdb._Database"  # lease id -> lease record; filled by lease code
+    leases: "lmdb._Database"  # lease id -> msgpack [ttl seconds]
+    lease_keys: "lmdb._Database"  # lease id + user key -> b"": the keys attached to each lease
     max_key_bytes: int
 
 
@@ -32,6 +34,7 @@ def open_databases(env: lmdb.Environment, *, create: bool) -> Databases:
         keys=env.open_db(b"keys", dupsort=True, dupfixed=True, create=create),
         meta=env.open_db(b"meta", create=create),
         leases=env.open_db(b"leases", create=create),
+        lease_keys=env.open_db(b"lease_keys", create=create),
         max_key_bytes=env.max_key_size(),
     )
 
@@ -81,6 +84,51 @@ class StoreTxn:
     # --- leases
     def lease_exists(self, lease_id: int) -> bool:
         return self._txn.get(keys.lease_key(lease_id), db=self._dbs.leases) is not None
+
+    def lease_ttl(self, lease_id: int) -> int | None:
+        """The granted TTL in seconds, or None for a lease that does not exist."""
+        data = self._txn.get(keys.lease_key(lease_id), db=self._dbs.leases)
+        return None if data is None else msgpack.unpackb(data)[0]
+
+    def leases(self) -> list[tuple[int, int]]:
+        """(lease id, granted TTL) of every lease."""
+        return [(keys.i64_from_bytes(k), msgpack.unpackb(v)[0]) for k, v in self._txn.cursor(self._dbs.leases)]
+
+    def lease_keys(self, lease_id: int) -> list[bytes]:
+        prefix = keys.lease_key(lease_id)
+        cursor = self._txn.cursor(self._dbs.lease_keys)
+        out: list[bytes] = []
+        if cursor.set_range(prefix):
+            for k in cursor.iternext(keys=True, values=False):
+                if not k.startswith(prefix):
+                    break
+                out.append(k[len(prefix):])
+        return out
+
+    def put_lease(self, lease_id: int, ttl: int) -> None:
+        self._txn.put(keys.lease_key(lease_id), msgpack.packb([ttl]), db=self._dbs.leases)
+
+    def delete_lease(self, lease_id: int) -> None:
+        assert self.lease_keys(lease_id) == [], "a lease's keys go before the lease"
+        self._txn.delete(keys.lease_key(lease_id), db=self._dbs.leases)
+
+    def attach(self, lease_id: int, key: bytes) -> None:
+        self._txn.put(keys.lease_key(lease_id) + key, b"", db=self._dbs.lease_keys)
+
+    def detach(self, lease_id: int, key: bytes) -> None:
+        self._txn.delete(keys.lease_key(lease_id) + key, db=self._dbs.lease_keys)
+
+    # --- history
+    def revisions(self, from_rev: int, to_rev: int) -> Iterator[tuple[int, int, Record]]:
+        """(main, sub, record) of every stored revision with from_rev <= main <= to_rev, in order."""
+        cursor = self._txn.cursor(self._dbs.revs)
+        if not cursor.set_range(keys.rev_to_bytes(from_rev, 0)):
+            return
+        for rev_bytes, data in cursor.iternext(keys=True, values=True):
+            main, sub = keys.rev_from_bytes(rev_bytes)
+            if main > to_rev:
+                return
+            yield main, sub, unpack(data)
 
     # --- reads
     def latest(self, key: bytes, at_rev: int) -> tuple[int, int] | None:
@@ -175,7 +223,8 @@ class StoreTxn:
     def used_pages(self, main_db_stat: dict) -> int:
         """Pages of the meta pages, the main db (env.stat()) and the named dbs."""
         stats = [main_db_stat] + [self._txn.stat(db) for db in
-                                  (self._dbs.revs, self._dbs.keys, self._dbs.meta, self._dbs.leases)]
+                                  (self._dbs.revs, self._dbs.keys, self._dbs.meta, self._dbs.leases,
+                                   self._dbs.lease_keys)]
         return 2 + sum(s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"] for s in stats)
 
     def hash(self, at_rev: int) -> int:

@@ -34,16 +34,23 @@ class WriteTxn:
         else:
             record = Record(key, False, value, previous["create_revision"],
                             previous["version"] + 1, lease)
+        # Keep the lease -> keys index in step, so that revoking a lease finds its keys.
+        if previous is not None and previous["lease"] and previous["lease"] != lease:
+            self.tables.detach(previous["lease"], key)
+        if lease:
+            self.tables.attach(lease, key)
         self.tables.add(rev, self.changes, record)
         self.changes += 1
 
     def delete_range(self, key: bytes, range_end: bytes) -> int:
-        live_keys = [live_key for live_key, _, _ in
-                     self.tables.scan(*key_bounds(key, range_end), self.read_rev)]
-        for live_key in live_keys:
+        live = list(self.tables.scan(*key_bounds(key, range_end), self.read_rev))
+        for live_key, main, sub in live:
+            lease = self.tables.record(main, sub).lease
+            if lease:
+                self.tables.detach(lease, live_key)
             self.tables.add(self.begin_rev + 1, self.changes, tombstone(live_key))
             self.changes += 1
-        return len(live_keys)
+        return len(live)
 
     def end(self) -> int:
         """Commits the revision if anything changed; returns the header revision."""

@@ -375,7 +375,7 @@ def test_batch_errors_are_isolated_and_indices_recorded(log):
 
 def test_unknown_op_aborts_the_whole_batch(log):
     with pytest.raises(ValueError):
-        log.store.apply([(1, {"op": "put", "key": b"a"}), (2, {"op": "lease_grant"})])
+        log.store.apply([(1, {"op": "put", "key": b"a"}), (2, {"op": "frobnicate"})])
     assert log.store.applied_index() == 0 and log.keys() == []
     with pytest.raises(ValueError):
         log.store.apply([(1, {"op": "txn", "success": [{"request_nothing": {}}]})])
@@ -457,3 +457,39 @@ def test_hash_kv(tmp_path):
     assert one.store.hash_kv(4)[1:] == (3, 5)
     one.store.close()
     two.store.close()
+
+
+def test_leases_attach_keys_and_revoke_deletes_them_in_one_revision(log):
+    out = log.store.apply([(1, {"op": "lease_grant", "ID": 7, "TTL": 10}),
+                           (2, {"op": "put", "key": b"a", "value": b"1", "lease": 7}),
+                           (3, {"op": "put", "key": b"b", "value": b"2", "lease": 7}),
+                           (4, {"op": "put", "key": b"b", "value": b"3"}),  # detaches b
+                           (5, {"op": "lease_grant", "ID": 7, "TTL": 10})])
+    assert out[0] == {"revision": 1, "ID": 7, "TTL": 10}
+    assert out[4]["error"] == "lease_exists" and out[4]["message"] == "etcdserver: lease already exists"
+    assert log.store.leases() == [(7, 10)] and log.store.lease_info(7) == (10, [b"a"])
+    out = log.store.apply([(6, {"op": "put", "key": b"c", "value": b"x", "lease": 7}),
+                           (7, {"op": "lease_revoke", "ID": 7}),
+                           (8, {"op": "lease_revoke", "ID": 7})])
+    assert out[1] == {"revision": 6}, "both keys deleted at one revision"
+    assert out[2]["error"] == "lease_not_found"
+    assert log.store.leases() == [] and log.store.lease_info(7) is None
+    deletes = log.store.events(6, 6)
+    assert [(e["type"], e["kv"]["key"]) for e in deletes[0][1]] == [(1, b"a"), (1, b"c")]
+
+
+def test_events_replay_history_with_prev_kv_and_refuse_compacted(log):
+    log.store.apply([(1, {"op": "put", "key": b"k", "value": b"1"}),
+                     (2, {"op": "txn", "success": [{"request_put": {"key": b"k", "value": b"2"}},
+                                                   {"request_put": {"key": b"j", "value": b"3"}}]}),
+                     (3, {"op": "delete_range", "key": b"k"})])
+    revs = log.store.events(2, 100)
+    assert [r for r, _ in revs] == [2, 3, 4]
+    assert [e["kv"]["key"] for e in revs[1][1]] == [b"k", b"j"], "one revision's events stay together"
+    assert revs[1][1][0]["prev_kv"]["value"] == b"1"
+    assert revs[2][1][0] == {"type": 1, "kv": {"key": b"k", "mod_revision": 4}, "prev_kv": revs[1][1][0]["kv"]}
+    assert [r for r, _ in log.store.events(2, 100, max_revisions=2)] == [2, 3]
+    log.store.apply([(4, {"op": "compact", "revision": 3})])
+    assert [r for r, _ in log.store.events(3, 100)] == [3, 4]
+    with pytest.raises(StoreError):
+        log.store.events(2, 100)
