@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime
 import os
 import random
-import threading
 import time
 import urllib.parse
 import uuid
@@ -174,7 +173,6 @@ class _Conn:
         target = ("unix:" + host) if proto == "unix" else host
         self.state = None
         self.saw_failure = False  # grpc-go keeps the last picker error once set
-        self.ready = threading.Event()
         if scheme in ("https", "unixs") or tls is not None:
             creds = tls if tls is not None else grpc.ssl_channel_credentials()
             self.channel = grpc.secure_channel(target, creds, options=options)
@@ -186,8 +184,6 @@ class _Conn:
         self.state = state
         if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
             self.saw_failure = True
-        if state == grpc.ChannelConnectivity.READY:
-            self.ready.set()
 
 
 class Client:

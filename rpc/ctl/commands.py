@@ -1,0 +1,136 @@
+"""The etcdctl 3.4 command tree: the commands petcdctl implements, and the
+others (listed in help, suggested on typos) which report "not supported"."""
+
+from __future__ import annotations
+
+from . import errors, goutil, pflag
+from .cobra import API_VERSION, VERSION, Command
+
+
+def version_command_func(ctl, cmd, args) -> None:
+    errors.out("etcdctl version: %s\nAPI version: %s\n" % (VERSION, API_VERSION))
+
+
+def compaction_command_func(ctl, cmd, args) -> None:
+    from petcd.rpc.pb import rpc_pb2
+    if len(args) != 1:
+        errors.exit_with_error(errors.EXIT_BAD_ARGS, "compaction command needs 1 argument")
+    try:
+        rev = goutil.parse_int(args[0], 10, 64)
+    except goutil.GoError as e:
+        errors.exit_with_error(errors.EXIT_ERROR, str(e))
+    physical = cmd.local.lookup("physical").v
+    client = ctl.must_client_from_cmd(cmd)
+    deadline = ctl.command_ctx()
+    ctl.rpc(client, "KV", "Compact", rpc_pb2.CompactionRequest(revision=rev, physical=physical),
+            deadline, repeatable=True)
+    errors.out("compacted revision %d\n" % rev)
+
+
+def unsupported_command_func(ctl, cmd, args) -> None:
+    errors.exit_with_error(errors.EXIT_BAD_FEATURE,
+                           "%s is not supported by petcdctl" % cmd.command_path().replace("etcdctl ", "", 1))
+
+
+def _lazy(module: str, func: str):
+    def runner(ctl, cmd, args):
+        import importlib
+        getattr(importlib.import_module("petcd.rpc.ctl." + module), func)(ctl, cmd, args)
+    return runner
+
+
+def _group(use: str, short: str, subs: list[tuple[str, str]]) -> Command:
+    g = Command(use, short)
+    for sub_use, sub_short in subs:
+        g.add(Command(sub_use, sub_short, run=unsupported_command_func, unsupported=True))
+    return g
+
+
+def _leaf(use: str, short: str) -> Command:
+    return Command(use, short, run=unsupported_command_func, unsupported=True)
+
+
+def build_root(gflags: list[pflag.Flag]) -> Command:
+    from .ep_command import new_endpoint_command
+    from .kv_commands import new_del_command, new_get_command, new_put_command
+    from .txn_command import new_txn_command
+
+    root = Command("etcdctl", "A simple command line client for etcd3.", persistent_flags=gflags)
+    endpoint = new_endpoint_command(_lazy("ep_command", "ep_health_command_func"))
+    for sub in endpoint.commands:
+        if sub.unsupported:
+            sub.run = unsupported_command_func
+    root.add(
+        new_get_command(_lazy("kv_commands", "get_command_func")),
+        new_put_command(_lazy("kv_commands", "put_command_func")),
+        new_del_command(_lazy("kv_commands", "del_command_func")),
+        new_txn_command(_lazy("txn_command", "txn_command_func")),
+        Command("compaction [options] <revision>", "Compacts the event history in etcd",
+                run=compaction_command_func,
+                flags=[pflag.bool_flag("physical", False,
+                                       "'true' to wait for compaction to physically remove all old revisions")]),
+        _group("alarm <subcommand>", "Alarm related commands",
+               [("disarm", "Disarms all alarms"), ("list", "Lists all alarms")]),
+        _leaf("defrag", "Defragments the storage of the etcd members with given endpoints"),
+        endpoint,
+        _leaf("move-leader <transferee-member-id>", "Transfers leadership to another etcd cluster member."),
+        _leaf("watch [options] [key or prefix] [range_end] [--] [exec-command arg1 arg2 ...]",
+              "Watches events stream on keys or prefixes"),
+        Command("version", "Prints the version of etcdctl", run=version_command_func),
+        _group("lease <subcommand>", "Lease related commands",
+               [("grant <ttl>", "Creates leases"), ("revoke <leaseID>", "Revokes leases"),
+                ("timetolive <leaseID> [options]", "Get lease information"),
+                ("list", "List all active leases"), ("keep-alive [options] <leaseID>", "Keeps leases alive (renew)")]),
+        _group("member <subcommand>", "Membership related commands",
+               [("add <memberName> [options]", "Adds a member into the cluster"),
+                ("remove <memberID>", "Removes a member from the cluster"),
+                ("update <memberID> [options]", "Updates a member in the cluster"),
+                ("list", "Lists all members in the cluster"),
+                ("promote <memberID>", "Promotes a non-voting member in the cluster")]),
+        _group("snapshot <subcommand>", "Manages etcd node snapshots",
+               [("save <filename>", "Stores an etcd node backend snapshot to a given file"),
+                ("restore <filename> [options]", "Restores an etcd member snapshot to an etcd directory"),
+                ("status <filename>", "Gets backend snapshot status of a given file")]),
+        _leaf("make-mirror [options] <destination>", "Makes a mirror at the destination etcd cluster"),
+        _leaf("migrate", "Migrates keys in a v2 store to a mvcc store"),
+        _leaf("lock <lockname> [exec-command arg1 arg2 ...]", "Acquires a named lock"),
+        _leaf("elect <election-name> [proposal]", "Observes and participates in leader election"),
+        _group("auth <enable or disable>", "Enable or disable authentication",
+               [("enable", "Enables authentication"), ("disable", "Disables authentication")]),
+        _group("user <subcommand>", "User related commands",
+               [("add <user name or user:password> [options]", "Adds a new user"),
+                ("delete <user name>", "Deletes a user"), ("get <user name> [options]", "Gets detailed information of a user"),
+                ("list", "Lists all users"), ("passwd <user name> [options]", "Changes password of user"),
+                ("grant-role <user name> <role name>", "Grants a role to a user"),
+                ("revoke-role <user name> <role name>", "Revokes a role from a user")]),
+        _group("role <subcommand>", "Role related commands",
+               [("add <role name>", "Adds a new role"), ("delete <role name>", "Deletes a role"),
+                ("get <role name>", "Gets detailed information of a role"), ("list", "Lists all roles"),
+                ("grant-permission [options] <role name> <permission type> <key> [endkey]", "Grants a key to a role"),
+                ("revoke-permission <role name> <key> [endkey]", "Revokes a key from a role")]),
+        _group("check <subcommand>", "commands for checking properties of the etcd cluster",
+               [("perf [options]", "Check the performance of the etcd cluster"),
+                ("datascale [options]", "Check the memory usage of holding data for different "
+                                        "workloads on a given server endpoint.")]),
+        # cobra adds these two when it executes the root command
+        Command("help [command]", "Help about any command",
+                "Help provides help for any command in the application.\n"
+                "Simply type etcdctl help [path to command] for full details.",
+                run=help_command_func),
+        _group("completion", "Generate the autocompletion script for the specified shell",
+               [("bash", "Generate the autocompletion script for bash"),
+                ("fish", "Generate the autocompletion script for fish"),
+                ("powershell", "Generate the autocompletion script for powershell"),
+                ("zsh", "Generate the autocompletion script for zsh")]),
+    )
+    return root
+
+
+def help_command_func(ctl, cmd, args) -> None:
+    root = cmd.root()
+    target, _, err = root.find(args)
+    if target is None or err is not None:
+        errors.err("Unknown help topic [%s]\n" % " ".join("`%s`" % a for a in args))
+        errors.out(root.usage(include_help=False))
+        return
+    errors.out(target.usage())
