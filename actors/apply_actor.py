@@ -6,11 +6,15 @@ Messages in:
   read   {req, origin}                             a serializable read (no wait)
   snap_make {peer}                                 send a snapshot of the store towards `peer`
   snap_install {meta, seq, data, last}             a chunk of the leader's snapshot to install
+  history {from}                                   from the watch actor: events of revisions from..current
+  leases_list {}                                   from the lease actor: every lease
 Messages out:
   hello  {applied}                                 to the Raft actor on start: where to resume
   applied {index}                                  to the Raft actor after each batch (it may compact its log)
   snap_chunk {peer, index, seq, data, last}        to the Raft actor, to relay
   snap_installed {meta}                            to the Raft actor once a snapshot is in place
+  events {revs, current}                           to the watch actor: each new revision's events, in order
+  lease_changes {granted, revoked}                 to the lease actor, per batch
   resp   {id, resp, term}                          to the origin of each request this member took
 
 Each `apply` batch is one LMDB transaction that also records the applied
@@ -33,6 +37,8 @@ from petcd.store.mvcc import MvccStore
 # (the client retries) rather than letting memory grow without bound.
 MAX_WAITING_READS = 100_000
 SNAPSHOT_CHUNK_BYTES = 1 << 20
+# Revisions of watch history read per request (a catching-up watcher asks again for the rest).
+HISTORY_CHUNK_REVISIONS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +83,10 @@ class ApplyActor:
                 self._waiting.extend((index, term, req, origin) for index, term, req, origin in msg["reads"])
             elif kind == "read":
                 self._serve_read(ctx, self._term, msg["req"], msg["origin"])
+            elif kind == "history":
+                self._history(ctx, sender, msg["from"])
+            elif kind == "leases_list":
+                ctx.send(sender, {"t": "leases", "items": [list(x) for x in store.leases()]})
             elif kind == "snap_make":
                 self._make_snapshot(ctx, msg["peer"])
             elif kind == "snap_install":
@@ -94,6 +104,7 @@ class ApplyActor:
     def _apply(self, ctx: Context, entries: list[tuple[int, int, dict[str, Any]]]) -> None:
         store = self._store
         assert store is not None
+        rev_before = store.current_revision()
         # Empty entries (a new leader's) and membership changes only move the applied index here.
         requests = [(index, data.get("req", {"op": "noop"})) for index, _, data in entries]
         responses = store.apply(requests)
@@ -106,6 +117,44 @@ class ApplyActor:
             if resp is not None and origin is not None and data.get("member") == me:
                 ctx.send(origin[0], {"t": "resp", "id": origin[1], "resp": resp, "term": term})
         ctx.send(f"{me}/raft", {"t": "applied", "index": entries[-1][0]})
+        self._publish_events(ctx, rev_before, store.current_revision())
+        granted, revoked = [], []
+        for (_, _, data), resp in zip(entries, responses):
+            req = data.get("req", {})
+            if resp is None or "error" in resp or req.get("op") not in ("lease_grant", "lease_revoke"):
+                continue
+            if req["op"] == "lease_grant":
+                granted.append([req["ID"], req["TTL"]])
+            else:
+                revoked.append(req["ID"])
+        if granted or revoked:
+            ctx.send(f"{me}/lease", {"t": "lease_changes", "granted": granted, "revoked": revoked})
+
+    def _publish_events(self, ctx: Context, rev_before: int, rev_after: int) -> None:
+        """Every new revision's events go to the watch actor, in order, whole revisions per message."""
+        store = self._store
+        assert store is not None
+        next_rev = rev_before + 1
+        while next_rev <= rev_after:
+            revs = store.events(next_rev, rev_after, HISTORY_CHUNK_REVISIONS)
+            through = revs[-1][0] if revs and len(revs) == HISTORY_CHUNK_REVISIONS else rev_after
+            ctx.send(f"{self._cfg.member_id}/watch", {"t": "events", "revs": revs, "current": through})
+            next_rev = through + 1
+
+    def _history(self, ctx: Context, sender: str, from_rev: int) -> None:
+        store = self._store
+        assert store is not None
+        current = store.current_revision()
+        if from_rev == 0 or from_rev > current:
+            ctx.send(sender, {"t": "history", "from": from_rev, "revs": [], "through": current, "current": current})
+            return
+        try:
+            revs = store.events(from_rev, current, HISTORY_CHUNK_REVISIONS)
+        except StoreError:
+            ctx.send(sender, {"t": "history", "from": from_rev, "error": "compacted", "compact_revision": store.compact_revision()})
+            return
+        through = revs[-1][0] if len(revs) == HISTORY_CHUNK_REVISIONS else current
+        ctx.send(sender, {"t": "history", "from": from_rev, "revs": revs, "through": through, "current": current})
 
     def _serve_waiting_reads(self, ctx: Context) -> None:
         if not self._waiting:
@@ -180,3 +229,5 @@ class ApplyActor:
             assert store.applied_index() == meta["index"], (store.applied_index(), meta["index"])
         os.remove(path)
         ctx.send(f"{self._cfg.member_id}/raft", {"t": "snap_installed", "meta": meta})
+        # The store jumped: watchers catch up from its history (or learn it was compacted).
+        ctx.send(f"{self._cfg.member_id}/watch", {"t": "restored", "current": store.current_revision()})

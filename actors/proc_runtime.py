@@ -190,6 +190,14 @@ def _build(kind: str, config: dict[str, Any]) -> Actor:
         from petcd.actors.apply_actor import ApplyActor, ApplyConfig
 
         return ApplyActor(ApplyConfig(**config))
+    if kind == "watch":
+        from petcd.actors.watch_actor import WatchActor, WatchConfig
+
+        return WatchActor(WatchConfig(**config))
+    if kind == "lease":
+        from petcd.actors.lease_actor import LeaseActor, LeaseConfig
+
+        return LeaseActor(LeaseConfig(**config))
     raise SystemExit(f"unknown actor kind {kind!r}")
 
 

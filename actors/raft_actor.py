@@ -12,6 +12,7 @@ from the apply actor:
   applied   {index}                                 after each batch: the log may be compacted below it
   snap_chunk {peer, index, seq, data, last}         a snapshot of the state machine, to relay to `peer`
   snap_installed {index, meta}                      a leader's snapshot is in place
+  relay     {to, msg, via?}                         from local actors: deliver `msg` to `to` on any member
 from peers' Raft actors:
   raft      {cid, msg}                              a Raft message
   fwd       {cid, props: [data...]}                 proposals a follower took
@@ -101,8 +102,10 @@ class RaftActor:
             self._route(ctx, member_id, info)
         ctx.log("info", "raft started", term=self._core.term, last_index=log.last_index, commit=self._core.commit, voters=list(conf.voters))
         ctx.set_timer(_TICK_TIMER, self._cfg.heartbeat_interval_ms)
+        role_before = self._core.role
         if conf.voters == (self._me,):
             self._core.campaign_now()  # a lone voter needs no election timeout
+        self._after_step(ctx, role_before, "")
         self._process_ready(ctx)
 
     def _bootstrap(self, log: RaftLog) -> None:
@@ -141,7 +144,7 @@ class RaftActor:
         proposals: list[bytes] = []
         for sender, msg in batch:
             kind = msg["t"]
-            if kind in ("raft", "fwd", "ri", "ri_resp", "snap", "conf_fwd", "resp_relay", "removed"):
+            if kind in ("raft", "fwd", "ri", "ri_resp", "snap", "conf_fwd", "resp_relay", "removed", "relay_in"):
                 if not self._from_my_cluster(ctx, sender, msg):
                     continue
                 if membership.is_removed(self._log.members, sender.partition("/")[0]):
@@ -166,6 +169,10 @@ class RaftActor:
                 self._conf_change(ctx, msg["change"], msg["origin"], self._me)
             elif kind == "conf_fwd":
                 self._conf_change(ctx, msg["change"], msg["origin"], msg["via"])
+            elif kind == "relay":
+                self._relay(ctx, msg)
+            elif kind == "relay_in":
+                ctx.send(msg["to"], msg["msg"])
             elif kind == "removed":
                 self._stop_removed(ctx)
                 return
@@ -283,6 +290,14 @@ class RaftActor:
             error = core.propose_conf_change(membership.encode_change(change, origin, via))
         if error is not None:
             self._reject(ctx, origin, error, via)
+
+    def _relay(self, ctx: Context, msg: dict[str, Any]) -> None:
+        """Carry a local actor's message to an actor of another member (only Raft actors talk across members)."""
+        member = msg.get("via") or msg["to"].partition("/")[0]
+        if member == self._me:
+            ctx.send(msg["to"], msg["msg"])
+        else:
+            ctx.send(f"{member}/raft", {"t": "relay_in", "cid": self._cluster_id, "to": msg["to"], "msg": msg["msg"]})
 
     def _maybe_publish(self, ctx: Context) -> None:
         """Put our name and client URLs in the member table, once, as etcd's members publish theirs."""
@@ -402,6 +417,7 @@ class RaftActor:
         assert core is not None
         if core.role != role_before or core.leader != leader_before:
             ctx.log("info", "raft state changed", role=core.role, term=core.term, leader=core.leader)
+            ctx.send(f"{self._me}/lease", {"t": "leader", "leader": core.leader, "is_leader": core.role == LEADER})
             if core.leader and self._held:
                 self._release_held(ctx)
             if self._transfers and core.role != LEADER and core.leader:

@@ -8,6 +8,7 @@ as in etcd, the file is the whole configuration and other flags are ignored.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from urllib.parse import urlsplit
@@ -37,8 +38,13 @@ class ServerConfig:
     snapshot_count: int = 100000
     quota_backend_bytes: int = 0
     log_level: str = "info"
+    experimental_watch_progress_notify_interval: str = "10m"
     logger: str = "zap"
     config_file: str = ""
+
+    @property
+    def watch_progress_notify_interval_ms(self) -> int:
+        return parse_duration_ms(self.experimental_watch_progress_notify_interval)
 
     def client_urls(self) -> list[str]:
         return _split(self.listen_client_urls)
@@ -137,6 +143,8 @@ def _finish(cfg: ServerConfig) -> ServerConfig:
         raise ConfigError(f"invalid value {cfg.initial_cluster_state!r} for flag -initial-cluster-state: want new or existing")
     if cfg.log_level not in ("debug", "info", "warn", "error", "panic", "fatal"):
         raise ConfigError(f"unknown log level {cfg.log_level!r}")
+    if cfg.watch_progress_notify_interval_ms <= 0:
+        raise ConfigError("--experimental-watch-progress-notify-interval must be positive")
     if cfg.max_txn_ops <= 0 or cfg.max_request_bytes <= 0:
         raise ConfigError("--max-txn-ops and --max-request-bytes must be positive")
     if cfg.heartbeat_interval <= 0 or cfg.election_timeout < 5 * cfg.heartbeat_interval:
@@ -146,6 +154,18 @@ def _finish(cfg: ServerConfig) -> ServerConfig:
     if cfg.name not in cfg.peers():
         raise ConfigError(f"couldn't find local name {cfg.name!r} in the initial cluster configuration")
     return cfg
+
+
+def parse_duration_ms(text: str) -> int:
+    """Go's duration spelling ("10m", "5s", "250ms", "1h30m") in milliseconds; raises ConfigError."""
+    units = {"h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1, "us": 0.001, "µs": 0.001, "ns": 0.000001}
+    total, rest = 0.0, text.strip()
+    match = re.fullmatch(r"((\d+(\.\d+)?)(h|ms|m|s|us|µs|ns))+", rest)
+    if not match:
+        raise ConfigError(f'invalid duration "{text}"')
+    for number, _, unit in re.findall(r"(\d+(\.\d+)?)(h|ms|m|s|us|µs|ns)", rest):
+        total += float(number) * units[unit]
+    return int(total)
 
 
 def host_port(url: str) -> str:

@@ -25,6 +25,7 @@ ERRORS: dict[str, tuple[grpc.StatusCode, str]] = {
     "compacted": (_C.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted"),
     "future_rev": (_C.OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision"),
     "lease_not_found": (_C.NOT_FOUND, "etcdserver: requested lease not found"),
+    "lease_ttl_too_large": (_C.OUT_OF_RANGE, "etcdserver: too large lease TTL"),
     # cluster state
     "no_leader": (_C.UNAVAILABLE, "etcdserver: no leader"),
     "timeout": (_C.UNAVAILABLE, "etcdserver: request timed out"),

@@ -18,7 +18,9 @@ from petcd.rpc.cluster_service import ClusterService
 from petcd.rpc.gateway_state import GatewayState
 from petcd.rpc.kv_service import KVService
 from petcd.rpc.link import LinkError, MemberLink
+from petcd.rpc.lease_service import LeaseService
 from petcd.rpc.maintenance_service import MaintenanceService
+from petcd.rpc.watch_service import WatchService
 from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
 from petcd.rpc.pb import v3election_pb2_grpc, v3lock_pb2_grpc
 from petcd.store.mvcc import MvccStore
@@ -32,8 +34,6 @@ STATUS_POLL_INTERVAL_S = 0.5
 
 def _add_unimplemented(server: grpc.aio.Server) -> None:
     """Services not built yet: their generated base classes answer UNIMPLEMENTED."""
-    pb_grpc.add_WatchServicer_to_server(pb_grpc.WatchServicer(), server)
-    pb_grpc.add_LeaseServicer_to_server(pb_grpc.LeaseServicer(), server)
     pb_grpc.add_AuthServicer_to_server(pb_grpc.AuthServicer(), server)
     v3lock_pb2_grpc.add_LockServicer_to_server(v3lock_pb2_grpc.LockServicer(), server)
     v3election_pb2_grpc.add_ElectionServicer_to_server(v3election_pb2_grpc.ElectionServicer(), server)
@@ -62,6 +62,8 @@ async def serve(spec: dict[str, Any], log: LogLine) -> int:
     pb_grpc.add_KVServicer_to_server(KVService(state), server)
     pb_grpc.add_MaintenanceServicer_to_server(MaintenanceService(state), server)
     pb_grpc.add_ClusterServicer_to_server(ClusterService(state), server)
+    pb_grpc.add_WatchServicer_to_server(WatchService(state), server)
+    pb_grpc.add_LeaseServicer_to_server(LeaseService(state, spec["min_lease_ttl_s"]), server)
     _add_unimplemented(server)
     for host_port in spec["listen"]:
         try:

@@ -6,6 +6,7 @@ ReadIndex); serializable reads are served here, from the store opened read-only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -69,7 +70,7 @@ class KVService(pb_grpc.KVServicer):
         err = validate.check_txn(req, self._s.max_txn_ops) or self._size_error(request)
         if err:
             await abort(context, err)
-        return await self._call(context, pb.TxnResponse, "propose", {**req, "op": "txn"})
+        return await self._call(context, pb.TxnResponse, "propose", {**req, "op": "txn"}, inner_headers)
 
     async def Compact(self, request: pb.CompactionRequest, context: grpc.aio.ServicerContext) -> pb.CompactionResponse:
         req = to_dict(request)
@@ -79,15 +80,64 @@ class KVService(pb_grpc.KVServicer):
     def _size_error(self, request: Any) -> str | None:
         return "request_too_large" if request.ByteSize() > self._s.max_request_bytes else None
 
-    async def _call(self, context: grpc.aio.ServicerContext, cls: type, kind: str, req: dict[str, Any]) -> Any:
+    async def _call(self, context: grpc.aio.ServicerContext, cls: type, kind: str, req: dict[str, Any],
+                    shape: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Any:
         await refuse_on_learner(self._s, context)
         try:
             answer = await self._s.link.call(self._s.raft_address, {"t": kind, "req": req}, self._s.request_timeout_s)
         except LinkError as e:
             await abort(context, e.name, e.code, e.message)
-        return self._answer(cls, answer["resp"], answer.get("term", self._s.link.term))
+        resp = answer["resp"]
+        return self._answer(cls, shape(resp) if shape else resp, answer.get("term", self._s.link.term))
 
     def _answer(self, cls: type, resp: dict[str, Any], term: int) -> Any:
         msg = from_dict(cls, resp)
         msg.header.CopyFrom(self._s.header(resp["revision"], term))
         return msg
+
+
+def inner_headers(txn_resp: dict[str, Any]) -> dict[str, Any]:
+    """The TxnResponse with the headers etcd gives the responses inside it.
+
+    etcd's applyTxn fills each op's response header with what its storeTxnWrite
+    returns at that point of the txn (mvcc/kvstore_txn.go): a put, begin + 1; a
+    range, the txn's read revision (begin + 1 once something changed, else begin);
+    a delete, begin + 1 if it or an earlier op changed something, else begin. A
+    nested TxnResponse gets an empty header (newTxnResp), only the outer one a
+    revision. `txn_resp["revision"]` is begin + 1 if the txn changed anything, so
+    begin and the running "changed" follow from the responses in execution order.
+    """
+    revision = txn_resp["revision"]
+    begin = revision - 1 if _changes(txn_resp) else revision
+    changed = False
+
+    def walk(resp: dict[str, Any]) -> dict[str, Any]:
+        nonlocal changed
+        responses = []
+        for op in resp.get("responses", []):
+            ((kind, r),) = op.items()
+            if kind == "response_put":
+                changed = True
+                r = {**r, "header": {"revision": begin + 1}}
+            elif kind == "response_range":
+                r = {**r, "header": {"revision": begin + int(changed)}}
+            elif kind == "response_delete_range":
+                changed = changed or r.get("deleted", 0) > 0
+                r = {**r, "header": {"revision": begin + int(changed)}}
+            elif kind == "response_txn":
+                r = {**walk(r), "header": {}}
+            responses.append({kind: r})
+        return {**resp, "responses": responses}
+
+    return walk(txn_resp)
+
+
+def _changes(resp: dict[str, Any]) -> bool:
+    """Whether any op of a TxnResponse (nested ones included) wrote a revision."""
+    for op in resp.get("responses", []):
+        ((kind, r),) = op.items()
+        if kind == "response_put" or (kind == "response_delete_range" and r.get("deleted", 0) > 0):
+            return True
+        if kind == "response_txn" and _changes(r):
+            return True
+    return False

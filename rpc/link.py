@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -42,6 +43,11 @@ class MemberLink:
         self._flush_scheduled = False
         self._reader: asyncio.Task[None] | None = None
         self.term = 0  # the highest Raft term seen in any answer
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+
+    def subscribe(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Messages that are not answers (watch events...) go to the listeners, in arrival order."""
+        self._listeners.append(listener)
 
     def start(self) -> None:
         self._reader = asyncio.get_running_loop().create_task(self._read_loop())
@@ -108,7 +114,10 @@ class MemberLink:
     def _dispatch(self, raw: bytes) -> None:
         _, msgs = msgpack.unpackb(raw)
         for msg in msgs:
-            assert msg["t"] == "resp", msg
+            if msg["t"] != "resp":
+                for listener in self._listeners:
+                    listener(msg)
+                continue
             self.term = max(self.term, msg.get("term", 0))
             fut = self._pending.get(msg["id"])
             if fut is not None and not fut.done():

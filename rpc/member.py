@@ -1,7 +1,7 @@
 """The supervisor: starts one member as its set of processes and keeps them as one.
 
-A member is a Raft actor, an apply actor and a gateway, each its own OS
-process, talking over ZeroMQ ipc sockets. If any of them dies, the supervisor
+A member is a Raft actor, an apply actor, a watch broadcaster, a lease
+reaper and a gateway, each its own OS process, talking over ZeroMQ ipc sockets. If any of them dies, the supervisor
 stops the rest and exits non-zero (a half-dead member is worse than a dead
 one); on SIGTERM/SIGINT it stops them all and exits 0. Children are asked to
 die with the supervisor (PR_SET_PDEATHSIG), so a `kill -9` of the supervisor
@@ -99,7 +99,7 @@ def run(cfg: ServerConfig) -> int:
     MvccStore(os.path.join(member_dir, "mvcc")).close()  # exists before the gateway opens it read-only
 
     sock_dir = tempfile.mkdtemp(prefix="petcd-")
-    endpoints = {f"{my_hex}/{role}": f"ipc://{sock_dir}/{role}" for role in ("raft", "apply", "gw0")}
+    endpoints = {f"{my_hex}/{role}": f"ipc://{sock_dir}/{role}" for role in ("raft", "apply", "watch", "lease", "gw0")}
     for name, urls in peers.items():
         if name != cfg.name:
             endpoints[f"{ids[name]:x}/raft"] = peer_endpoint(urls[0])
@@ -121,10 +121,15 @@ def run(cfg: ServerConfig) -> int:
         "raft": ["-m", "petcd.actors.proc_runtime", "raft", json.dumps({**common, "address": f"{my_hex}/raft", "binds": peer_binds, "config": raft_config})],
         "apply": ["-m", "petcd.actors.proc_runtime", "apply", json.dumps({**common, "address": f"{my_hex}/apply", "config": {
             "member_id": my_hex, "data_dir": member_dir}})],
+        "watch": ["-m", "petcd.actors.proc_runtime", "watch", json.dumps({**common, "address": f"{my_hex}/watch", "config": {
+            "member_id": my_hex, "progress_notify_interval_ms": cfg.watch_progress_notify_interval_ms}})],
+        "lease": ["-m", "petcd.actors.proc_runtime", "lease", json.dumps({**common, "address": f"{my_hex}/lease", "config": {
+            "member_id": my_hex}})],
         "gw0": ["-m", "petcd.rpc.gateway", json.dumps({**common, "address": f"{my_hex}/gw0", "raft_address": f"{my_hex}/raft",
             "mvcc_dir": os.path.join(member_dir, "mvcc"), "member_id": my_id, "cluster_token": cfg.initial_cluster_token,
             "listen": listen, "max_txn_ops": cfg.max_txn_ops, "max_request_bytes": cfg.max_request_bytes,
-            "request_timeout_s": 5 + 2 * cfg.election_timeout / 1000})],
+            "request_timeout_s": 5 + 2 * cfg.election_timeout / 1000,
+            "min_lease_ttl_s": -(-3 * cfg.election_timeout // 2000)})],
     }
     stopping = False
 

@@ -6,7 +6,9 @@ import os
 from dataclasses import dataclass, field
 
 from petcd.actors.apply_actor import ApplyActor, ApplyConfig
+from petcd.actors.lease_actor import LeaseActor, LeaseConfig
 from petcd.actors.raft_actor import RaftActor, RaftConfig
+from petcd.actors.watch_actor import WatchActor, WatchConfig
 from petcd.sim.client import KvClient, Op
 from petcd.sim.runtime import Network, SimRuntime
 
@@ -49,6 +51,8 @@ def build(
         os.makedirs(data_dir, exist_ok=True)
         raft_cfg = RaftConfig(member_id=m, data_dir=data_dir, cluster_id=SIM_CLUSTER_ID, initial_members=initial, snapshot_count=snapshot_count, sync=False)
         apply_cfg = ApplyConfig(member_id=m, data_dir=data_dir, sync=False)
+        rt.add(f"{m}/watch", lambda m=m: WatchActor(WatchConfig(member_id=m)))
+        rt.add(f"{m}/lease", lambda m=m: LeaseActor(LeaseConfig(member_id=m)))
         rt.add(f"{m}/apply", lambda c=apply_cfg: ApplyActor(c))
         rt.add(f"{m}/raft", lambda c=raft_cfg: RaftActor(c))
     return SimCluster(rt, members, data_root)

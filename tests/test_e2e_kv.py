@@ -83,9 +83,9 @@ def test_history_compaction_through_grpc(member):
 
 
 def test_unimplemented_services_say_so(member):
-    stub = pb_grpc.LeaseStub(grpc.insecure_channel(member.endpoint))
+    stub = pb_grpc.AuthStub(grpc.insecure_channel(member.endpoint))
     with pytest.raises(grpc.RpcError) as err:
-        stub.LeaseGrant(pb.LeaseGrantRequest(TTL=10))
+        stub.AuthStatus(pb.AuthStatusRequest())
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
