@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import os
 import random
 import signal
 import sys
@@ -31,12 +32,45 @@ from petcd.actors.logline import LogLine
 _SEND_HWM = 10_000
 
 
+class PeerFaults:
+    """A test hook, off unless a member is started with --experimental-peer-fault-file.
+
+    The file holds JSON {"drop_to": [member ids], "drop_from": [member ids]}: messages
+    to or from those members are dropped, which partitions this member (used by
+    `petcd chaos`). It is re-read when it changes; a missing file means no faults.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._mtime = 0.0
+        self.drop_to: frozenset[str] = frozenset()
+        self.drop_from: frozenset[str] = frozenset()
+
+    def refresh(self) -> None:
+        try:
+            mtime = os.stat(self._path).st_mtime
+        except FileNotFoundError:
+            self.drop_to = self.drop_from = frozenset()
+            self._mtime = 0.0
+            return
+        if mtime != self._mtime:
+            self._mtime = mtime
+            try:
+                with open(self._path) as f:
+                    spec = json.load(f)
+            except (OSError, ValueError):
+                return  # half-written: read it again next time
+            self.drop_to = frozenset(spec.get("drop_to", ()))
+            self.drop_from = frozenset(spec.get("drop_from", ()))
+
+
 class ProcContext:
     """`Context` backed by ZeroMQ sockets and the OS clock."""
 
-    def __init__(self, address: str, endpoints: dict[str, str], zctx: zmq.Context, logger: LogLine) -> None:
+    def __init__(self, address: str, endpoints: dict[str, str], zctx: zmq.Context, logger: LogLine, faults: PeerFaults | None = None) -> None:
         self._address = address
         self._logger = logger
+        self.faults = faults
         self._endpoints = endpoints
         self._zctx = zctx
         self._pushes: dict[str, zmq.Socket] = {}
@@ -103,6 +137,8 @@ class ProcContext:
     def flush(self) -> None:
         outbox, self._outbox = self._outbox, {}
         for to, msgs in outbox.items():
+            if self.faults is not None and to.partition("/")[0] in self.faults.drop_to:
+                continue
             sock = self._pushes.get(to)
             if sock is None:
                 endpoint = self._endpoints.get(to)
@@ -132,7 +168,9 @@ def peer_endpoint(url: str) -> str:
 EXIT_MEMBER_STOPPED = 64
 
 
-def run(actor: Actor, address: str, endpoints: dict[str, str], log_level: str = "info", extra_binds: tuple[str, ...] = ()) -> bool:
+def run(
+    actor: Actor, address: str, endpoints: dict[str, str], log_level: str = "info", extra_binds: tuple[str, ...] = (), fault_file: str = ""
+) -> bool:
     """Serve `actor` until SIGTERM/SIGINT (False) or until it asks to stop its member (True)."""
     zctx = zmq.Context()
     pull = zctx.socket(zmq.PULL)
@@ -140,7 +178,8 @@ def run(actor: Actor, address: str, endpoints: dict[str, str], log_level: str = 
     pull.bind(endpoints[address])
     for endpoint in extra_binds:  # e.g. the Raft actor's peer port
         pull.bind(endpoint)
-    ctx = ProcContext(address, endpoints, zctx, LogLine(log_level, actor=address))
+    faults = PeerFaults(fault_file) if fault_file else None
+    ctx = ProcContext(address, endpoints, zctx, LogLine(log_level, actor=address), faults)
     stopping = False
 
     def _stop(signum: int, frame: Any) -> None:
@@ -155,6 +194,8 @@ def run(actor: Actor, address: str, endpoints: dict[str, str], log_level: str = 
     ctx.flush()
     try:
         while not stopping and not ctx.stop_requested:
+            if faults is not None:
+                faults.refresh()
             timeout_ms = ctx.next_timeout_ms()
             try:
                 ready = dict(poller.poll(200 if timeout_ms is None else min(timeout_ms, 200)))
@@ -168,6 +209,8 @@ def run(actor: Actor, address: str, endpoints: dict[str, str], log_level: str = 
                     except zmq.Again:
                         break
                     sender, msgs = msgpack.unpackb(raw)
+                    if faults is not None and sender.partition("/")[0] in faults.drop_from:
+                        continue
                     batch.extend((sender, m) for m in msgs)
             if batch:
                 actor.receive(ctx, batch)
@@ -205,7 +248,12 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     kind, spec = args[0], json.loads(args[1])
     stopped = run(
-        _build(kind, spec["config"]), spec["address"], spec["endpoints"], spec.get("log_level", "info"), tuple(spec.get("binds", ()))
+        _build(kind, spec["config"]),
+        spec["address"],
+        spec["endpoints"],
+        spec.get("log_level", "info"),
+        tuple(spec.get("binds", ())),
+        spec.get("fault_file", ""),
     )
     sys.exit(EXIT_MEMBER_STOPPED if stopped else 0)
 

@@ -39,6 +39,8 @@ class ServerConfig:
     quota_backend_bytes: int = 0
     log_level: str = "info"
     experimental_watch_progress_notify_interval: str = "10m"
+    # petcd only, for fault tests (`petcd chaos`): a JSON file naming peers to cut off; off when empty.
+    experimental_peer_fault_file: str = ""
     logger: str = "zap"
     config_file: str = ""
 

@@ -47,6 +47,9 @@ ERRORS: dict[str, tuple[grpc.StatusCode, str]] = {
     # one membership change at a time: etcd's Raft drops the second, and the client times out
     "conf_change_pending": (_C.UNAVAILABLE, "etcdserver: request timed out"),
     "learner_rpc": (_C.UNAVAILABLE, "etcdserver: rpc not supported for learner"),
+    # auth (etcd's ErrGRPCAuthNotEnabled: Authenticate while auth is disabled; clientv3 then
+    # carries on without a token, so etcdctl --user works against a cluster without auth)
+    "auth_not_enabled": (_C.FAILED_PRECONDITION, "etcdserver: authentication is not enabled"),
 }
 
 

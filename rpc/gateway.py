@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 
 from petcd.actors.logline import LogLine
+from petcd.rpc.auth_service import AuthService
 from petcd.rpc.cluster_service import ClusterService
 from petcd.rpc.gateway_state import GatewayState
 from petcd.rpc.kv_service import KVService
@@ -34,7 +35,6 @@ STATUS_POLL_INTERVAL_S = 0.5
 
 def _add_unimplemented(server: grpc.aio.Server) -> None:
     """Services not built yet: their generated base classes answer UNIMPLEMENTED."""
-    pb_grpc.add_AuthServicer_to_server(pb_grpc.AuthServicer(), server)
     v3lock_pb2_grpc.add_LockServicer_to_server(v3lock_pb2_grpc.LockServicer(), server)
     v3election_pb2_grpc.add_ElectionServicer_to_server(v3election_pb2_grpc.ElectionServicer(), server)
 
@@ -62,6 +62,7 @@ async def serve(spec: dict[str, Any], log: LogLine) -> int:
     pb_grpc.add_KVServicer_to_server(KVService(state), server)
     pb_grpc.add_MaintenanceServicer_to_server(MaintenanceService(state), server)
     pb_grpc.add_ClusterServicer_to_server(ClusterService(state), server)
+    pb_grpc.add_AuthServicer_to_server(AuthService(state), server)
     pb_grpc.add_WatchServicer_to_server(WatchService(state), server)
     pb_grpc.add_LeaseServicer_to_server(LeaseService(state, spec["min_lease_ttl_s"]), server)
     _add_unimplemented(server)

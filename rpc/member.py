@@ -118,7 +118,8 @@ def run(cfg: ServerConfig) -> int:
         "snapshot_count": cfg.snapshot_count,
     }
     specs = {
-        "raft": ["-m", "petcd.actors.proc_runtime", "raft", json.dumps({**common, "address": f"{my_hex}/raft", "binds": peer_binds, "config": raft_config})],
+        "raft": ["-m", "petcd.actors.proc_runtime", "raft", json.dumps({**common, "address": f"{my_hex}/raft", "binds": peer_binds,
+                                                                          "fault_file": cfg.experimental_peer_fault_file, "config": raft_config})],
         "apply": ["-m", "petcd.actors.proc_runtime", "apply", json.dumps({**common, "address": f"{my_hex}/apply", "config": {
             "member_id": my_hex, "data_dir": member_dir}})],
         "watch": ["-m", "petcd.actors.proc_runtime", "watch", json.dumps({**common, "address": f"{my_hex}/watch", "config": {

@@ -14,6 +14,11 @@ USAGE = """Usage:
     Start a petcd member (etcd's flags and config-file keys).
   petcd --version
     Show the version.
+  petcd sim run --seed S [--members N] [--ops K] [--faults LIST] [--trace]
+  petcd sim swarm --seeds A-B
+    Simulate a whole cluster under faults, reproducibly from a seed (see README).
+  petcd check HISTORY [--report out.html]
+    Run the checkers (linearizability, watch, lease, lock) on a recorded history.
   petcd local-cluster CONFIG...
     Run one member per config file in the foreground (e.g. configs/local-3/*.yaml); Ctrl-C stops them.
 
@@ -42,6 +47,14 @@ def main(argv: list[str] | None = None) -> None:
     if args and args[0] in ("-h", "--help", "-help"):
         print(USAGE, end="")
         sys.exit(0)
+    if args and args[0] == "sim":
+        from petcd.sim import cli as sim_cli
+
+        sys.exit(sim_cli.main(args[1:]))
+    if args and args[0] == "check":
+        from petcd.sim.check import cli as check_cli
+
+        sys.exit(check_cli.main(args[1:]))
     if args and args[0] == "local-cluster":
         from petcd.rpc import local_cluster
 

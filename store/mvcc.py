@@ -9,7 +9,6 @@ Known differences from etcd:
 
 import os
 
-import os
 
 import lmdb
 

@@ -44,8 +44,11 @@ def range_response(tables: StoreTxn, req: dict, current_rev: int) -> dict:
     limit = req.get("limit", 0)
     sort_order = req.get("sort_order", SORT_NONE)
     sort_target = req.get("sort_target", 0)
-    assert sort_order in (SORT_NONE, SORT_ASCEND, SORT_DESCEND)
-    assert 0 <= sort_target < len(SORT_FIELDS)
+    # etcd 3.4 takes any sort_order: one it does not know sorts nothing (but, not being
+    # NONE, still fetches everything). A sort_target it does not know is refused by the
+    # gateway whenever it would be used (etcd 3.4 crashes there; 3.5 refuses too).
+    sorts = sort_order in (SORT_ASCEND, SORT_DESCEND) or (sort_order == SORT_NONE and sort_target != 0)
+    assert not sorts or 0 <= sort_target < len(SORT_FIELDS), (sort_order, sort_target)
     filters = [(field, kv_field, keep, req[field]) for field, kv_field, keep in _FILTERS
                if req.get(field, 0) != 0]
     # etcd fetches everything when it sorts or filters, else limit + 1 (to know `more`).
@@ -62,9 +65,7 @@ def range_response(tables: StoreTxn, req: dict, current_rev: int) -> dict:
 
     for _, kv_field, keep, bound in filters:
         kvs = [kv for kv in kvs if keep(kv[kv_field], bound)]
-    if sort_target != 0 and sort_order == SORT_NONE:
-        sort_order = SORT_ASCEND
-    if sort_order != SORT_NONE:
+    if sorts:
         # Stable, so ties keep key order both ways, as Go's sort.Sort does for <= 12 items.
         field = SORT_FIELDS[sort_target]
         kvs.sort(key=lambda kv: kv[field], reverse=sort_order == SORT_DESCEND)

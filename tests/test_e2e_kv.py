@@ -85,8 +85,11 @@ def test_history_compaction_through_grpc(member):
 def test_unimplemented_services_say_so(member):
     stub = pb_grpc.AuthStub(grpc.insecure_channel(member.endpoint))
     with pytest.raises(grpc.RpcError) as err:
-        stub.AuthStatus(pb.AuthStatusRequest())
+        stub.UserList(pb.AuthUserListRequest())
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Authenticate(pb.AuthenticateRequest(name="root", password="x"))
+    assert (err.value.code(), err.value.details()) == (grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: authentication is not enabled")
 
 
 def test_a_second_member_on_a_busy_port_fails_clearly(member, tmp_path):
