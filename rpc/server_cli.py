@@ -19,6 +19,8 @@ USAGE = """Usage:
     Simulate a whole cluster under faults, reproducibly from a seed (see README).
   petcd check HISTORY [--report out.html]
     Run the checkers (linearizability, watch, lease, lock) on a recorded history.
+  petcd chaos [--server petcd|etcd] [--duration S] [--faults kill,pause,partition]
+    Fault runs against real processes, judged by the same checkers.
   petcd local-cluster CONFIG...
     Run one member per config file in the foreground (e.g. configs/local-3/*.yaml); Ctrl-C stops them.
 
@@ -55,6 +57,10 @@ def main(argv: list[str] | None = None) -> None:
         from petcd.sim.check import cli as check_cli
 
         sys.exit(check_cli.main(args[1:]))
+    if args and args[0] == "chaos":
+        from petcd.sim import chaos
+
+        sys.exit(chaos.main(args[1:]))
     if args and args[0] == "local-cluster":
         from petcd.rpc import local_cluster
 
