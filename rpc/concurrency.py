@@ -24,8 +24,6 @@ from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
 
 # concurrency.NewSession grants a lease of this TTL when the request names lease 0.
 DEFAULT_SESSION_TTL = 60
-# A Leader/Observe session: etcd passes -1, which never grants a lease.
-NO_SESSION = -1
 
 ERR_NOT_LEADER = "election: not leader"
 ERR_NO_LEADER = "election: no leader"
@@ -195,7 +193,7 @@ class Client:
         )
         return await self.kv.Txn(request)
 
-    async def detached(self, cleanup: Coroutine[Any, Any, Any]) -> None:
+    async def detached(self, cleanup: Awaitable[Any]) -> None:
         """Run a cleanup that the caller's cancellation does not interrupt; its errors are dropped,
         as etcd drops those of its own cleanups."""
         task = asyncio.ensure_future(cleanup)

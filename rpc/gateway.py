@@ -16,9 +16,11 @@ import grpc
 from petcd.actors.logline import LogLine
 from petcd.rpc.auth_service import AuthService
 from petcd.rpc.cluster_service import ClusterService
+from petcd.rpc.election_service import ElectionService
 from petcd.rpc.gateway_state import GatewayState
 from petcd.rpc.kv_service import KVService
 from petcd.rpc.link import LinkError, MemberLink
+from petcd.rpc.lock_service import LockService
 from petcd.rpc.lease_service import LeaseService
 from petcd.rpc.maintenance_service import MaintenanceService
 from petcd.rpc.watch_service import WatchService
@@ -33,10 +35,11 @@ EXIT_LISTEN_FAILED = 3
 STATUS_POLL_INTERVAL_S = 0.5
 
 
-def _add_unimplemented(server: grpc.aio.Server) -> None:
-    """Services not built yet: their generated base classes answer UNIMPLEMENTED."""
-    v3lock_pb2_grpc.add_LockServicer_to_server(v3lock_pb2_grpc.LockServicer(), server)
-    v3election_pb2_grpc.add_ElectionServicer_to_server(v3election_pb2_grpc.ElectionServicer(), server)
+def _self_target(host_port: str) -> str:
+    """A listen address made dialable: wildcard hosts become loopback."""
+    host, _, port = host_port.rpartition(":")
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "[::]": "[::1]", "::": "[::1]"}.get(host, host)
+    return f"{host}:{port}"
 
 
 async def serve(spec: dict[str, Any], log: LogLine) -> int:
@@ -65,7 +68,10 @@ async def serve(spec: dict[str, Any], log: LogLine) -> int:
     pb_grpc.add_AuthServicer_to_server(AuthService(state), server)
     pb_grpc.add_WatchServicer_to_server(WatchService(state), server)
     pb_grpc.add_LeaseServicer_to_server(LeaseService(state, spec["min_lease_ttl_s"]), server)
-    _add_unimplemented(server)
+    # Lock and Election run on the member's own KV, Lease and Watch API, as etcd's do (v3lock, v3election).
+    self_channel = grpc.aio.insecure_channel(_self_target(spec["listen"][0]), options=[("grpc.max_receive_message_length", -1)])
+    v3lock_pb2_grpc.add_LockServicer_to_server(LockService(self_channel), server)
+    v3election_pb2_grpc.add_ElectionServicer_to_server(ElectionService(self_channel), server)
     for host_port in spec["listen"]:
         try:
             port = server.add_insecure_port(host_port)
@@ -86,6 +92,7 @@ async def serve(spec: dict[str, Any], log: LogLine) -> int:
     await stop.wait()
     poller.cancel()
     await server.stop(grace=1.0)
+    await self_channel.close()
     link.close()
     store.close()
     return 0
