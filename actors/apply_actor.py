@@ -106,7 +106,7 @@ class ApplyActor:
         assert store is not None
         rev_before = store.current_revision()
         # Empty entries (a new leader's) and membership changes only move the applied index here.
-        requests = [(index, data.get("req", {"op": "noop"})) for index, _, data in entries]
+        requests = [(index, data.get("req", {"op": "noop"}), _request_key(data)) for index, _, data in entries]
         responses = store.apply(requests)
         assert len(responses) == len(entries)
         self._term = entries[-1][1]
@@ -231,3 +231,11 @@ class ApplyActor:
         ctx.send(f"{self._cfg.member_id}/raft", {"t": "snap_installed", "meta": meta})
         # The store jumped: watchers catch up from its history (or learn it was compacted).
         ctx.send(f"{self._cfg.member_id}/watch", {"t": "restored", "current": store.current_revision()})
+
+
+def _request_key(data: dict[str, Any]) -> bytes | None:
+    """Who asked, uniquely: the same proposal delivered twice has the same key (applied once)."""
+    origin = data.get("origin")
+    if origin is None or "req" not in data:
+        return None
+    return msgpack.packb([data.get("member"), origin[0], origin[1]])

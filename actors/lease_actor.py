@@ -49,8 +49,14 @@ class LeaseActor:
         self._is_leader = False
         self._leader = ""
         self._pending: set[int] = set()  # revocations proposed, not yet applied
+        # Revocation request id -> lease id. Ids never repeat, not even across restarts (a random
+        # prefix per incarnation): the apply actor drops a request id it applied lately as a duplicate.
+        self._revokes: dict[int, int] = {}
+        self._request_prefix = 0
+        self._next_request = 0
 
     def start(self, ctx: Context) -> None:
+        self._request_prefix = int(ctx.random() * (1 << 40)) << 20
         ctx.send(f"{self._me}/apply", {"t": "leases_list"})
         ctx.set_timer(_CHECK_TIMER, CHECK_INTERVAL_MS)
 
@@ -69,7 +75,11 @@ class LeaseActor:
             if lease.deadline_ms <= now and lease_id not in self._pending:
                 self._pending.add(lease_id)
                 ctx.log("info", "lease expired; revoking", lease=f"{lease_id:x}", ttl=lease.ttl_s)
-                ctx.send(self._raft, {"t": "propose", "req": {"op": "lease_revoke", "ID": lease_id}, "origin": [ctx.address, lease_id]})
+                self._next_request += 1
+                request_id = self._request_prefix + self._next_request
+                self._revokes[request_id] = lease_id
+                origin = [ctx.address, request_id]
+                ctx.send(self._raft, {"t": "propose", "req": {"op": "lease_revoke", "ID": lease_id}, "origin": origin})
 
     def receive(self, ctx: Context, batch: list[Envelope]) -> None:
         now = ctx.now_ms()
@@ -81,7 +91,9 @@ class LeaseActor:
                 if became:
                     for lease in self._leases.values():
                         lease.deadline_ms = now + lease.ttl_s * 1000
+                if not self._is_leader or became:
                     self._pending.clear()
+                    self._revokes.clear()
             elif kind == "leases":
                 for lease_id, ttl in msg["items"]:
                     self._leases.setdefault(lease_id, _Lease(ttl, now + ttl * 1000))
@@ -94,8 +106,9 @@ class LeaseActor:
             elif kind in ("keepalive", "ttl"):
                 self._on_request(ctx, kind, msg, now)
             elif kind == "resp":
-                if "error" in msg["resp"]:
-                    self._pending.discard(msg["id"])  # try again at the next check
+                lease_id = self._revokes.pop(msg["id"], None)
+                if lease_id is not None and "error" in msg["resp"]:
+                    self._pending.discard(lease_id)  # try again at the next check
             else:
                 raise ValueError(f"lease actor: unknown message type {kind!r} from {sender}")
 

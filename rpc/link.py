@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -39,7 +40,9 @@ class MemberLink:
         self._pushes: dict[str, zmq.asyncio.Socket] = {}
         self._outbox: dict[str, list[dict[str, Any]]] = {}
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self._ids = itertools.count(1)
+        # Request ids must not repeat across gateway restarts: the apply actor drops a request
+        # whose (member, address, id) it applied lately, as a duplicated proposal.
+        self._ids = itertools.count(secrets.randbits(48) << 12)
         self._flush_scheduled = False
         self._reader: asyncio.Task[None] | None = None
         self.term = 0  # the highest Raft term seen in any answer

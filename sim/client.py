@@ -21,7 +21,7 @@ _TIMEOUT = "timeout"
 class Op:
     client: str
     op_id: int
-    kind: str  # "put" | "get" | "cas" | "delete"
+    kind: str  # "put" | "get" | "cas" | "delete" | "txn"
     key: bytes
     value: bytes | None
     invoke_ms: int
@@ -90,11 +90,19 @@ class KvClient:
                 "compare": [{"key": key, "target": 3, "result": 0, "value": expect}],
                 "success": [{"request_put": {"key": key, "value": value}}],
             }
+        elif roll < 0.95:
+            # A multi-key transaction: read two keys, then write both, atomically.
+            other = self._keys[(self._keys.index(key) + 1) % len(self._keys)]
+            kind, kind_msg = "txn", "propose"
+            req = {"op": "txn", "success": [{"request_range": {"key": key}}, {"request_range": {"key": other}},
+                                            {"request_put": {"key": key, "value": value}}, {"request_put": {"key": other, "value": value}}]}
         else:
             kind, kind_msg, req, value = "delete", "propose", {"op": "delete_range", "key": key}, None
         op = Op(ctx.address, self._next_id, kind, key, value, ctx.now_ms())
         if kind == "cas":
             op.result["expect"] = req["compare"][0]["value"]
+        elif kind == "txn":
+            op.result["keys"] = [key, req["success"][1]["request_range"]["key"]]
         self._current = op
         self._history.append(op)
         ctx.send(self._raft, {"t": kind_msg, "req": req, "origin": [ctx.address, op.op_id]})

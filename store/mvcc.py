@@ -21,6 +21,10 @@ from .tables import DB_COUNT, StoreTxn, open_databases
 from .writes import WriteTxn
 
 
+# How far back (in log entries) a duplicated proposal is recognised.
+DEDUP_WINDOW_ENTRIES = 100_000
+
+
 class MvccStore:
     """An LMDB environment (a directory) holding etcd's MVCC key space."""
 
@@ -43,10 +47,12 @@ class MvccStore:
         self._env.close()
 
     # --- writer side
-    def apply(self, entries: list[tuple[int, dict]]) -> list[dict | None]:
-        """Applies committed log entries (raft_index, request) in one LMDB write txn.
+    def apply(self, entries: list[tuple[int, dict]] | list[tuple[int, dict, bytes | None]]) -> list[dict | None]:
+        """Applies committed log entries (raft_index, request[, request_key]) in one LMDB write txn.
 
-        Entries at or below the applied index are skipped (None). A request failing
+        Entries at or below the applied index are skipped (None). So is an entry
+        whose request_key was applied within the last DEDUP_WINDOW_ENTRIES entries:
+        the network delivered its proposal twice (None). A request failing
         with StoreError changes nothing and yields {"error": name, "code": grpc_code,
         "message": message}. {"op": "noop"} (an empty raft entry) only advances the
         applied index. Unknown ops raise ValueError and nothing of the batch is applied.
@@ -55,9 +61,15 @@ class MvccStore:
         responses: list[dict | None] = []
         with self._env.begin(write=True) as parent:
             applied_index = StoreTxn(parent, self._dbs).applied_index()
-            for raft_index, request in entries:
+            tables = StoreTxn(parent, self._dbs)
+            for raft_index, request, *key in entries:
                 if raft_index <= applied_index:
                     responses.append(None)
+                    continue
+                request_key = key[0] if key else None
+                if request_key is not None and not tables.remember_request(request_key, raft_index):
+                    responses.append(None)
+                    applied_index = raft_index
                     continue
                 try:
                     with self._env.begin(write=True, parent=parent) as child:
@@ -67,9 +79,9 @@ class MvccStore:
                         {"error": err.name, "code": err.grpc_code, "message": err.message}
                     )
                 applied_index = raft_index
-            tables = StoreTxn(parent, self._dbs)
             if applied_index > tables.applied_index():
                 tables.set_applied_index(applied_index)
+                tables.forget_requests_before(applied_index - DEDUP_WINDOW_ENTRIES)
         assert len(responses) == len(entries)
         return responses
 

@@ -13,7 +13,7 @@ import msgpack
 from . import keys
 from .records import Record, pack, unpack
 
-DB_COUNT = 5
+DB_COUNT = 7
 _APPLIED_INDEX = b"applied_index"
 _CURRENT_REVISION = b"current_revision"
 _COMPACT_REVISION = b"compact_revision"
@@ -25,6 +25,8 @@ class Databases(NamedTuple):
     meta: "lmdb._Database"  # applied index, current and compact revisions
     leases: "lmdb._Database"  # lease id -> msgpack [ttl seconds]
     lease_keys: "lmdb._Database"  # lease id + user key -> b"": the keys attached to each lease
+    requests: "lmdb._Database"  # request key -> raft index: proposals applied lately (duplicates are skipped)
+    request_log: "lmdb._Database"  # raft index -> request key, to forget old ones in order
     max_key_bytes: int
 
 
@@ -35,6 +37,8 @@ def open_databases(env: lmdb.Environment, *, create: bool) -> Databases:
         meta=env.open_db(b"meta", create=create),
         leases=env.open_db(b"leases", create=create),
         lease_keys=env.open_db(b"lease_keys", create=create),
+        requests=env.open_db(b"requests", create=create),
+        request_log=env.open_db(b"request_log", create=create),
         max_key_bytes=env.max_key_size(),
     )
 
@@ -117,6 +121,28 @@ class StoreTxn:
 
     def detach(self, lease_id: int, key: bytes) -> None:
         self._txn.delete(keys.lease_key(lease_id) + key, db=self._dbs.lease_keys)
+
+    # --- duplicate proposals
+    def remember_request(self, request_key: bytes, raft_index: int) -> bool:
+        """Record a request as applied at raft_index; False if it was applied already."""
+        if self._txn.get(request_key, db=self._dbs.requests) is not None:
+            return False
+        index = keys.rev_to_bytes(raft_index, 0)
+        self._txn.put(request_key, index, db=self._dbs.requests)
+        self._txn.put(index, request_key, db=self._dbs.request_log)
+        return True
+
+    def forget_requests_before(self, raft_index: int) -> None:
+        cursor = self._txn.cursor(self._dbs.request_log)
+        if not cursor.first():
+            return
+        for _ in range(self._txn.stat(self._dbs.request_log)["entries"]):
+            index_bytes, request_key = cursor.item()
+            if keys.rev_from_bytes(index_bytes)[0] >= raft_index:
+                return
+            self._txn.delete(request_key, db=self._dbs.requests)
+            if not cursor.delete():
+                return
 
     # --- history
     def revisions(self, from_rev: int, to_rev: int) -> Iterator[tuple[int, int, Record]]:

@@ -43,6 +43,9 @@ def test_every_operation_completes_and_reads_follow_the_apply_order(tmp_path):
     for op in writes:
         if op.kind in ("put", "cas"):
             state[op.key] = (op.value, op.result["revision"])
+        elif op.kind == "txn":
+            for key in op.result["keys"]:
+                state[key] = (op.value, op.result["revision"])
         elif op.result.get("deleted"):
             state.pop(op.key, None)
         by_rev[op.result["revision"]] = {k: v for k, (v, _) in state.items()}

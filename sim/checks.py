@@ -1,0 +1,93 @@
+"""Simulated runs into checkable histories, and the checkers' verdicts on them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from petcd.sim.check.history import Op as HistoryOp
+from petcd.sim.check.history import make_op
+from petcd.sim.check.verdict import Verdict
+from petcd.sim.client import Op
+from petcd.sim.cluster import SimCluster
+from petcd.sim.watch_client import WatchLog
+
+_EVENT_TYPES = {0: "PUT", 1: "DELETE"}
+
+
+def _value(resp: dict[str, Any]) -> bytes | None:
+    kvs = resp.get("kvs") or []
+    return kvs[0]["value"] if kvs else None
+
+
+def kv_history(ops: list[Op]) -> list[HistoryOp]:
+    """Simulated client operations as `petcd.sim.check.history` operations."""
+    out: list[HistoryOp] = []
+    for op in ops:
+        outcome = op.outcome or "info"  # still open when the run ended: it may or may not have happened
+        h: dict[str, Any] = {"process": op.client, "id": op.op_id, "kind": op.kind, "invoke_ms": op.invoke_ms,
+                             "complete_ms": op.complete_ms if outcome != "info" else None, "outcome": outcome, "key": op.key}
+        r = op.result
+        if op.kind == "put":
+            h["value"] = op.value
+            h["result"] = {"revision": r.get("revision")} if outcome == "ok" else {}
+        elif op.kind == "get":
+            h["result"] = {"value": _value(r), "revision": r.get("revision")} if outcome == "ok" else {}
+        elif op.kind == "cas":
+            h["expect"], h["value"] = r["expect"], op.value
+            h["result"] = {"succeeded": r.get("succeeded", False), "revision": r.get("revision")} if outcome == "ok" else {}
+        elif op.kind == "delete":
+            h["result"] = {"deleted": r.get("deleted", 0), "revision": r.get("revision")} if outcome == "ok" else {}
+        elif op.kind == "txn":
+            keys = r["keys"]
+            del h["key"]
+            h["reads"], h["writes"], h["guard"] = keys, {k: op.value for k in keys}, {}
+            if outcome == "ok":
+                reads = [x["response_range"] for x in r["responses"][:2]]
+                h["result"] = {"succeeded": True, "values": {k: _value(rr) for k, rr in zip(keys, reads)}, "revision": r.get("revision")}
+            else:
+                h["result"] = {}
+        out.append(make_op(**h))
+    return out
+
+
+def committed_events(cluster: SimCluster) -> list[dict[str, Any]]:
+    """Every committed event, read from the member that applied the most (the reference history)."""
+    rt = cluster.runtime
+    stores = [rt.actor(f"{m}/apply")._store for m in cluster.members if rt.is_running(f"{m}/apply")]
+    store = max(stores, key=lambda s: s.applied_index())
+    start = max(1, store.compact_revision())
+    out: list[dict[str, Any]] = []
+    rev = start
+    while rev <= store.current_revision():
+        chunk = store.events(rev, store.current_revision(), 1000)
+        if not chunk:
+            break
+        for revision, events in chunk:
+            for ev in events:
+                prev = ev.get("prev_kv")
+                out.append({"revision": revision, "type": _EVENT_TYPES[ev["type"]], "key": ev["kv"]["key"],
+                            "value": ev["kv"].get("value", b""), "prev_value": prev["value"] if prev else None})
+        rev = chunk[-1][0] + 1
+    return out
+
+
+def watch_ops(logs: list[WatchLog]) -> list[HistoryOp]:
+    """Each simulated watcher as one "watch" operation of the history format."""
+    out = []
+    for log in logs:
+        events = [{"revision": r, "type": _EVENT_TYPES[t], "key": k, "value": v if t == 0 else None, "prev_value": p}
+                  for resp in log.responses for r, t, k, v, p in resp]
+        out.append(make_op(
+            log.process, 0, "watch", 0, None, "ok",
+            watch={"key_start": b"\0", "key_end": b"\0", "start_revision": 1, "process": log.process},
+            events=events, responses=[[r for r, *_ in resp] for resp in log.responses],
+            resumes=[{"response": n, "start_revision": rev} for n, rev in log.resumes[1:]],
+        ))
+    return out
+
+
+def check_all(history: list[HistoryOp], watch_logs: list[WatchLog], committed: list[dict[str, Any]]) -> list[Verdict]:
+    """Every checker that has something to judge in a simulated run."""
+    from petcd.sim.check.linearizability import check_linearizability
+
+    return [check_linearizability(history)]

@@ -1,0 +1,112 @@
+"""One simulated run: a whole cluster and its clients on virtual time, faults, then every checker.
+
+The same seed and arguments give the same trace, so the same `digest`, on any
+machine: every random choice comes from the seed, and time is virtual.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from petcd.sim.check.verdict import Verdict
+from petcd.sim.cluster import build
+from petcd.sim.faults import ALL_KINDS, KIND_GROUPS, FaultyNetwork, Nemesis, current_leader
+from petcd.sim.invariants import InvariantViolation, run_checked
+from petcd.sim.watch_client import WatchClient, WatchLog
+from petcd.sim import checks
+
+FAULT_CHOICES = ("drop", "delay", "duplicate", "reorder", "partition", "crash", "pause", "clock", "all")
+KEYS = [b"k0", b"k1", b"k2", b"k3", b"k4"]
+# Faults run while the clients work, for at most this long; then everything heals.
+FAULT_PHASE_MS = 20_000
+# After healing, a leader must be elected and every client must finish within this.
+LIVENESS_BOUND_MS = 30_000
+
+
+def fault_kinds(names: list[str]) -> set[str]:
+    """User fault names to the nemesis's kinds ("partition" and "all" are groups)."""
+    kinds: set[str] = set()
+    for name in names:
+        if name not in FAULT_CHOICES:
+            raise ValueError(f"unknown fault {name!r} (choose from {', '.join(FAULT_CHOICES)})")
+        kinds.update(KIND_GROUPS.get(name, (name,)))
+    assert kinds <= set(ALL_KINDS)
+    return kinds
+
+
+@dataclass(slots=True)
+class SimReport:
+    seed: int
+    members: int
+    ops: int
+    faults: list[str]
+    verdicts: list[Verdict] = field(default_factory=list)
+    digest: str = ""
+    virtual_ms: int = 0
+    wall_s: float = 0.0
+    history: list[Any] = field(default_factory=list)  # petcd.sim.check.history.Op
+    fault_log: list[str] = field(default_factory=list)
+    trace: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(v.ok for v in self.verdicts)
+
+    def command(self) -> str:
+        return f"petcd sim run --seed {self.seed} --members {self.members} --ops {self.ops} --faults {','.join(self.faults) or 'none'}"
+
+
+def run(seed: int, members: int = 3, ops: int = 1000, faults: list[str] | None = None, *, clients: int = 5, watchers: int = 2,
+        trace: bool = False) -> SimReport:
+    faults = [f for f in (faults or []) if f != "none"]
+    report = SimReport(seed, members, ops, faults)
+    started = time.monotonic()
+    workdir = tempfile.mkdtemp(prefix=f"petcd-sim-{seed}-")
+    try:
+        _run(report, workdir, clients, watchers, trace)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    report.wall_s = time.monotonic() - started
+    return report
+
+
+def _run(report: SimReport, workdir: str, clients: int, watchers: int, trace: bool) -> None:
+    names = [f"m{i + 1}" for i in range(report.members)]
+    net = FaultyNetwork(names)
+    cluster = build(report.seed, report.members, workdir, net, trace=trace, snapshot_count=500)
+    rt = cluster.runtime
+    per_client = max(1, report.ops // clients)
+    cluster.add_clients(count=clients, ops_per_client=per_client, keys=KEYS)
+    watch_logs = [WatchLog(f"w{i}") for i in range(watchers)]
+    watch_clients = [WatchClient(names[i % len(names):] + names[: i % len(names)], log) for i, log in enumerate(watch_logs)]
+    for i, wc in enumerate(watch_clients):
+        rt.add(f"w{i}/watch_client", lambda wc=wc: wc)
+    nemesis = None
+    if report.faults:
+        nemesis = Nemesis(random.Random(report.seed), rt, net, names, fault_kinds(report.faults), mean_interval_ms=500, max_duration_ms=3000)
+        nemesis.install()
+    try:
+        checked = run_checked(cluster, FAULT_PHASE_MS, 0, until=cluster.clients_done)
+        healed_at = nemesis.heal_all() if nemesis else rt.now_ms
+        checked = run_checked(cluster, healed_at + LIVENESS_BOUND_MS, 0, until=cluster.clients_done, checker=checked.checker)
+        live = checked.reached and current_leader(rt, names) is not None
+        report.verdicts.append(Verdict(True, "raft", f"invariants held over {checked.checker.stats.get('checks', 0)} checks"))
+        report.verdicts.append(Verdict(live, "liveness", "clients finished after healing" if live else
+                                       f"clients did not finish within {LIVENESS_BOUND_MS} ms of healing"))
+    except InvariantViolation as violation:
+        report.verdicts.append(Verdict(False, "raft", str(violation)))
+    for wc in watch_clients:
+        wc.stopped = True
+    # Let watchers catch up with the end of history before judging them.
+    rt.run(until_ms=rt.now_ms + 3000)
+    report.history = checks.kv_history(cluster.history)
+    report.verdicts += checks.check_all(report.history, watch_logs, checks.committed_events(cluster))
+    report.digest = rt.digest()
+    report.virtual_ms = rt.now_ms
+    report.fault_log = [str(e) for e in nemesis.log] if nemesis else []
+    report.trace = rt.log_lines
