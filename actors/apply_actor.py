@@ -32,6 +32,7 @@ import msgpack
 from petcd.actors.actor import Context, Envelope
 from petcd.store.errors import StoreError
 from petcd.store.mvcc import MvccStore
+from petcd.store.snapshot_files import IncomingSnapshot, outgoing_chunks
 
 # Reads waiting for the store to catch up; past this the oldest are refused
 # (the client retries) rather than letting memory grow without bound.
@@ -54,7 +55,7 @@ class ApplyActor:
         self._store: MvccStore | None = None
         self._waiting: list[tuple[int, int, dict[str, Any], list[Any]]] = []  # (index, term, req, origin)
         self._term = 0
-        self._incoming_snapshot: tuple[int, Any] | None = None  # (next seq, open file)
+        self._incoming_snapshot: IncomingSnapshot | None = None
 
     def start(self, ctx: Context) -> None:
         self._store = MvccStore(os.path.join(self._cfg.data_dir, "mvcc"), sync=self._cfg.sync)
@@ -191,43 +192,33 @@ class ApplyActor:
         """Copy the store as of now and send it in chunks through the Raft actor."""
         store = self._store
         assert store is not None
-        path = self._snapshot_path("out")
-        index = store.create_snapshot(path)
-        size = os.path.getsize(path)
+        index, size, chunks = outgoing_chunks(store, self._snapshot_path("out"), SNAPSHOT_CHUNK_BYTES)
         ctx.log("info", "made a snapshot", peer=peer, index=index, size_bytes=size)
-        with open(path, "rb") as f:
-            seq = 0
-            while True:
-                data = f.read(SNAPSHOT_CHUNK_BYTES)
-                last = f.tell() >= size
-                ctx.send(f"{self._cfg.member_id}/raft", {"t": "snap_chunk", "peer": peer, "index": index, "seq": seq, "data": data, "last": last})
-                seq += 1
-                if last:
-                    break
-        os.remove(path)
+        sent = 0
+        for seq, data in enumerate(chunks):
+            sent += len(data)
+            ctx.send(f"{self._cfg.member_id}/raft", {"t": "snap_chunk", "peer": peer, "index": index, "seq": seq, "data": data,
+                                                     "last": sent >= size})
 
     def _install_chunk(self, ctx: Context, msg: dict[str, Any]) -> None:
         store = self._store
         assert store is not None
-        path = self._snapshot_path("in")
         if msg["seq"] == 0:
             if self._incoming_snapshot is not None:
-                self._incoming_snapshot[1].close()
-            self._incoming_snapshot = (0, open(path, "wb"))
-        if self._incoming_snapshot is None or self._incoming_snapshot[0] != msg["seq"]:
-            return  # a chunk of a snapshot we are not receiving (lost start): the leader retries
-        seq, f = self._incoming_snapshot
-        f.write(msg["data"])
-        self._incoming_snapshot = (seq + 1, f)
+                self._incoming_snapshot.abandon()
+            self._incoming_snapshot = IncomingSnapshot(self._snapshot_path("in"))
+        incoming = self._incoming_snapshot
+        if incoming is None or not incoming.write(msg["seq"], msg["data"]):
+            return  # a chunk of a snapshot we are not receiving (its start was lost): the leader sends again
         if not msg["last"]:
             return
-        f.close()
         self._incoming_snapshot = None
         meta = msg["meta"]
         if meta["index"] > store.applied_index():
-            store.install_snapshot(path)
+            incoming.install(store)
             assert store.applied_index() == meta["index"], (store.applied_index(), meta["index"])
-        os.remove(path)
+        else:
+            incoming.abandon()
         ctx.send(f"{self._cfg.member_id}/raft", {"t": "snap_installed", "meta": meta})
         # The store jumped: watchers catch up from its history (or learn it was compacted).
         ctx.send(f"{self._cfg.member_id}/watch", {"t": "restored", "current": store.current_revision()})

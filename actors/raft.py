@@ -414,7 +414,7 @@ class RaftCore:
         for peer, pr in self.progress.items():
             if pr.state == SNAPSHOT and peer != self.id:
                 pr.snapshot_ticks += 1
-                if pr.snapshot_ticks > 10 * self._election_ticks:
+                if pr.snapshot_ticks > 3 * self._election_ticks:
                     pr.state, pr.probe_sent, pr.inflight = PROBE, False, []  # the snapshot was lost: start over
         if self._heartbeat_elapsed >= self._heartbeat_ticks:
             self._heartbeat_elapsed = 0

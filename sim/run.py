@@ -10,6 +10,7 @@ import random
 import shutil
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,15 +99,19 @@ def _run(report: SimReport, workdir: str, clients: int, watchers: int, trace: bo
         report.verdicts.append(Verdict(True, "raft", f"invariants held over {checked.checker.stats.get('checks', 0)} checks"))
         report.verdicts.append(Verdict(live, "liveness", "clients finished after healing" if live else
                                        f"clients did not finish within {LIVENESS_BOUND_MS} ms of healing"))
+        for wc in watch_clients:
+            wc.stopped = True
+        rt.run(until_ms=rt.now_ms + 3000)  # watchers catch up with the end of history before they are judged
     except InvariantViolation as violation:
         report.verdicts.append(Verdict(False, "raft", str(violation)))
-    for wc in watch_clients:
-        wc.stopped = True
-    # Let watchers catch up with the end of history before judging them.
-    rt.run(until_ms=rt.now_ms + 3000)
+    except AssertionError as failed:
+        # An invariant asserted inside the actors themselves broke: a bug, found at this seed.
+        report.verdicts.append(Verdict(False, "assertion", f"an actor's assertion failed at {rt.now_ms} ms: {failed!r}",
+                                       {"traceback": traceback.format_exc()}))
+    report.digest, report.virtual_ms, report.trace = rt.digest(), rt.now_ms, rt.log_lines
+    report.fault_log = [str(e) for e in nemesis.log] if nemesis else []
+    if not report.ok:
+        report.history = checks.kv_history(cluster.history)
+        return  # the state may be broken mid-step: judge nothing more
     report.history = checks.kv_history(cluster.history)
     report.verdicts += checks.check_all(report.history, watch_logs, checks.committed_events(cluster))
-    report.digest = rt.digest()
-    report.virtual_ms = rt.now_ms
-    report.fault_log = [str(e) for e in nemesis.log] if nemesis else []
-    report.trace = rt.log_lines
