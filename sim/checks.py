@@ -89,5 +89,6 @@ def watch_ops(logs: list[WatchLog]) -> list[HistoryOp]:
 def check_all(history: list[HistoryOp], watch_logs: list[WatchLog], committed: list[dict[str, Any]]) -> list[Verdict]:
     """Every checker that has something to judge in a simulated run."""
     from petcd.sim.check.linearizability import check_linearizability
+    from petcd.sim.check.watch import check_watch
 
-    return [check_linearizability(history)]
+    return [check_linearizability(history), check_watch(watch_ops(watch_logs), committed)]

@@ -49,6 +49,7 @@ return) and why each candidate fails there.
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -58,6 +59,7 @@ from petcd.sim.check.verdict import FAIL, OK, UNKNOWN, Verdict
 
 CHECKER = "linearizability"
 DEFAULT_MAX_STEPS = 2_000_000
+STALE_DIAGNOSIS_STEPS = 200_000
 _MISSING = object()
 
 State = tuple[tuple[Any, ...], int]  # (values by slot, revision lower bound)
@@ -100,12 +102,15 @@ def partition(ops: Sequence[tuple[int, Op]]) -> list[tuple[list[bytes], list[tup
     keys: dict[bytes, set[bytes]] = {}
     for k in parent:
         keys.setdefault(find(k), set()).add(k)
+    keyless: list[tuple[int, Op]] = []  # a txn with no keys at all: still checked (an empty guard holds)
     for i, op in ops:
         ks = op_keys(op)
         if not ks:
+            keyless.append((i, op))
             continue
         groups.setdefault(find(next(iter(ks))), []).append((i, op))
-    return [(sorted(keys[r]), groups[r]) for r in sorted(groups, key=lambda r: min(keys[r]))]
+    out = [(sorted(keys[r]), groups[r]) for r in sorted(groups, key=lambda r: min(keys[r]))]
+    return out + ([([], keyless)] if keyless else [])
 
 
 # ---------------------------------------------------------------------------
@@ -428,22 +433,27 @@ class PartitionResult:
 class Search:
     """The search over one partition (ops touching only `keys`).
 
-    Three sound prunings are added to the just-in-time search, each cutting a
-    step that can only lead to a dead end (`prune=False` turns them off, for
-    testing):
+    Sound prunings are added to the just-in-time search, each cutting a step
+    after which no linearization exists (`prune=False` turns them off, for
+    testing). "Pending" below means not yet linearized; a pending op can only
+    be placed before a pending ok op's return if it was invoked by then.
       revisions  (with use_revisions) an ok op that reported revision r can
                  only be placed while the bound is <= r (a read) or < r (a
                  write), and the bound never goes down: a step that lifts the
                  bound above the limit of a pending op is cut;
       values     a pending ok op that needs key=value (a get that returned it,
                  a cas that expected it, a guard) can only be placed while the
-                 key holds it: a step that changes the key away from a value a
-                 pending op needs, when no pending op can write it again, is cut;
+                 key holds it: a step that changes the key away from that value
+                 is cut unless a pending write of the value can still be placed
+                 before the op returns;
+      not-values a pending ok op that needs key != value (a failed cas, a
+                 delete that deleted, a failed single-guard txn): a step that
+                 sets the key to that value is cut unless some pending write of
+                 the key can still be placed before the op returns;
       info ops   an info write is only placed where it helps a pending op: one
                  that needs the value it writes, or needs the key to NOT hold
-                 the value it overwrites (a failed cas, a delete that deleted, a
-                 failed txn). A linearization that places it elsewhere stays
-                 one without it.
+                 the value it overwrites. (A linearization that places it
+                 elsewhere stays one without it.)
 
     Candidates at each point (ops called before the first pending return) are
     tried in order of reported revision -- a write before the reads at its
@@ -470,20 +480,18 @@ class Search:
         self.steps_fn = [_compile(op, slot, use_revisions) for op in self.ops]
         self.is_ok = [op.outcome == "ok" for op in self.ops]
         self.init: State = (tuple((initial or {}).get(k) for k in keys), 0)
-
-        # revision limits; by_cap ends with a sentinel n (never done, no limit)
         inf = float("inf")
+        self.invoke: list[float] = [op.invoke_ms for op in self.ops] + [inf]
+        self.complete: list[float] = [op.complete_ms if self.is_ok[j] else inf for j, op in enumerate(self.ops)] + [inf]  # type: ignore[misc]
+
+        # revision limits
         self.cap: list[float] = [inf] * (n + 1)
         for j, op in enumerate(self.ops):
             rev = _revision(op, use_revisions)
             if rev is not None:
                 self.cap[j] = rev - 1 if _certain_write(op) else rev
-        self.by_cap = sorted((j for j in range(n) if self.cap[j] != inf), key=self.cap.__getitem__) + [n]
-        self.cap_pos = [-1] * n
-        for p, j in enumerate(self.by_cap[:-1]):
-            self.cap_pos[j] = p
 
-        # values
+        # what each op needs and writes, by (slot, value) pair
         self.pair_id: dict[tuple[int, Any], int] = {}
         self.pairs: list[tuple[int, Any]] = []
         self.need_ids: list[list[int]] = []
@@ -493,11 +501,55 @@ class Search:
         self.write_slots: list[list[int]] = []
         for op in self.ops:
             f = _Facts(op, slot)
-            self.need_ids.append([self._pid(x) for x in f.needs])
-            self.ne_ids.append([self._pid(x) for x in f.ne])
-            self.info_need_ids.append([self._pid(x) for x in f.info_needs])
-            self.write_ids.append([self._pid(x) for x in f.writes])
-            self.write_slots.append([sl for sl, _ in f.writes])
+            self.need_ids.append(sorted({self._pid(x) for x in f.needs}))
+            self.ne_ids.append(sorted({self._pid(x) for x in f.ne}))
+            self.info_need_ids.append(sorted({self._pid(x) for x in f.info_needs}))
+            self.write_ids.append(sorted({self._pid(x) for x in f.writes}))
+            self.write_slots.append(sorted({sl for sl, _ in f.writes}))
+        m = len(self.pairs)
+
+        # Ordered lists of ops (each ending with the sentinel n, never done) with
+        # a pointer to the first pending one, kept up to date by _take/_untake.
+        lists: list[list[int]] = []
+
+        def new_list(members: list[int], key: Callable[[int], Any]) -> int:
+            lists.append(sorted(members, key=key) + [n])
+            return len(lists) - 1
+
+        by_complete = self.complete.__getitem__
+        by_invoke = self.invoke.__getitem__
+        need: list[list[int]] = [[] for _ in range(m)]
+        ne: list[list[int]] = [[] for _ in range(m)]
+        ne_any: list[list[int]] = [[] for _ in range(m)]
+        info_need: list[list[int]] = [[] for _ in range(m)]
+        write: list[list[int]] = [[] for _ in range(m)]
+        slot_write: list[list[int]] = [[] for _ in keys]
+        for j in range(n):
+            for x in self.need_ids[j]:
+                need[x].append(j)
+            for x in self.ne_ids[j]:
+                ne_any[x].append(j)
+                if len(self.ne_ids[j]) == 1:  # a single condition: "key != value" is necessary
+                    ne[x].append(j)
+            for x in self.info_need_ids[j]:
+                info_need[x].append(j)
+            for x in self.write_ids[j]:
+                write[x].append(j)
+            for sl in self.write_slots[j]:
+                slot_write[sl].append(j)
+        self.L_cap = new_list([j for j in range(n) if self.cap[j] != inf], self.cap.__getitem__)
+        self.L_need = [new_list(need[x], by_complete) for x in range(m)]
+        self.L_ne = [new_list(ne[x], by_complete) for x in range(m)]
+        self.L_ne_any = [new_list(ne_any[x], by_complete) for x in range(m)]
+        self.L_info_need = [new_list(info_need[x], by_invoke) for x in range(m)]
+        self.L_write = [new_list(write[x], by_invoke) for x in range(m)]
+        self.L_slot_write = [new_list(slot_write[sl], by_invoke) for sl in range(len(keys))]
+        self.lists = lists
+        member: list[list[tuple[int, int]]] = [[] for _ in range(n)]
+        for lid, lst in enumerate(lists):
+            for p, j in enumerate(lst[:-1]):
+                member[j].append((lid, p))
+        self.member = member
         self._reset()
 
     def _pid(self, pair: tuple[int, Any]) -> int:
@@ -509,78 +561,69 @@ class Search:
 
     def _reset(self) -> None:
         """Every op pending."""
-        m = len(self.pairs)
         self.done = [False] * (self.n + 1)
-        self.low = 0
-        self.needers, self.ne_needers, self.info_needers, self.writers = [0] * m, [0] * m, [0] * m, [0] * m
-        for j in range(self.n):
-            for x in self.need_ids[j]:
-                self.needers[x] += 1
-            for x in self.ne_ids[j]:
-                self.ne_needers[x] += 1
-            for x in self.info_need_ids[j]:
-                self.info_needers[x] += 1
-            for x in self.write_ids[j]:
-                self.writers[x] += 1
+        self.low = [0] * len(self.lists)
 
     def _take(self, j: int) -> None:
-        self.done[j] = True
-        by_cap, done = self.by_cap, self.done
-        while done[by_cap[self.low]]:
-            self.low += 1
-        for x in self.need_ids[j]:
-            self.needers[x] -= 1
-        for x in self.ne_ids[j]:
-            self.ne_needers[x] -= 1
-        for x in self.info_need_ids[j]:
-            self.info_needers[x] -= 1
-        for x in self.write_ids[j]:
-            self.writers[x] -= 1
+        done, low, lists = self.done, self.low, self.lists
+        done[j] = True
+        for lid, p in self.member[j]:
+            if low[lid] == p:
+                lst = lists[lid]
+                p += 1
+                while done[lst[p]]:
+                    p += 1
+                low[lid] = p
 
     def _untake(self, j: int) -> None:
         self.done[j] = False
-        p = self.cap_pos[j]
-        if 0 <= p < self.low:
-            self.low = p
-        for x in self.need_ids[j]:
-            self.needers[x] += 1
-        for x in self.ne_ids[j]:
-            self.ne_needers[x] += 1
-        for x in self.info_need_ids[j]:
-            self.info_needers[x] += 1
-        for x in self.write_ids[j]:
-            self.writers[x] += 1
+        low = self.low
+        for lid, p in self.member[j]:
+            if p < low[lid]:
+                low[lid] = p
+
+    def _first(self, lid: int, j: int) -> int:
+        """The first pending op of list lid other than j (n if none)."""
+        lst = self.lists[lid]
+        p = self.low[lid]
+        if lst[p] == j:
+            p += 1
+            done = self.done
+            while done[lst[p]]:
+                p += 1
+        return lst[p]
 
     def pruned(self, j: int, st: State, ns: State) -> tuple[Any, ...] | None:
         """Why the step st -(op j)-> ns cannot lead to a linearization (None: it may)."""
+        n = self.n
+        first = self._first
         if ns[1] > st[1]:
-            p = self.low
-            first = self.by_cap[p]
-            if first == j:
-                p += 1
-                while self.done[self.by_cap[p]]:
-                    p += 1
-                first = self.by_cap[p]
-            if ns[1] > self.cap[first]:
-                return ("revision", first, ns[1])
+            k = first(self.L_cap, j)
+            if ns[1] > self.cap[k]:
+                return ("revision", k, ns[1])
         v0, v1 = st[0], ns[0]
         if v0 is v1:
             return None
         useful = self.is_ok[j]
         pid = self.pair_id
+        invoke, complete = self.invoke, self.complete
         for sl in self.write_slots[j]:
             u, w = v0[sl], v1[sl]
             if u == w:
                 continue
             x = pid.get((sl, u))
             if x is not None:
-                if not self.writers[x] and self.needers[x] > self.need_ids[j].count(x):
-                    return ("value", x)
-                if self.ne_needers[x]:
+                g = first(self.L_need[x], j)
+                if g != n and invoke[first(self.L_write[x], j)] > complete[g]:
+                    return ("value", x, g)
+                if not useful and first(self.L_ne_any[x], j) != n:
                     useful = True
-            if not useful:
-                y = pid.get((sl, w))
-                if y is not None and (self.needers[y] or self.info_needers[y]):
+            y = pid.get((sl, w))
+            if y is not None:
+                c = first(self.L_ne[y], j)
+                if c != n and invoke[first(self.L_slot_write[sl], j)] > complete[c]:
+                    return ("not-value", y, c)
+                if not useful and (first(self.L_need[y], j) != n or first(self.L_info_need[y], j) != n):
                     useful = True
         if not useful:
             return ("useless",)
@@ -655,10 +698,15 @@ class Search:
         pos = 0
         steps = 0
         best_len = 0
+        peak = False
         out.best_state = state
         while ok_left:
             if pos >= len(cands):
                 # every candidate here failed: undo the last choice
+                if peak:  # leaving the deepest point so far: remember it
+                    out.best = [x[0] for x in stack]
+                    out.best_state = state
+                    peak = False
                 if not stack:
                     out.status = FAIL
                     break
@@ -683,6 +731,9 @@ class Search:
             steps += 1
             if steps > max_steps:
                 out.status = UNKNOWN
+                if peak:
+                    out.best = [x[0] for x in stack]
+                    out.best_state = state
                 break
             j = cands[pos]
             ns = steps_fn[j](state)
@@ -723,8 +774,7 @@ class Search:
                             prv[nxt[r]] = prv[r]
                     if len(stack) > best_len:
                         best_len = len(stack)
-                        out.best = [x[0] for x in stack]
-                        out.best_state = state
+                        peak = True
                     cands = window()
                     pos = 0
                     continue
@@ -734,6 +784,78 @@ class Search:
             out.best_state = state
         out.steps = steps
         out.seconds = time.perf_counter() - t0
+        return out
+
+    # ------------------------------------------------------------------
+    def unsupplied(self, limit: int = 5) -> list[dict[str, Any]]:
+        """A quick necessary condition, checked before the search: every value an
+        ok op needs (a get's value, a cas's expected value, a guard...) must come
+        from a write that can precede it -- the initial state, an ok write, or an
+        info write invoked before the op returned -- and that was not certainly
+        overwritten before the op began (by an ok write invoked after the first
+        completed and completed before the op was invoked). A failure here is a
+        stale read, a lost write or a double cas success, with its witnesses."""
+        inf = float("inf")
+        ops = self.ops
+        writers: dict[int, list[tuple[float, float, int]]] = {}  # pair -> (invoke, complete, op)
+        killers: dict[int, list[tuple[float, float, int]]] = {}  # slot -> certain writes
+        for j, op in enumerate(ops):
+            c = op.complete_ms if self.is_ok[j] else inf
+            for x in self.write_ids[j]:
+                writers.setdefault(x, []).append((op.invoke_ms, c, j))  # type: ignore[arg-type]
+            if self.is_ok[j]:
+                for sl in set(self.write_slots[j]):
+                    killers.setdefault(sl, []).append((op.invoke_ms, c, j))  # type: ignore[arg-type]
+        suffix: dict[int, tuple[list[float], list[tuple[float, int]]]] = {}
+        for sl, ks in killers.items():
+            ks.sort()
+            mins: list[tuple[float, int]] = [(inf, -1)] * (len(ks) + 1)
+            for i in range(len(ks) - 1, -1, -1):
+                mins[i] = min(mins[i + 1], (ks[i][1], ks[i][2]))
+            suffix[sl] = ([k[0] for k in ks], mins)
+
+        def killer(sl: int, after: float, before: float) -> int | None:
+            """An ok write on slot sl invoked after `after` and completed before `before`."""
+            if sl not in suffix:
+                return None
+            invokes, mins = suffix[sl]
+            i = bisect.bisect_right(invokes, after)
+            done, k = mins[i]
+            return k if done < before else None
+
+        out: list[dict[str, Any]] = []
+        for g, op in enumerate(ops):
+            if not self.is_ok[g]:
+                continue
+            for x in self.need_ids[g]:
+                sl, val = self.pairs[x]
+                cands = [w for w in writers.get(x, []) if w[2] != g and w[0] <= op.complete_ms]  # type: ignore[operator]
+                if self.init[0][sl] == val:
+                    cands.append((-inf, -inf, -1))
+                blame: tuple[int, int] | None = None
+                for wi, wc, w in cands:
+                    k = killer(sl, wc, op.invoke_ms)
+                    if k is None:
+                        break
+                    if blame is None or wc > blame[2]:
+                        blame = (w, k, wc)  # type: ignore[assignment]
+                else:
+                    key = show(self.keys[sl])
+                    if blame is None:
+                        why = f"it needs {key}={show(val)}, which no op that can precede it writes"
+                        wit = [g]
+                    else:
+                        w, k = blame[0], blame[1]
+                        src = "the initial state" if w < 0 else ops[w].label()
+                        why = (
+                            f"it needs {key}={show(val)}, from {src}, but {ops[k].label()} overwrote "
+                            f"{key} after that and completed (at {ops[k].complete_ms} ms) before it began (at {op.invoke_ms} ms)"
+                        )
+                        wit = [g, k] + ([w] if w >= 0 else [])
+                    out.append({"op": g, "witnesses": wit, "why": why, "message": f"{op.label()}: {why}"})
+                    break
+            if len(out) >= limit:
+                break
         return out
 
     # ------------------------------------------------------------------
@@ -794,12 +916,17 @@ class Search:
                 )
             if why is not None and why[0] == "value":
                 sl, val = self.pairs[why[1]]
-                needing = [k for k in range(self.n) if not self.done[k] and k != j and why[1] in self.need_ids[k]]
-                related.extend(needing[:3])
+                related.append(why[2])
                 return (
-                    f"it overwrites {show(self.keys[sl])}={show(val)}, which "
-                    + ", ".join(self.ops[k].label() for k in needing[:3])
-                    + " still needs, and no op still to be placed writes it again"
+                    f"it overwrites {show(self.keys[sl])}={show(val)}, which {self.ops[why[2]].label()} still needs, "
+                    "and no op still to be placed can write it again before that one returns"
+                )
+            if why is not None and why[0] == "not-value":
+                sl, val = self.pairs[why[1]]
+                related.append(why[2])
+                return (
+                    f"it sets {show(self.keys[sl])}={show(val)}, but {self.ops[why[2]].label()} needs it to hold "
+                    "something else, and no op still to be placed can change it before that one returns"
                 )
             if why is not None:
                 return "(info) changing the state here helps no op still to be placed"
@@ -904,8 +1031,26 @@ def check_linearizability(
     kv = [(i, op) for i, op in enumerate(history) if op.kind in KV_KINDS and op.outcome != "fail"]
     kept = [(i, op) for i, op in kv if not (op.outcome == "info" and _is_read_only(op))]
     searches = [Search(keys, ops, use_revisions=use_revisions, initial=initial) for keys, ops in partition(kept)]
-    parts = [s.run(max_steps) for s in searches]
-    diag = {id(p): s.diagnose(p, history) for s, p in zip(searches, parts) if p.status != OK}
+    parts = []
+    diag = {}
+    for s in searches:
+        stale = s.unsupplied()
+        # a stale read already proves the partition wrong: search only for the report's prefix
+        p = s.run(min(max_steps, STALE_DIAGNOSIS_STEPS) if stale else max_steps)
+        if stale:
+            p.status = FAIL
+        parts.append(p)
+        if p.status != OK:
+            d = diag[id(p)] = s.diagnose(p, history)
+            if stale:
+                g = stale[0]["op"]
+                d["unsupplied"] = [
+                    {"op": s.indexes[x["op"]], "witnesses": [s.indexes[w] for w in x["witnesses"]], "message": x["message"]}
+                    for x in stale
+                ]
+                d["culprit"], d["culprit_ref"], d["culprit_label"] = s.indexes[g], list(s.ops[g].ref), s.ops[g].label()
+                d["culprit_why"] = stale[0]["why"]
+                d["related"] = sorted({s.indexes[w] for w in stale[0]["witnesses"]} - {s.indexes[g]})
     rev_bad = revision_violations(history) if use_revisions else []
     failed = [p for p in parts if p.status == FAIL]
     unknown = [p for p in parts if p.status == UNKNOWN]
