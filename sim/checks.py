@@ -9,9 +9,11 @@ from petcd.sim.check.history import make_op
 from petcd.sim.check.verdict import Verdict
 from petcd.sim.client import Op
 from petcd.sim.cluster import SimCluster
+from petcd.sim.lease_client import LeaseLog
 from petcd.sim.watch_client import WatchLog
 
 _EVENT_TYPES = {0: "PUT", 1: "DELETE"}
+LEASE_LATE_BOUND_UNDER_FAULTS_MS = 20_000
 
 
 def _value(resp: dict[str, Any]) -> bytes | None:
@@ -86,9 +88,32 @@ def watch_ops(logs: list[WatchLog]) -> list[HistoryOp]:
     return out
 
 
-def check_all(history: list[HistoryOp], watch_logs: list[WatchLog], committed: list[dict[str, Any]]) -> list[Verdict]:
+def lease_ops(logs: list[LeaseLog]) -> list[HistoryOp]:
+    """Each simulated lease as one "lease" operation of the history format (failed grants left out)."""
+    out = []
+    for log in logs:
+        if log.granted_ms is None:
+            continue
+        fields: dict[str, Any] = {"lease_id": log.lease_id, "ttl_s": log.ttl_s, "granted_ms": log.granted_ms,
+                                  "keepalives_ms": log.keepalives_ms, "keys": [log.key], "key_seen_ms": log.key_seen_ms}
+        if log.key_deleted_ms is not None:
+            fields["key_deleted_ms"] = log.key_deleted_ms
+        out.append(make_op(log.process, 0, "lease", log.granted_ms, log.key_deleted_ms, "ok", **fields))
+    return out
+
+
+def check_all(history: list[HistoryOp], watch_logs: list[WatchLog], lease_logs: list[LeaseLog],
+              committed: list[dict[str, Any]], *, faulty: bool) -> list[Verdict]:
     """Every checker that has something to judge in a simulated run."""
+    from petcd.sim.check.lease import check_leases
     from petcd.sim.check.linearizability import check_linearizability
     from petcd.sim.check.watch import check_watch
 
-    return [check_linearizability(history), check_watch(watch_ops(watch_logs), committed)]
+    # Under faults a lease may legitimately outlive its TTL by more than the quiet bound: every
+    # leader change restarts its countdown. Early expiry is judged the same either way.
+    late_bound_ms = None if not faulty else LEASE_LATE_BOUND_UNDER_FAULTS_MS
+    return [
+        check_linearizability(history),
+        check_watch(watch_ops(watch_logs), committed),
+        check_leases(lease_ops(lease_logs), bound_ms=late_bound_ms),
+    ]

@@ -18,6 +18,7 @@ from petcd.sim.check.verdict import Verdict
 from petcd.sim.cluster import build
 from petcd.sim.faults import ALL_KINDS, KIND_GROUPS, FaultyNetwork, Nemesis, current_leader
 from petcd.sim.invariants import InvariantViolation, run_checked
+from petcd.sim.lease_client import LeaseClient, LeaseLog
 from petcd.sim.watch_client import WatchClient, WatchLog
 from petcd.sim import checks
 
@@ -63,20 +64,20 @@ class SimReport:
 
 
 def run(seed: int, members: int = 3, ops: int = 1000, faults: list[str] | None = None, *, clients: int = 5, watchers: int = 2,
-        trace: bool = False) -> SimReport:
+        leases: int = 2, trace: bool = False) -> SimReport:
     faults = [f for f in (faults or []) if f != "none"]
     report = SimReport(seed, members, ops, faults)
     started = time.monotonic()
     workdir = tempfile.mkdtemp(prefix=f"petcd-sim-{seed}-")
     try:
-        _run(report, workdir, clients, watchers, trace)
+        _run(report, workdir, clients, watchers, leases, trace)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report.wall_s = time.monotonic() - started
     return report
 
 
-def _run(report: SimReport, workdir: str, clients: int, watchers: int, trace: bool) -> None:
+def _run(report: SimReport, workdir: str, clients: int, watchers: int, leases: int, trace: bool) -> None:
     names = [f"m{i + 1}" for i in range(report.members)]
     net = FaultyNetwork(names)
     cluster = build(report.seed, report.members, workdir, net, trace=trace, snapshot_count=500)
@@ -87,14 +88,19 @@ def _run(report: SimReport, workdir: str, clients: int, watchers: int, trace: bo
     watch_clients = [WatchClient(names[i % len(names):] + names[: i % len(names)], log) for i, log in enumerate(watch_logs)]
     for i, wc in enumerate(watch_clients):
         rt.add(f"w{i}/watch_client", lambda wc=wc: wc)
+    lease_logs = [LeaseLog(f"l{i}", lease_id=0x1EA5E0000 + i, ttl_s=2, key=f"lease/{i}".encode()) for i in range(leases)]
+    lease_clients = [LeaseClient(names[i % len(names)], log, keepalives=4) for i, log in enumerate(lease_logs)]
+    for i, lc in enumerate(lease_clients):
+        rt.add(f"l{i}/lease_client", lambda lc=lc: lc)
+    all_done = lambda: cluster.clients_done() and all(lc.done for lc in lease_clients)  # noqa: E731
     nemesis = None
     if report.faults:
         nemesis = Nemesis(random.Random(report.seed), rt, net, names, fault_kinds(report.faults), mean_interval_ms=500, max_duration_ms=3000)
         nemesis.install()
     try:
-        checked = run_checked(cluster, FAULT_PHASE_MS, 0, until=cluster.clients_done)
+        checked = run_checked(cluster, FAULT_PHASE_MS, 0, until=all_done)
         healed_at = nemesis.heal_all() if nemesis else rt.now_ms
-        checked = run_checked(cluster, healed_at + LIVENESS_BOUND_MS, 0, until=cluster.clients_done, checker=checked.checker)
+        checked = run_checked(cluster, healed_at + LIVENESS_BOUND_MS, 0, until=all_done, checker=checked.checker)
         live = checked.reached and current_leader(rt, names) is not None
         report.verdicts.append(Verdict(True, "raft", f"invariants held over {checked.checker.stats.get('checks', 0)} checks"))
         report.verdicts.append(Verdict(live, "liveness", "clients finished after healing" if live else
@@ -114,4 +120,4 @@ def _run(report: SimReport, workdir: str, clients: int, watchers: int, trace: bo
         report.history = checks.kv_history(cluster.history)
         return  # the state may be broken mid-step: judge nothing more
     report.history = checks.kv_history(cluster.history)
-    report.verdicts += checks.check_all(report.history, watch_logs, checks.committed_events(cluster))
+    report.verdicts += checks.check_all(report.history, watch_logs, lease_logs, checks.committed_events(cluster), faulty=bool(report.faults))

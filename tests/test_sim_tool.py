@@ -87,3 +87,17 @@ def test_watch_checker_catches_a_skipped_revision(monkeypatch):
     monkeypatch.setattr(WatchActor, "_deliver", skipping)
     failing = _failing(range(1, 3), [])
     assert [checkers for _, checkers in failing] == [["watch"], ["watch"]]
+
+
+def test_lease_checker_catches_leases_expired_by_followers(monkeypatch):
+    from petcd.actors.lease_actor import LeaseActor
+
+    original = LeaseActor.on_timer
+
+    def eager(self, ctx, name):
+        self._is_leader = True  # the bug: every member's reaper expires leases (followers never see keep-alives)
+        return original(self, ctx, name)
+
+    monkeypatch.setattr(LeaseActor, "on_timer", eager)
+    failing = _failing(range(1, 4), [])
+    assert failing and all("lease" in checkers for _, checkers in failing), failing
