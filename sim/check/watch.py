@@ -121,6 +121,7 @@ class _Truth:
         self.allowed: dict[int, set[bytes]] = {}  # rev -> the only keys it touched (when known)
         self.complete = False  # True: `required` is every committed event
         self._by_key: dict[bytes, tuple[list[int], list[bytes | None]]] | None = None
+        self.first = 1  # the first revision of a complete truth
 
     def require(self, rev: int, key: bytes, type_: str, value: bytes | None, source: str) -> None:
         self.required.setdefault(rev, {}).setdefault(key, (type_, value, source))
@@ -132,7 +133,12 @@ class _Truth:
         for e in map(Event.of, committed):
             t.require(e.revision, e.key, e.type, e.value if e.type == "PUT" else None, "the committed history")
             t.allowed.setdefault(e.revision, set()).add(e.key)
+        t.first = min(t.required, default=1)
         return t
+
+    def knows(self, rev: int) -> bool:
+        """Whether the truth is complete at revision rev (a committed list may start after a compaction)."""
+        return self.complete and rev >= self.first
 
     @classmethod
     def from_history(cls, history: Sequence[Op]) -> _Truth:
@@ -159,8 +165,9 @@ class _Truth:
                     t.allowed.setdefault(rev, set()).update(writes)
         return t
 
-    def prev_value(self, key: bytes, rev: int) -> bytes | None:
-        """The key's value just before revision rev (only meaningful when complete)."""
+    def prev_value(self, key: bytes, rev: int) -> Any:
+        """The key's value just before revision rev (when complete); MISSING when unknown
+        (no earlier event of the key, and the committed list starts after revision 1)."""
         if self._by_key is None:
             self._by_key = {}
             for r in sorted(self.required):
@@ -170,7 +177,9 @@ class _Truth:
                     self._by_key[k][1].append(v)
         revs, vals = self._by_key.get(key, ([], []))
         i = bisect.bisect_left(revs, rev)
-        return vals[i - 1] if i else None
+        if i:
+            return vals[i - 1]
+        return None if self.first <= 1 else MISSING
 
 
 class _Watcher:
@@ -228,13 +237,21 @@ def check_watch(
             if flat != [e.revision for e in evs]:
                 report(w, "malformed", "responses do not list the revisions of its events in order")
             else:
+                resp_of = [i for i, resp in enumerate(w.responses) for _ in resp]
                 where: dict[int, int] = {}
-                for i, resp in enumerate(w.responses):
-                    for r in resp:
-                        r = int(r)
-                        if where.setdefault(r, i) != i:
-                            report(w, "atomic", f"the events of revision {r} were split across responses {where[r]} and {i}", r)
-                            where[r] = i
+                once: set[tuple[int, bytes]] = set()
+                split: set[int] = set()
+                for e, i in zip(evs, resp_of):
+                    if (e.revision, e.key) in once:
+                        continue  # a duplicate: reported as such below
+                    once.add((e.revision, e.key))
+                    if where.setdefault(e.revision, i) != i and e.revision not in split:
+                        split.add(e.revision)
+                        report(
+                            w, "atomic",
+                            f"the events of revision {e.revision} were split across responses {where[e.revision]} and {i}",
+                            e.revision,
+                        )
         # resumes: where each segment starts
         seg_start: dict[int, int] = {}  # event index -> the start revision of its connection
         if w.resumes and w.responses is not None:
@@ -260,11 +277,13 @@ def check_watch(
         # one pass over the stream
         last_rev = 0
         delivered: set[tuple[int, bytes]] = set()
-        last_of_key: dict[bytes, Event] = {}
+        last_of_key: dict[bytes, tuple[Event, bytes | None]] = {}
         floor = spec.start
         for i, e in enumerate(evs):
             if i in seg_start:
                 floor = seg_start[i]
+                if last_rev and floor > last_rev + 1:
+                    last_of_key = {}  # a gap the client made: the stream says nothing about values across it
             if e.revision < last_rev:
                 report(w, "ordered", f"{e.label()} came after revision {last_rev}", e.revision, e.key)
             last_rev = max(last_rev, e.revision)
@@ -283,7 +302,7 @@ def check_watch(
                 if need[0] != e.type or (e.type == "PUT" and need[1] != e.value):
                     what = f"{need[0]} {show(e.key)}" + (f"={show(need[1])}" if need[0] == "PUT" else "")
                     report(w, "value", f"got {e.label()}, but revision {e.revision} was {what} ({need[2]})", e.revision, e.key)
-            elif truth.complete:
+            elif truth.knows(e.revision):
                 report(w, "phantom", f"got {e.label()}, which was never committed", e.revision, e.key)
             elif allowed is not None and e.key not in allowed:
                 report(w, "phantom", f"got {e.label()}, but revision {e.revision} wrote only other keys", e.revision, e.key)
@@ -293,14 +312,13 @@ def check_watch(
             if e.prev_value is not MISSING:
                 if truth.complete:
                     want = truth.prev_value(e.key, e.revision)
-                    if e.prev_value != want:
+                    if want is not MISSING and e.prev_value != want:
                         report(
                             w, "prev_value", f"{e.label()} has prev_value {show(e.prev_value)}, but the value was {show(want)}",
                             e.revision, e.key,
                         )
                 elif e.key in last_of_key and not (spec.noput or spec.nodelete):
-                    p = last_of_key[e.key]
-                    want = p.value if p.type == "PUT" else None
+                    p, want = last_of_key[e.key]
                     if e.prev_value != want:
                         report(
                             w, "prev_value",
@@ -308,7 +326,8 @@ def check_watch(
                             f"of that key was {p.label()}",
                             e.revision, e.key,
                         )
-            last_of_key[e.key] = e
+            # the key's value after e: the truth's when known (a wrong event is reported once, not again here)
+            last_of_key[e.key] = (e, need[1] if need is not None else e.value if e.type == "PUT" else None)
             # pool it
             mine = (e.type, e.value if e.type == "PUT" else None, w.name)
             other = seen_by.setdefault((e.revision, e.key), mine)

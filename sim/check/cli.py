@@ -1,0 +1,154 @@
+"""`petcd check HISTORY [--report out.html] [--checkers linearizability,watch,lease,lock]`.
+
+Loads a JSON-lines history (see history.py), runs the checkers that have
+operations in it (or the ones named), prints one line per checker and a final
+`verdict=ok|fail|unknown` line. Exit status: 0 all passed, 1 a checker failed,
+2 undecided (a search ran out of its step budget, nothing failed), 3 bad usage
+or an unreadable history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from petcd.sim.check.history import KV_KINDS, HistoryError, Op, load_history
+from petcd.sim.check.verdict import FAIL, OK, UNKNOWN, Verdict, overall
+
+CHECKERS = ("linearizability", "watch", "lease", "lock")
+KINDS = {"linearizability": set(KV_KINDS), "watch": {"watch"}, "lease": {"lease"}, "lock": {"lock"}}
+EXIT = {OK: 0, FAIL: 1, UNKNOWN: 2}
+EXIT_USAGE = 3
+
+
+class _Usage(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _Usage(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="petcd check", description="Check a recorded history (JSON lines).")
+    p.add_argument("history", help="the history file")
+    p.add_argument("--report", metavar="OUT.html", help="write a self-contained HTML report")
+    p.add_argument("--checkers", default=None, help=f"comma-separated subset of {','.join(CHECKERS)} (default: all with ops)")
+    p.add_argument("--no-revisions", action="store_true", help="linearizability: ignore reported revisions")
+    p.add_argument("--max-steps", type=int, default=None, help="linearizability: search step budget per partition")
+    p.add_argument("--election-timeout", type=int, default=1000, metavar="MS", help="lease: the cluster's election timeout")
+    p.add_argument("--lease-bound", type=int, default=None, metavar="MS", help="lease: allowed lateness (default 2000 + election timeout)")
+    p.add_argument("--lease-tolerance", type=int, default=0, metavar="MS", help="lease: slack for early expiry (client RTT)")
+    p.add_argument("--committed", metavar="EVENTS.jsonl", help="watch: the full list of committed events, one JSON object a line")
+    return p
+
+
+def run_checkers(
+    history: Sequence[Op],
+    checkers: Sequence[str] | None = None,
+    *,
+    use_revisions: bool = True,
+    max_steps: int | None = None,
+    committed: list[Any] | None = None,
+    election_timeout_ms: int = 1000,
+    lease_bound_ms: int | None = None,
+    lease_tolerance_ms: int = 0,
+) -> list[Verdict]:
+    """Run the named checkers (default: every checker with ops in the history); one Verdict each."""
+    from petcd.sim.check.lease import check_leases
+    from petcd.sim.check.linearizability import DEFAULT_MAX_STEPS, check_linearizability
+    from petcd.sim.check.lock import check_locks
+    from petcd.sim.check.watch import check_watch
+
+    kinds = {op.kind for op in history}
+    names = [c for c in CHECKERS if KINDS[c] & kinds] if checkers is None else list(checkers)
+    out: list[Verdict] = []
+    for name in names:
+        if name == "linearizability":
+            out.append(
+                check_linearizability(
+                    history, use_revisions=use_revisions, max_steps=max_steps or DEFAULT_MAX_STEPS
+                )
+            )
+        elif name == "watch":
+            out.append(check_watch(history, committed))
+        elif name == "lease":
+            out.append(
+                check_leases(
+                    history, bound_ms=lease_bound_ms, election_timeout_ms=election_timeout_ms, tolerance_ms=lease_tolerance_ms
+                )
+            )
+        elif name == "lock":
+            out.append(check_locks(history))
+        else:
+            raise ValueError(f"unknown checker {name!r} (known: {', '.join(CHECKERS)})")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["check"]:
+        args_list = args_list[1:]
+    parser = _parser()
+    try:
+        args = parser.parse_args(args_list)
+    except _Usage as e:
+        print(f"petcd check: {e}", file=sys.stderr)
+        parser.print_usage(sys.stderr)
+        return EXIT_USAGE
+    checkers = None
+    if args.checkers:
+        checkers = [c.strip() for c in args.checkers.split(",") if c.strip()]
+        unknown = [c for c in checkers if c not in CHECKERS]
+        if unknown:
+            print(f"petcd check: unknown checker(s) {', '.join(unknown)} (known: {', '.join(CHECKERS)})", file=sys.stderr)
+            return EXIT_USAGE
+    try:
+        history = load_history(args.history)
+        committed = None
+        if args.committed:
+            with open(args.committed, encoding="utf-8") as f:
+                committed = [json.loads(line) for line in f if line.strip()]
+    except (OSError, HistoryError, json.JSONDecodeError) as e:
+        print(f"petcd check: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    kinds = {op.kind for op in history}
+    if checkers is not None:
+        for c in checkers:
+            if not KINDS[c] & kinds:
+                print(f"{c} skipped: no {c} operations in the history")
+        checkers = [c for c in checkers if KINDS[c] & kinds]
+    try:
+        verdicts = run_checkers(
+            history,
+            checkers,
+            use_revisions=not args.no_revisions,
+            max_steps=args.max_steps,
+            committed=committed,
+            election_timeout_ms=args.election_timeout,
+            lease_bound_ms=args.lease_bound,
+            lease_tolerance_ms=args.lease_tolerance,
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        print(f"petcd check: malformed history: {e!r}", file=sys.stderr)
+        return EXIT_USAGE
+    for v in verdicts:
+        print(v.line())
+    if not verdicts:
+        print("nothing to check: no operations of a checked kind")
+    if args.report:
+        from petcd.sim.check.report import write_html_report
+
+        write_html_report(args.report, history, verdicts)
+        print(f"report: {args.report}")
+    status = overall(verdicts)
+    print(f"verdict={status}")
+    return EXIT[status]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
