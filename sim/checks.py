@@ -10,6 +10,7 @@ from petcd.sim.check.verdict import Verdict
 from petcd.sim.client import Op
 from petcd.sim.cluster import SimCluster
 from petcd.sim.lease_client import LeaseLog
+from petcd.sim.lock_client import LOCK_KEY, LockLog
 from petcd.sim.watch_client import WatchLog
 
 _EVENT_TYPES = {0: "PUT", 1: "DELETE"}
@@ -102,11 +103,23 @@ def lease_ops(logs: list[LeaseLog]) -> list[HistoryOp]:
     return out
 
 
-def check_all(history: list[HistoryOp], watch_logs: list[WatchLog], lease_logs: list[LeaseLog],
+def lock_ops(logs: list[LockLog]) -> list[HistoryOp]:
+    """Each acquisition of the simulated lock as one "lock" operation."""
+    out = []
+    for log in logs:
+        for n, hold in enumerate(log.holds):
+            out.append(make_op(log.process, n, "lock", hold["invoke_ms"], hold["acquired_ms"], "ok", name=LOCK_KEY,
+                               acquired_ms=hold["acquired_ms"], released_ms=hold["released_ms"],
+                               fence_revision=hold["fence_revision"], writes=hold["writes"]))
+    return out
+
+
+def check_all(history: list[HistoryOp], watch_logs: list[WatchLog], lease_logs: list[LeaseLog], lock_logs: list[LockLog],
               committed: list[dict[str, Any]], *, faulty: bool) -> list[Verdict]:
     """Every checker that has something to judge in a simulated run."""
     from petcd.sim.check.lease import check_leases
     from petcd.sim.check.linearizability import check_linearizability
+    from petcd.sim.check.lock import check_locks
     from petcd.sim.check.watch import check_watch
 
     # Under faults a lease may legitimately outlive its TTL by more than the quiet bound: every
@@ -116,4 +129,5 @@ def check_all(history: list[HistoryOp], watch_logs: list[WatchLog], lease_logs: 
         check_linearizability(history),
         check_watch(watch_ops(watch_logs), committed),
         check_leases(lease_ops(lease_logs), bound_ms=late_bound_ms),
+        check_locks(lock_ops(lock_logs)),
     ]

@@ -19,6 +19,7 @@ from petcd.sim.cluster import build
 from petcd.sim.faults import ALL_KINDS, KIND_GROUPS, FaultyNetwork, Nemesis, current_leader
 from petcd.sim.invariants import InvariantViolation, run_checked
 from petcd.sim.lease_client import LeaseClient, LeaseLog
+from petcd.sim.lock_client import LockClient, LockLog
 from petcd.sim.watch_client import WatchClient, WatchLog
 from petcd.sim import checks
 
@@ -64,20 +65,20 @@ class SimReport:
 
 
 def run(seed: int, members: int = 3, ops: int = 1000, faults: list[str] | None = None, *, clients: int = 5, watchers: int = 2,
-        leases: int = 2, trace: bool = False) -> SimReport:
+        leases: int = 2, lockers: int = 3, trace: bool = False) -> SimReport:
     faults = [f for f in (faults or []) if f != "none"]
     report = SimReport(seed, members, ops, faults)
     started = time.monotonic()
     workdir = tempfile.mkdtemp(prefix=f"petcd-sim-{seed}-")
     try:
-        _run(report, workdir, clients, watchers, leases, trace)
+        _run(report, workdir, clients, watchers, leases, lockers, trace)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report.wall_s = time.monotonic() - started
     return report
 
 
-def _run(report: SimReport, workdir: str, clients: int, watchers: int, leases: int, trace: bool) -> None:
+def _run(report: SimReport, workdir: str, clients: int, watchers: int, leases: int, lockers: int, trace: bool) -> None:
     names = [f"m{i + 1}" for i in range(report.members)]
     net = FaultyNetwork(names)
     cluster = build(report.seed, report.members, workdir, net, trace=trace, snapshot_count=500)
@@ -92,7 +93,11 @@ def _run(report: SimReport, workdir: str, clients: int, watchers: int, leases: i
     lease_clients = [LeaseClient(names[i % len(names)], log, keepalives=4) for i, log in enumerate(lease_logs)]
     for i, lc in enumerate(lease_clients):
         rt.add(f"l{i}/lease_client", lambda lc=lc: lc)
-    all_done = lambda: cluster.clients_done() and all(lc.done for lc in lease_clients)  # noqa: E731
+    lock_logs = [LockLog(f"k{i}") for i in range(lockers)]
+    lock_clients = [LockClient(names[(i + 1) % len(names)], log, lease_id=0x10C0000 + i, rounds=3) for i, log in enumerate(lock_logs)]
+    for i, kc in enumerate(lock_clients):
+        rt.add(f"k{i}/lock_client", lambda kc=kc: kc)
+    all_done = lambda: cluster.clients_done() and all(c.done for c in [*lease_clients, *lock_clients])  # noqa: E731
     nemesis = None
     if report.faults:
         nemesis = Nemesis(random.Random(report.seed), rt, net, names, fault_kinds(report.faults), mean_interval_ms=500, max_duration_ms=3000)
@@ -120,4 +125,5 @@ def _run(report: SimReport, workdir: str, clients: int, watchers: int, leases: i
         report.history = checks.kv_history(cluster.history)
         return  # the state may be broken mid-step: judge nothing more
     report.history = checks.kv_history(cluster.history)
-    report.verdicts += checks.check_all(report.history, watch_logs, lease_logs, checks.committed_events(cluster), faulty=bool(report.faults))
+    report.verdicts += checks.check_all(report.history, watch_logs, lease_logs, lock_logs, checks.committed_events(cluster),
+                                        faulty=bool(report.faults))
