@@ -107,8 +107,11 @@ class ApplyActor:
         assert store is not None
         rev_before = store.current_revision()
         # Empty entries (a new leader's) and membership changes only move the applied index here.
-        requests = [(index, data.get("req", {"op": "noop"}), _request_key(data)) for index, _, data in entries]
+        requests = [(index, _valid_in_term(data.get("req", {"op": "noop"}), term), _request_key(data)) for index, term, data in entries]
         responses = store.apply(requests)
+        for i, req in enumerate(requests):
+            if req[1] is _STALE and responses[i] is not None:
+                responses[i] = {"error": "leader_changed"}
         assert len(responses) == len(entries)
         self._term = entries[-1][1]
         me = self._cfg.member_id
@@ -230,3 +233,13 @@ def _request_key(data: dict[str, Any]) -> bytes | None:
     if origin is None or "req" not in data:
         return None
     return msgpack.packb([data.get("member"), origin[0], origin[1]])
+
+
+# A request that was only valid for the leader that proposed it, appended in a later term.
+_STALE: dict[str, Any] = {"op": "noop"}
+
+
+def _valid_in_term(req: dict[str, Any], term: int) -> dict[str, Any]:
+    """A lease expiry decided by the leader of one term means nothing if appended in another."""
+    leader_term = req.get("leader_term")
+    return req if leader_term is None or leader_term == term else _STALE

@@ -48,6 +48,7 @@ class LeaseActor:
         self._leases: dict[int, _Lease] = {}
         self._is_leader = False
         self._leader = ""
+        self._term = 0  # the term we lead in
         self._pending: set[int] = set()  # revocations proposed, not yet applied
         # Revocation request id -> lease id. Ids never repeat, not even across restarts (a random
         # prefix per incarnation): the apply actor drops a request id it applied lately as a duplicate.
@@ -79,7 +80,10 @@ class LeaseActor:
                 request_id = self._request_prefix + self._next_request
                 self._revokes[request_id] = lease_id
                 origin = [ctx.address, request_id]
-                ctx.send(self._raft, {"t": "propose", "req": {"op": "lease_revoke", "ID": lease_id}, "origin": origin})
+                # leader_term: the revocation counts only if appended in the term we decided it in, i.e.
+                # by us while still leader -- not held and forwarded to a later leader after we lost office.
+                req = {"op": "lease_revoke", "ID": lease_id, "leader_term": self._term}
+                ctx.send(self._raft, {"t": "propose", "req": req, "origin": origin})
 
     def receive(self, ctx: Context, batch: list[Envelope]) -> None:
         now = ctx.now_ms()
@@ -87,7 +91,7 @@ class LeaseActor:
             kind = msg["t"]
             if kind == "leader":
                 became = msg["is_leader"] and not self._is_leader
-                self._is_leader, self._leader = msg["is_leader"], msg["leader"]
+                self._is_leader, self._leader, self._term = msg["is_leader"], msg["leader"], msg["term"]
                 if became:
                     for lease in self._leases.values():
                         lease.deadline_ms = now + lease.ttl_s * 1000

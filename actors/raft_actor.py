@@ -417,7 +417,7 @@ class RaftActor:
         assert core is not None
         if core.role != role_before or core.leader != leader_before:
             ctx.log("info", "raft state changed", role=core.role, term=core.term, leader=core.leader)
-            ctx.send(f"{self._me}/lease", {"t": "leader", "leader": core.leader, "is_leader": core.role == LEADER})
+            ctx.send(f"{self._me}/lease", {"t": "leader", "leader": core.leader, "is_leader": core.role == LEADER, "term": core.term})
             if core.leader and self._held:
                 self._release_held(ctx)
             if self._transfers and core.role != LEADER and core.leader:

@@ -9,7 +9,6 @@ import lmdb
 import pytest
 
 from petcd.store.errors import StoreError
-from petcd.store.keys import lease_key
 from petcd.store.mvcc import MvccStore
 
 ALL = {"key": b"\0", "range_end": b"\0"}
@@ -40,7 +39,8 @@ class Log:
 
     def reopen(self) -> None:
         self.store.close()
-        self.__init__(self.path, sync=self.sync)
+        self.store = MvccStore(self.path, sync=self.sync, map_size_bytes=1 << 26)
+        self.next_index = self.store.applied_index() + 1
 
 
 @pytest.fixture
@@ -69,13 +69,7 @@ def kv(key: bytes, value: bytes, create: int, mod: int, version: int, lease: int
 
 
 def grant_lease(log: Log, lease_id: int) -> None:
-    """Writes a lease record as lease code will (the store only checks presence)."""
-    log.store.close()
-    env = lmdb.open(log.path, max_dbs=4)
-    with env.begin(write=True) as txn:
-        txn.put(lease_key(lease_id), b"", db=env.open_db(b"leases", txn=txn))
-    env.close()
-    log.reopen()
+    assert log("lease_grant", ID=lease_id, TTL=60)["ID"] == lease_id
 
 
 # --- basics and revisions
@@ -358,6 +352,22 @@ def test_compact_zero_on_a_fresh_store_as_etcd(log):
     assert log("compact", revision=0) == error("compacted")
     assert log("compact", revision=1) == {"revision": 1}
     assert log.store.compact_revision() == 1
+
+
+def test_compaction_removes_superseded_revisions_and_tombstones(tmp_path):
+    empty = MvccStore(str(tmp_path / "empty"))
+    log = Log(str(tmp_path / "log"))
+    log("put", key=b"a", value=b"1")
+    log("put", key=b"a", value=b"2")
+    log("delete_range", key=b"a")
+    log("put", key=b"b", value=b"1")
+    log("compact", revision=4)
+    log("delete_range", key=b"b")
+    assert log.store.hash_kv(0)[0] != empty.hash_kv(0)[0]
+    log("compact", revision=6)  # b's put and tombstone go: no revision is left
+    assert log.store.hash_kv(0)[0] == empty.hash_kv(0)[0]
+    log.store.close()
+    empty.close()
 
 
 # --- apply batches, restart, readers

@@ -1,6 +1,7 @@
 """Property test: MvccStore against a plain in-memory model of etcd's MVCC semantics."""
 
 import tempfile
+from functools import cache
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -10,7 +11,7 @@ from petcd.store.errors import StoreError
 from petcd.store.mvcc import MvccStore
 
 KEYS = [b"a", b"ab", b"b", b"ba", b"c"]
-RANGE_ENDS = [b"", b"", b"\0", b"ab", b"b", b"c", b"d"]
+RANGE_ENDS = [b"", b"", b"\0", b"\0", b"ab", b"b", b"c", b"d"]
 VALUES = [b"", b"x", b"y"]
 KV_FIELDS = ("key", "create_revision", "mod_revision", "version", "value", "lease")
 
@@ -241,25 +242,40 @@ def txn_is_valid(txn: dict) -> bool:
 
 # --- strategies (revisions are drawn around the model's current revision)
 keys = st.sampled_from(KEYS)
+range_starts = st.sampled_from([b"\0", b"a", *KEYS])  # b"\0" with range_end b"\0": all keys
 range_ends = st.sampled_from(RANGE_ENDS)
 
 
+@cache
 def revisions(current: int) -> st.SearchStrategy[int]:
     return st.one_of(st.just(0), st.integers(-1, current + 1))
 
 
+@cache
 def range_requests(current: int) -> st.SearchStrategy[dict]:
-    bounds = st.one_of(st.just(0), st.integers(1, current + 1))
-    return st.fixed_dictionaries(
-        {"key": keys},
-        optional={"range_end": range_ends, "limit": st.integers(0, 3),
-                  "revision": revisions(current), "sort_order": st.integers(0, 2),
-                  "sort_target": st.integers(0, 4), "keys_only": st.booleans(),
-                  "count_only": st.booleans(), "serializable": st.booleans(),
-                  "min_mod_revision": bounds, "max_mod_revision": bounds,
-                  "min_create_revision": bounds, "max_create_revision": bounds})
+    """A key range plus up to two option groups (sorting, flags, one mod/create bound)."""
+    base = st.fixed_dictionaries(
+        {"key": range_starts, "range_end": range_ends},
+        optional={"limit": st.integers(0, 3), "revision": revisions(current)})
+    options = st.one_of(
+        st.just({}),
+        st.fixed_dictionaries({"sort_target": st.integers(0, 4),
+                               "sort_order": st.integers(0, 2)}),
+        st.fixed_dictionaries({}, optional={"keys_only": st.booleans(),
+                                            "count_only": st.booleans(),
+                                            "serializable": st.booleans()}),
+        st.tuples(st.sampled_from(["min_mod_revision", "max_mod_revision",
+                                   "min_create_revision", "max_create_revision"]),
+                  st.integers(1, current + 1)).map(lambda bound: dict([bound])),
+    )
+    return st.tuples(base, options, options).map(
+        lambda parts: {**parts[0], **parts[1], **parts[2]})
 
 
+whole_sorted_reads = st.fixed_dictionaries(
+    {"key": st.just(b"\0"), "range_end": st.just(b"\0"), "sort_order": st.integers(0, 2),
+     "sort_target": st.integers(0, 4), "limit": st.integers(0, 3)},
+    optional={"keys_only": st.booleans(), "count_only": st.booleans()})
 put_requests = st.fixed_dictionaries(
     {"key": keys},
     optional={"value": st.sampled_from(VALUES), "lease": st.sampled_from([0, 0, 0, 5]),
@@ -269,6 +285,7 @@ delete_requests = st.fixed_dictionaries(
     {"key": keys}, optional={"range_end": range_ends, "prev_kv": st.booleans()})
 
 
+@cache
 def compares(current: int) -> st.SearchStrategy[dict]:
     return st.fixed_dictionaries(
         {"key": keys, "target": st.integers(0, 4), "result": st.integers(0, 3)},
@@ -278,13 +295,14 @@ def compares(current: int) -> st.SearchStrategy[dict]:
                   "value": st.sampled_from(VALUES), "lease": st.sampled_from([0, 5])})
 
 
+@cache
 def txn_requests(current: int, depth: int) -> st.SearchStrategy[dict]:
     ops = [range_requests(current).map(lambda r: {"request_range": r}),
            put_requests.map(lambda r: {"request_put": r}),
            delete_requests.map(lambda r: {"request_delete_range": r})]
     if depth > 0:
         ops.append(txn_requests(current, depth - 1).map(lambda r: {"request_txn": r}))
-    op_lists = st.lists(st.one_of(ops), max_size=3)
+    op_lists = st.lists(st.one_of(ops), max_size=3 if depth > 0 else 2)
     return st.fixed_dictionaries({"compare": st.lists(compares(current), max_size=2),
                                   "success": op_lists, "failure": op_lists})
 
@@ -293,13 +311,14 @@ def with_op(op: str, requests: st.SearchStrategy[dict]) -> st.SearchStrategy[dic
     return requests.map(lambda r: {"op": op, **r})
 
 
+@cache
 def steps(current: int) -> st.SearchStrategy[list[dict] | str]:
     """A batch of requests applied in one apply() call, or a restart, or a replay."""
     requests = st.one_of(
-        with_op("put", put_requests), with_op("put", put_requests),
+        with_op("put", put_requests), with_op("put", put_requests), with_op("put", put_requests),
         with_op("delete_range", delete_requests),
-        with_op("txn", txn_requests(current, 2)).filter(txn_is_valid),
-        with_op("txn", txn_requests(current, 0)).filter(txn_is_valid),
+        with_op("txn", txn_requests(current, 1)).filter(txn_is_valid),
+        with_op("txn", txn_requests(current, 1)).filter(txn_is_valid),
         with_op("compact", st.fixed_dictionaries({"revision": revisions(current)})),
         with_op("range", range_requests(current)),
     )
@@ -314,7 +333,7 @@ def outcome(read, req: dict, *args) -> dict:
         return {"error": err.name}
 
 
-@settings(max_examples=150, deadline=None, database=None,
+@settings(max_examples=100, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(data=st.data())
 def test_store_matches_model(data):
@@ -323,7 +342,7 @@ def test_store_matches_model(data):
         store = MvccStore(path, sync=False, map_size_bytes=1 << 26)
         try:
             last_entries: list[tuple[int, dict]] = []
-            for _ in range(data.draw(st.integers(5, 25), label="steps")):
+            for _ in range(data.draw(st.integers(5, 20), label="steps")):
                 step = data.draw(steps(model.rev))
                 if step == "restart":
                     store.close()
@@ -336,8 +355,9 @@ def test_store_matches_model(data):
                     assert store.apply(last_entries) == [model.apply(req) for req in step]
                 assert store.current_revision() == model.rev
                 assert store.compact_revision() == max(model.compact_rev, 0)
-                for _ in range(2):
-                    req = data.draw(range_requests(model.rev), label="past read")
+                past_read = {**data.draw(range_requests(model.rev), label="past read"),
+                             "revision": data.draw(st.integers(0, model.rev + 1))}
+                for req in (past_read, data.draw(whole_sorted_reads, label="sorted read")):
                     assert outcome(store.range, req) == outcome(model.range, req, model.rev)
             for revision in range(max(model.compact_rev, 1) - 1, model.rev + 2):
                 req = {"key": b"\0", "range_end": b"\0", "revision": revision}
