@@ -368,8 +368,9 @@ def test_the_search_agrees_with_brute_force_on_random_small_histories():
             truth = _brute_force(h, use_revisions)
             verdicts[truth] += 1
             pruned = Search(keys, kept, use_revisions=use_revisions).run().status == "ok"
+            info_only = Search(keys, kept, use_revisions=use_revisions, prune="info").run().status == "ok"
             plain = Search(keys, kept, use_revisions=use_revisions, prune=False).run().status == "ok"
-            assert pruned == plain == truth, (use_revisions, [o.label() for o in h])
+            assert pruned == info_only == plain == truth, (use_revisions, [o.label() for o in h])
             full = check_linearizability(h, use_revisions=use_revisions)
             assert full.ok or not truth, [o.label() for o in h]  # never rejects a linearizable history
             if not use_revisions:  # without revisions, partitioning is exact
@@ -632,6 +633,9 @@ def test_a_lease_key_deleted_early_is_caught():
     assert not v.ok and "still answered" in v.summary
     # a revoke explains it
     assert check_leases([_lease(0, 5, [1000], deleted=3000, revoked_ms=2900)]).ok
+    # and a leader clock allowed to run twice as fast explains an expiry after half the TTL
+    assert check_leases([_lease(0, 5, [1000, 2000], deleted=6000)], clock_rates=(0.5, 2.0)).ok
+    assert not check_leases([_lease(0, 5, [1000, 2000], deleted=4000)], clock_rates=(0.5, 2.0)).ok
 
 
 def test_a_lease_key_that_outlives_its_lease_is_caught():
@@ -739,6 +743,7 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert main([good, "--checkers", "lease,lock"]) == 0
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[:-1]] == ["lease", "lock"]
     assert main([good, "--checkers", "nope"]) == 3
+    assert main([good, "--clock-rates", "2,1"]) == 3
     assert main([str(tmp_path / "missing.jsonl")]) == 3
     (tmp_path / "broken.jsonl").write_text("{broken\n")
     assert main([str(tmp_path / "broken.jsonl")]) == 3

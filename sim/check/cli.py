@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--election-timeout", type=int, default=1000, metavar="MS", help="lease: the cluster's election timeout")
     p.add_argument("--lease-bound", type=int, default=None, metavar="MS", help="lease: allowed lateness (default 2000 + election timeout)")
     p.add_argument("--lease-tolerance", type=int, default=0, metavar="MS", help="lease: slack for early expiry (client RTT)")
+    p.add_argument("--clock-rates", default="1,1", metavar="SLOW,FAST",
+                   help="lease: slowest and fastest rate of the leader's clock against the clients' (default 1,1)")
     p.add_argument("--committed", metavar="EVENTS.jsonl", help="watch: the full list of committed events, one JSON object a line")
     return p
 
@@ -57,6 +59,7 @@ def run_checkers(
     election_timeout_ms: int = 1000,
     lease_bound_ms: int | None = None,
     lease_tolerance_ms: int = 0,
+    clock_rates: tuple[float, float] = (1.0, 1.0),
 ) -> list[Verdict]:
     """Run the named checkers (default: every checker with ops in the history); one Verdict each."""
     from petcd.sim.check.lease import check_leases
@@ -79,7 +82,8 @@ def run_checkers(
         elif name == "lease":
             out.append(
                 check_leases(
-                    history, bound_ms=lease_bound_ms, election_timeout_ms=election_timeout_ms, tolerance_ms=lease_tolerance_ms
+                    history, bound_ms=lease_bound_ms, election_timeout_ms=election_timeout_ms,
+                    tolerance_ms=lease_tolerance_ms, clock_rates=clock_rates,
                 )
             )
         elif name == "lock":
@@ -108,6 +112,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"petcd check: unknown checker(s) {', '.join(unknown)} (known: {', '.join(CHECKERS)})", file=sys.stderr)
             return EXIT_USAGE
     try:
+        slow, fast = (float(x) for x in args.clock_rates.split(","))
+        if not 0 < slow <= fast:
+            raise ValueError
+    except ValueError:
+        print(f"petcd check: --clock-rates wants SLOW,FAST with 0 < SLOW <= FAST, not {args.clock_rates!r}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         history = load_history(args.history)
         committed = None
         if args.committed:
@@ -132,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             election_timeout_ms=args.election_timeout,
             lease_bound_ms=args.lease_bound,
             lease_tolerance_ms=args.lease_tolerance,
+            clock_rates=(slow, fast),
         )
     except (KeyError, TypeError, ValueError) as e:
         print(f"petcd check: malformed history: {e!r}", file=sys.stderr)

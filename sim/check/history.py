@@ -61,12 +61,14 @@ Other kinds (one op per observed object; outcome normally "ok"):
           that was answered with TTL > 0 were *sent*; revoked_ms when a revoke
           was sent; key_deleted_ms when the deletion of the keys was observed
           (e.g. a watch event), key_seen_ms when a read found the keys present.
-  lock    {name, acquired_ms, released_ms | null, fence_revision (the create
-           revision of the holder's lock key), writes: [{key, value, outcome,
-           succeeded?: bool, revision?, invoke_ms?, complete_ms?,
-           fence_revision? (defaults to the holder's)}]}
+  lock    {name, acquired_ms, released_ms | null (never released: held until
+           its session ended), fence_revision (the create revision of the
+           holder's lock key), writes: [{key, value, outcome, succeeded?: bool,
+           revision?, invoke_ms?, complete_ms?, fence_revision? (defaults to
+           the holder's)}]}
           invoke_ms of the lock op is when the lock was requested; each write
-          is guarded by "the lock key's create_revision == fence_revision".
+          is guarded by "the lock key's create_revision == fence_revision" and
+          counts as accepted when its outcome is "ok" and succeeded is not false.
 
 Unknown fields and kinds are kept as they are.
 """

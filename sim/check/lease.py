@@ -22,9 +22,12 @@ of these. Two properties:
 Times are the client's clock. Renewals are taken at the time the request was
 *sent*: the leader renewed the lease later than that, so "early" is judged
 against a lower bound of the true expiry -- sound as long as the client's and
-the leader's clocks advance at the same rate. If renewals were recorded when
-the answer arrived instead, pass tolerance_ms = the round-trip time. A lease
-whose deletion was never observed (and no key_seen_ms) cannot be judged late.
+the leader's clocks advance at the same rate; when they may not (a skewed
+clock), pass clock_rates = (slowest, fastest) rate of the leader's clock
+against the client's -- a leader whose clock runs twice as fast really does
+expire leases after half the TTL. If renewals were recorded when the answer
+arrived instead, pass tolerance_ms = the round-trip time. A lease whose
+deletion was never observed (and no key_seen_ms) cannot be judged late.
 """
 
 from __future__ import annotations
@@ -45,9 +48,18 @@ def check_leases(
     bound_ms: int | None = None,
     election_timeout_ms: int = DEFAULT_ELECTION_TIMEOUT_MS,
     tolerance_ms: int = 0,
+    clock_rates: tuple[float, float] = (1.0, 1.0),
 ) -> Verdict:
-    """Check every "lease" op of `history`. bound_ms defaults to 2000 + election_timeout_ms."""
+    """Check every "lease" op of `history`. bound_ms defaults to 2000 + election_timeout_ms.
+
+    clock_rates = (slowest, fastest) rate of the leader's clock against the client's
+    (e.g. (0.5, 2.0) when timers may be skewed that much): the lease then lasts between
+    TTL / fastest and TTL / slowest of client time.
+    """
     bound = 2000 + election_timeout_ms if bound_ms is None else bound_ms
+    slowest, fastest = clock_rates
+    if not 0 < slowest <= fastest:
+        raise ValueError(f"clock_rates must be 0 < slowest <= fastest, not {clock_rates}")
     bad: list[dict[str, Any]] = []
     judged_early = judged_late = 0
     leases = [(i, op) for i, op in enumerate(history) if op.kind == "lease"]
@@ -64,8 +76,8 @@ def check_leases(
         def report(kind: str, msg: str, at: int | None) -> None:
             bad.append({"op": i, "lease_id": lid, "kind": kind, "at_ms": at, "message": f"{name}: {msg}"})
 
-        earliest = last + ttl_ms - tolerance_ms  # the lease cannot have expired before this
-        latest = last + ttl_ms + bound  # the keys must be gone by this
+        earliest = last + ttl_ms / fastest - tolerance_ms  # the lease cannot have expired before this
+        latest = last + ttl_ms / slowest + bound  # the keys must be gone by this
         if revoked is not None:
             latest = min(latest, int(revoked) + bound)
         if deleted is not None:
@@ -81,14 +93,14 @@ def check_leases(
                 report(
                     "early",
                     f"keys deleted (observed at {deleted} ms, revision {op.get('key_deleted_revision')}) before "
-                    f"the lease could expire at {last + ttl_ms} ms: {why}",
+                    f"the lease could expire at {earliest:g} ms: {why}",
                     deleted,
                 )
             judged_late += 1
             if deleted > latest:
                 report(
                     "late",
-                    f"keys deleted only at {deleted} ms, {deleted - latest} ms after the deadline {latest} ms "
+                    f"keys deleted only at {deleted} ms, {deleted - latest:g} ms after the deadline {latest:g} ms "
                     f"(last renewal {last} ms + TTL {ttl_ms} ms + bound {bound} ms"
                     + (f"; revoked at {revoked} ms" if revoked is not None else "")
                     + ")",
@@ -101,7 +113,7 @@ def check_leases(
             if late:
                 report(
                     "late",
-                    f"keys still present at {max(late)} ms, {max(late) - latest} ms after the deadline {latest} ms "
+                    f"keys still present at {max(late)} ms, {max(late) - latest:g} ms after the deadline {latest:g} ms "
                     f"(last renewal {last} ms + TTL {ttl_ms} ms + bound {bound} ms)",
                     max(late),
                 )
@@ -110,6 +122,7 @@ def check_leases(
         "leases": len(leases),
         "bound_ms": bound,
         "tolerance_ms": tolerance_ms,
+        "clock_rates": list(clock_rates),
         "judged_early": judged_early,
         "judged_late": judged_late,
         "violations": bad,

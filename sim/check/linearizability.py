@@ -71,7 +71,7 @@ from petcd.sim.check.verdict import FAIL, OK, UNKNOWN, Verdict
 CHECKER = "linearizability"
 DEFAULT_MAX_STEPS = 2_000_000
 DIAGNOSIS_STEPS = 200_000  # budget of the searches that only improve a failure's report
-_MISSING = object()
+DIAGNOSIS_SECONDS = 2.0
 
 State = tuple[tuple[Any, ...], int]  # (values by slot, revision lower bound)
 Step = Callable[[State], State | None]
@@ -444,10 +444,11 @@ class PartitionResult:
 class Search:
     """The search over one partition (ops touching only `keys`).
 
-    Sound prunings are added to the just-in-time search, each cutting a step
-    after which no linearization exists (`prune=False` turns them off, for
-    testing). "Pending" below means not yet linearized; a pending op can only
-    be placed before a pending ok op's return if it was invoked by then.
+    Sound prunings are added to the just-in-time search (`prune=False` turns
+    them off, for testing; prune="info" keeps only the info-op rule, which
+    does not cut paths short -- used for the failure report's longest prefix).
+    "Pending" means not yet linearized; a pending op can only be placed before
+    a pending ok op's return if it was invoked by then.
       revisions  (with use_revisions) an ok op that reported revision r can
                  only be placed while the bound is <= r (a read) or < r (a
                  write), and the bound never goes down: a step that lifts the
@@ -463,8 +464,14 @@ class Search:
                  the key can still be placed before the op returns;
       info ops   an info write is only placed where it helps a pending op: one
                  that needs the value it writes, or needs the key to NOT hold
-                 the value it overwrites. (A linearization that places it
-                 elsewhere stays one without it.)
+                 the value it overwrites (a linearization that places it
+                 elsewhere stays one without it);
+      reads      a read-only ok op (get, failed cas or txn, delete of nothing)
+                 that fits now without raising the revision bound is placed at
+                 once and its siblings are not tried: any linearization from
+                 here stays one with that read moved up to now.
+    The first three cut steps after which no linearization exists; the last
+    two only skip linearizations that have an equivalent one still explored.
 
     Candidates at each point (ops called before the first pending return) are
     tried in order of reported revision -- a write before the reads at its
@@ -479,7 +486,7 @@ class Search:
         *,
         use_revisions: bool = True,
         initial: Mapping[bytes, bytes | None] | None = None,
-        prune: bool = True,
+        prune: bool | str = True,
     ) -> None:
         self.keys = keys
         self.indexes = [i for i, _ in ops]
@@ -608,7 +615,8 @@ class Search:
         """Why the step st -(op j)-> ns cannot lead to a linearization (None: it may)."""
         n = self.n
         first = self._first
-        if ns[1] > st[1]:
+        every = self.prune is True
+        if every and ns[1] > st[1]:
             k = first(self.L_cap, j)
             if ns[1] > self.cap[k]:
                 return ("revision", k, ns[1])
@@ -625,14 +633,14 @@ class Search:
             x = pid.get((sl, u))
             if x is not None:
                 g = first(self.L_need[x], j)
-                if g != n and invoke[first(self.L_write[x], j)] > complete[g]:
+                if every and g != n and invoke[first(self.L_write[x], j)] > complete[g]:
                     return ("value", x, g)
                 if not useful and first(self.L_ne_any[x], j) != n:
                     useful = True
             y = pid.get((sl, w))
             if y is not None:
                 c = first(self.L_ne[y], j)
-                if c != n and invoke[first(self.L_slot_write[sl], j)] > complete[c]:
+                if every and c != n and invoke[first(self.L_slot_write[sl], j)] > complete[c]:
                     return ("not-value", y, c)
                 if not useful and (first(self.L_need[y], j) != n or first(self.L_info_need[y], j) != n):
                     useful = True
@@ -640,11 +648,15 @@ class Search:
             return ("useless",)
         return None
 
-    def run(self, max_steps: int = DEFAULT_MAX_STEPS) -> PartitionResult:
+    def run(self, max_steps: int = DEFAULT_MAX_STEPS, max_seconds: float | None = None) -> PartitionResult:
+        """Search; `max_steps` (candidate tries) and `max_seconds` bound it: past either, the result is "unknown"."""
         t0 = time.perf_counter()
+        deadline = None if max_seconds is None else t0 + max_seconds
         out = PartitionResult(self.keys, self.indexes)
         n, ops, is_ok, steps_fn = self.n, self.ops, self.is_ok, self.steps_fn
         prune = self.prune
+        greedy = prune is True
+        read_only = [is_ok[j] and not self.write_ids[j] for j in range(n)]
         pruned, take, untake = self.pruned, self._take, self._untake
         self._reset()
         bit = [0] * n
@@ -739,14 +751,14 @@ class Search:
                     prv[nxt[c]] = c
                 pos += 1
                 continue
+            j = cands[pos]
             steps += 1
-            if steps > max_steps:
+            if steps > max_steps or (deadline is not None and not steps & 1023 and time.perf_counter() > deadline):
                 out.status = UNKNOWN
                 if peak:
                     out.best = [x[0] for x in stack]
                     out.best_state = state
                 break
-            j = cands[pos]
             ns = steps_fn[j](state)
             if ns is not None and prune and pruned(j, state, ns) is not None:
                 ns = None
@@ -768,8 +780,13 @@ class Search:
                             break
                     if fresh:
                         seen.append((nlo, ninfo))
+                # A read-only op (in any state) that fits here without raising the revision
+                # bound can go first: any linearization from here stays one with the read moved
+                # up to now. So its branch is the only one to try, and if it was already
+                # explored, nothing else here can succeed.
+                eager = greedy and read_only[j] and ns[1] == state[1]
                 if fresh:
-                    stack.append((j, state, cands, pos))
+                    stack.append((j, state, cands, len(cands) - 1 if eager else pos))
                     state, okbits, infobits = ns, nok, ninfo
                     take(j)
                     if is_ok[j]:
@@ -788,6 +805,9 @@ class Search:
                         peak = True
                     cands = window()
                     pos = 0
+                    continue
+                if eager:
+                    pos = len(cands)
                     continue
             pos += 1
         if out.status == OK:
@@ -917,7 +937,7 @@ class Search:
         if ns is None:
             return explain(op, values, lo, self.use_revisions) or "it cannot take effect here"
         if self.prune:
-            why = self.pruned(j, state, ns)
+            why = self.pruned(j, state, ns)  # (only the info rule when prune == "info")
             if why is not None and why[0] == "revision":
                 other = self.ops[why[1]]
                 related.append(why[1])
@@ -1031,12 +1051,14 @@ def check_linearizability(
     *,
     use_revisions: bool = True,
     max_steps: int = DEFAULT_MAX_STEPS,
+    max_seconds: float | None = None,
     initial: Mapping[bytes, bytes | None] | None = None,
 ) -> Verdict:
     """Check the KV operations of `history` (other kinds are ignored).
 
-    max_steps bounds the search of each partition; `initial` is the state before
-    the history (default: every key absent).
+    max_steps (candidate tries) and max_seconds (wall clock, optional) bound the
+    search of each partition: one that runs out is "unknown". `initial` is the
+    state before the history (default: every key absent).
     """
     t0 = time.perf_counter()
     kv = [(i, op) for i, op in enumerate(history) if op.kind in KV_KINDS and op.outcome != "fail"]
@@ -1047,7 +1069,7 @@ def check_linearizability(
         s = Search(keys, ops, use_revisions=use_revisions, initial=initial)
         stale = s.unsupplied()
         # a stale read already proves the partition wrong: search only for the report's prefix
-        p = s.run(min(max_steps, DIAGNOSIS_STEPS) if stale else max_steps)
+        p = s.run(min(max_steps, DIAGNOSIS_STEPS), DIAGNOSIS_SECONDS) if stale else s.run(max_steps, max_seconds)
         if stale:
             p.status = FAIL
         parts.append(p)
@@ -1057,8 +1079,8 @@ def check_linearizability(
         if p.status == FAIL:
             # The prunings stop a dead-end path early; the plain just-in-time search runs on to the op
             # that really cannot be placed, which is the longest prefix a reader expects.
-            plain = Search(keys, ops, use_revisions=use_revisions, initial=initial, prune=False)
-            q = plain.run(min(max_steps, DIAGNOSIS_STEPS))
+            plain = Search(keys, ops, use_revisions=use_revisions, initial=initial, prune="info")
+            q = plain.run(min(max_steps, DIAGNOSIS_STEPS), DIAGNOSIS_SECONDS)
             if q.status == FAIL:
                 d = plain.diagnose(q)
                 d["steps"] = p.steps
@@ -1087,6 +1109,7 @@ def check_linearizability(
         "seconds": round(elapsed, 3),
         "use_revisions": use_revisions,
         "max_steps": max_steps,
+        "max_seconds": max_seconds,
         "partition_results": [
             {
                 "keys": [show(k) for k in p.keys[:10]] + (["..."] if len(p.keys) > 10 else []),
@@ -1121,7 +1144,9 @@ def check_linearizability(
     return Verdict(
         False,
         CHECKER,
-        f"unknown: {len(unknown)} partitions exceeded the step budget of {max_steps} "
+        f"unknown: {len(unknown)} partitions exceeded the search budget ({max_steps} steps"
+        + (f" or {max_seconds:g}s" if max_seconds is not None else "")
+        + ") "
         f"(keys {', '.join(show(k) for k in unknown[0].keys[:5])}); {stats}",
         details,
     )

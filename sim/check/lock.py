@@ -148,9 +148,7 @@ def check_locks(history: Sequence[Op], *, max_reports: int = 50) -> Verdict:
         # overlaps (warnings)
         def end(op: Op) -> float:
             r = op.get("released_ms")
-            if r is not None:
-                return int(r)
-            return op.complete_ms if op.complete_ms is not None else float("inf")
+            return float("inf") if r is None else int(r)  # never released: held until its session died
 
         for x, (i, a) in enumerate(acquired):
             for j, b in acquired[x + 1 :]:

@@ -91,7 +91,7 @@ def timeline_svg(
         for i, op in sorted(((i, op) for i, op in zip(idx, ops) if op.process == p), key=lambda t: (t[1].invoke_ms, t[0])):
             end = t1 if op.complete_ms is None else op.complete_ms
             for r, e in enumerate(ends):
-                if e < op.invoke_ms:
+                if e <= op.invoke_ms:
                     break
             else:
                 r = len(ends)
@@ -193,7 +193,8 @@ def _legend() -> str:
 def _op_line(history: Sequence[Op], i: int, cls: str = "op") -> str:
     if 0 <= i < len(history):
         op = history[i]
-        return f'<span class="{cls}">[{i}] {_e(op.label())}</span> <small>({op.invoke_ms}..{op.complete_ms} ms)</small>'
+        end = "-" if op.complete_ms is None else op.complete_ms
+        return f'<span class="{cls}">[{i}] {_e(op.label())}</span> <small>({op.invoke_ms}..{end} ms)</small>'
     return f"[{i}]"
 
 
@@ -208,7 +209,7 @@ def _lin_failure(history: Sequence[Op], f: dict[str, Any], title: str) -> str:
         parts.append(f"<p>Cannot be placed: {_op_line(history, culprit, 'culprit')}<br>Why: {_e(f.get('culprit_why', ''))}</p>")
     parts.append(
         f"<p>Longest linearizable prefix found: {len(prefix)} operations; the state after it: "
-        f"<code>{_e(f.get('state'))}</code>"
+        f"<code>{_e(', '.join(f'{k}={v}' for k, v in (f.get('state') or {}).items()) or '(no keys)')}</code>"
         + (f", store revision &ge; {_e(f.get('revision_bound'))}" if f.get("revision_bound") is not None else "")
         + "</p>"
     )

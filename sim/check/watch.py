@@ -227,7 +227,8 @@ def check_watch(
         )
 
     # pooled observations: (rev, key) -> (type, value, watcher name)
-    seen_by: dict[tuple[int, bytes], tuple[str, bytes | None, str]] = {}
+    seen_by: dict[tuple[int, bytes], tuple[str, bytes | None, int]] = {}  # ... (type, value, watcher index)
+    name_of = {w.index: w.name for w in watchers}
 
     for w in watchers:
         evs, spec = w.events, w.spec
@@ -329,11 +330,11 @@ def check_watch(
             # the key's value after e: the truth's when known (a wrong event is reported once, not again here)
             last_of_key[e.key] = (e, need[1] if need is not None else e.value if e.type == "PUT" else None)
             # pool it
-            mine = (e.type, e.value if e.type == "PUT" else None, w.name)
+            mine = (e.type, e.value if e.type == "PUT" else None, w.index)
             other = seen_by.setdefault((e.revision, e.key), mine)
             if other[:2] != mine[:2] and need is None:
                 report(
-                    w, "disagree", f"got {e.label()}, but {other[2]} got {other[0]} {show(e.key)}={show(other[1])} there",
+                    w, "disagree", f"got {e.label()}, but {name_of[other[2]]} got {other[0]} {show(e.key)}={show(other[1])} there",
                     e.revision, e.key,
                 )
 
@@ -348,8 +349,8 @@ def check_watch(
                         expected[(rev, key)] = src
         if not truth.complete:  # with the full truth, what others saw adds nothing (or is a phantom)
             for (rev, key), (t, _, who) in seen_by.items():
-                if who != w.name and w.spans(rev) and w.spec.covers(key, t):
-                    expected.setdefault((rev, key), f"seen by {who}")
+                if who != w.index and w.spans(rev) and w.spec.covers(key, t):
+                    expected.setdefault((rev, key), f"seen by {name_of[who]}")
         for rev, key in sorted(expected):
             if (rev, key) not in got:
                 report(
