@@ -164,6 +164,12 @@ def zap_warn(target: str, attempt: int, error: str) -> None:
                   goutil.zap_string(error)))
 
 
+# Every channel stays referenced until the process exits: a channel that is
+# garbage collected is closed, which races grpc's connectivity polling thread
+# (a traceback on stderr).
+_CHANNELS: list = []
+
+
 class _Conn:
     """One endpoint's channel and its last connectivity state."""
 
@@ -178,6 +184,7 @@ class _Conn:
             self.channel = grpc.secure_channel(target, creds, options=options)
         else:
             self.channel = grpc.insecure_channel(target, options=options)
+        _CHANNELS.append(self.channel)
         self.channel.subscribe(self._on_state, try_to_connect=True)
 
     def _on_state(self, state) -> None:
@@ -188,12 +195,15 @@ class _Conn:
 
 class Client:
     def __init__(self, endpoints: list[str], dial_timeout: int, keepalive_time: int,
-                 keepalive_timeout: int, tls=None, auth: tuple[str, str] | None = None):
+                 keepalive_timeout: int, tls=None, auth: tuple[str, str] | None = None,
+                 metadata: list[tuple[str, str]] | None = None):
         if not endpoints:
             raise ClientError("etcdclient: no available endpoints")
         self.id = "client-" + str(uuid.uuid4())
         _, first_host, _ = parse_endpoint(endpoints[0])
         self.target = "endpoint://%s/%s" % (self.id, first_host)
+        self.direct = False
+        self.settings = (dial_timeout, keepalive_time, keepalive_timeout, tls)
         options = [
             ("grpc.max_receive_message_length", 2 ** 31 - 1),
             ("grpc.max_send_message_length", 2 * 1024 * 1024),
@@ -204,9 +214,20 @@ class Client:
             options.append(("grpc.keepalive_time_ms", max(10000, keepalive_time // 1000000)))
             options.append(("grpc.keepalive_timeout_ms", max(1, keepalive_timeout // 1000000)))
         self.conns = [_Conn(ep, options, tls) for ep in endpoints]
-        self.metadata: list[tuple[str, str]] = []
+        self.endpoints = list(endpoints)
+        self.metadata: list[tuple[str, str]] = list(metadata or [])
         if auth is not None and auth[0] != "" and auth[1] != "":
             self._get_token(auth, dial_timeout)
+
+    def dial(self, ep: str) -> "Client":
+        """clientv3's Client.Dial(ep): a connection to that one endpoint
+        (grpc's passthrough resolver, pick-first), with this client's token."""
+        dial_timeout, keepalive_time, keepalive_timeout, tls = self.settings
+        c = Client([ep], dial_timeout, keepalive_time, keepalive_timeout, tls,
+                   metadata=self.metadata)
+        c.target = "passthrough:///" + ep
+        c.direct = True
+        return c
 
     # -- auth --------------------------------------------------------------------
 
@@ -253,10 +274,20 @@ class Client:
             desc = e.details() or ""
             if code == "DeadlineExceeded" and (desc == "Deadline Exceeded" or desc == ""):
                 if conn.saw_failure and conn.state != grpc.ChannelConnectivity.READY:
-                    desc = BALANCER_TRANSIENT_FAILURE
+                    desc = self._balancer_error(conn)
                 else:
                     desc = CTX_DEADLINE
             raise RPCError(code, desc) from None
+
+    def _balancer_error(self, conn) -> str:
+        if not self.direct:
+            return BALANCER_TRANSIENT_FAILURE
+        # grpc-go's pick-first balancer reports the last dial error
+        return ('latest balancer error: connection error: desc = "transport: Error while dialing '
+                'dial tcp %s: connect: connection refused"' % conn.host)
+
+    def stream(self, service: str, method: str, metadata=()) -> "Stream":
+        return Stream(self, service, method, list(metadata))
 
     def call(self, service: str, method: str, req, deadline, repeatable: bool):
         """Invoke with clientv3's retry interceptor semantics; raise RPCError."""
@@ -282,8 +313,64 @@ class Client:
         raise last
 
     def close(self) -> None:
+        """Stop using the connections.  They are left open: closing a channel
+        races grpc's connectivity polling thread (a traceback on stderr), and
+        the process exits soon anyway."""
         for c in self.conns:
-            c.channel.close()
+            try:
+                c.channel.unsubscribe(c._on_state)  # noqa: SLF001
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+
+
+class StreamClosed(Exception):
+    """The stream ended: ``error`` is the RPCError, or None for a clean end."""
+
+    def __init__(self, error: "RPCError | None"):
+        super().__init__(error)
+        self.error = error
+
+
+class Stream:
+    """A bidirectional gRPC stream on a ready connection (wait for ready).
+
+    ``send`` queues a request; ``recv`` blocks for the next response and
+    raises StreamClosed when the stream ends; ``close`` cancels it.
+    """
+
+    _END = object()
+
+    def __init__(self, client: Client, service: str, method: str, metadata: list):
+        import queue
+        self.requests: "queue.Queue" = queue.Queue()
+        conn = client._pick(None)
+        stub_cls = getattr(rpc_pb2_grpc, service + "Stub")
+        fn = getattr(stub_cls(conn.channel), method)
+        md = list(client.metadata) + list(metadata)
+        self.call = fn(self._requests(), metadata=md or None, wait_for_ready=True)
+
+    def _requests(self):
+        while True:
+            item = self.requests.get()
+            if item is self._END:
+                return
+            yield item
+
+    def send(self, req) -> None:
+        self.requests.put(req)
+
+    def recv(self):
+        try:
+            return next(self.call)
+        except StopIteration:
+            raise StreamClosed(None) from None
+        except grpc.RpcError as e:
+            code = GO_CODES.get(e.code().name, "Unknown")
+            raise StreamClosed(RPCError(code, e.details() or "")) from None
+
+    def close(self) -> None:
+        self.requests.put(self._END)
+        self.call.cancel()
 
 
 def _safe_retry(e: RPCError, repeatable: bool) -> bool:

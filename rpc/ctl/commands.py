@@ -53,13 +53,26 @@ def _leaf(use: str, short: str) -> Command:
 def build_root(gflags: list[pflag.Flag]) -> Command:
     from .ep_command import new_endpoint_command
     from .kv_commands import new_del_command, new_get_command, new_put_command
+    from .lease_command import new_lease_command
+    from .lock_command import new_elect_command, new_lock_command
+    from .member_command import new_member_command
+    from .move_leader_command import new_move_leader_command
     from .txn_command import new_txn_command
+    from .watch_command import new_watch_command
+
+    def member_run(name):
+        return _lazy("member_command", "member_%s_command_func" % name)
+
+    def lease_run(name):
+        return _lazy("lease_command", {
+            "grant": "lease_grant_command_func", "revoke": "lease_revoke_command_func",
+            "timetolive": "lease_time_to_live_command_func", "list": "lease_list_command_func",
+            "keep-alive": "lease_keep_alive_command_func"}[name])
 
     root = Command("etcdctl", "A simple command line client for etcd3.", persistent_flags=gflags)
-    endpoint = new_endpoint_command(_lazy("ep_command", "ep_health_command_func"))
-    for sub in endpoint.commands:
-        if sub.unsupported:
-            sub.run = unsupported_command_func
+    endpoint = new_endpoint_command(_lazy("ep_command", "ep_health_command_func"),
+                                    _lazy("ep_command", "ep_status_command_func"),
+                                    _lazy("ep_command", "ep_hashkv_command_func"))
     root.add(
         new_get_command(_lazy("kv_commands", "get_command_func")),
         new_put_command(_lazy("kv_commands", "put_command_func")),
@@ -73,28 +86,19 @@ def build_root(gflags: list[pflag.Flag]) -> Command:
                [("disarm", "Disarms all alarms"), ("list", "Lists all alarms")]),
         _leaf("defrag", "Defragments the storage of the etcd members with given endpoints"),
         endpoint,
-        _leaf("move-leader <transferee-member-id>", "Transfers leadership to another etcd cluster member."),
-        _leaf("watch [options] [key or prefix] [range_end] [--] [exec-command arg1 arg2 ...]",
-              "Watches events stream on keys or prefixes"),
+        new_move_leader_command(_lazy("move_leader_command", "transfer_leadership_command_func")),
+        new_watch_command(_lazy("watch_command", "watch_command_func")),
         Command("version", "Prints the version of etcdctl", run=version_command_func),
-        _group("lease <subcommand>", "Lease related commands",
-               [("grant <ttl>", "Creates leases"), ("revoke <leaseID>", "Revokes leases"),
-                ("timetolive <leaseID> [options]", "Get lease information"),
-                ("list", "List all active leases"), ("keep-alive [options] <leaseID>", "Keeps leases alive (renew)")]),
-        _group("member <subcommand>", "Membership related commands",
-               [("add <memberName> [options]", "Adds a member into the cluster"),
-                ("remove <memberID>", "Removes a member from the cluster"),
-                ("update <memberID> [options]", "Updates a member in the cluster"),
-                ("list", "Lists all members in the cluster"),
-                ("promote <memberID>", "Promotes a non-voting member in the cluster")]),
+        new_lease_command(lease_run),
+        new_member_command(member_run),
         _group("snapshot <subcommand>", "Manages etcd node snapshots",
                [("save <filename>", "Stores an etcd node backend snapshot to a given file"),
                 ("restore <filename> [options]", "Restores an etcd member snapshot to an etcd directory"),
                 ("status <filename>", "Gets backend snapshot status of a given file")]),
         _leaf("make-mirror [options] <destination>", "Makes a mirror at the destination etcd cluster"),
         _leaf("migrate", "Migrates keys in a v2 store to a mvcc store"),
-        _leaf("lock <lockname> [exec-command arg1 arg2 ...]", "Acquires a named lock"),
-        _leaf("elect <election-name> [proposal]", "Observes and participates in leader election"),
+        new_lock_command(_lazy("lock_command", "lock_command_func")),
+        new_elect_command(_lazy("lock_command", "elect_command_func")),
         _group("auth <enable or disable>", "Enable or disable authentication",
                [("enable", "Enables authentication"), ("disable", "Disables authentication")]),
         _group("user <subcommand>", "User related commands",

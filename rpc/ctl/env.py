@@ -10,6 +10,10 @@ from . import errors, goutil, pflag
 
 PREFIX = "ETCDCTL"
 
+# The environment as the process got it (os.Environ() of the commands etcdctl runs),
+# before petcdctl itself sets anything.
+ORIGINAL_ENVIRON = dict(os.environ)
+
 
 def flag_to_env(prefix: str, name: str) -> str:
     return prefix + "_" + name.upper().replace("-", "_")

@@ -37,6 +37,12 @@ def err(data: bytes | str) -> None:
     sys.stderr.buffer.flush()
 
 
+def flush() -> None:
+    """Go writes straight to the file descriptors: long-running commands
+    flush after each output so that nothing is lost when a signal kills them."""
+    sys.stdout.buffer.flush()
+
+
 def exit_with_error(code: int, message: str):
     """ExitWithError: print ``Error: <err>`` on stderr and exit with ``code``."""
     err("Error: %s\n" % message)

@@ -203,6 +203,23 @@ def parse_int(s: str, base: int = 10, bits: int = 64, fn: str = "ParseInt") -> i
     return -v if neg else v
 
 
+def parse_uint(s: str, base: int = 10, bits: int = 64) -> int:
+    """strconv.ParseUint (no sign accepted)."""
+    fn = "ParseUint"
+    if s == "" or s[0] in "+-":
+        raise _num_error(fn, s, "invalid syntax")
+    if base == 0:
+        v = parse_int(s, 0, bits + 1, fn)  # same prefix rules; range checked below
+    else:
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[:base]
+        if any(ch.lower() not in digits for ch in s):
+            raise _num_error(fn, s, "invalid syntax")
+        v = int(s, base)
+    if v >= 1 << bits:
+        raise _num_error(fn, s, "value out of range")
+    return v
+
+
 def _underscore_ok(s: str) -> bool:
     saw = "^"
     i = 0

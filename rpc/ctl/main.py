@@ -74,6 +74,10 @@ class Ctl:
         """clientConfigFromCmd: environment, debug listing, endpoints, TLS and auth."""
         fs = cmd.flags()
         inherited = cmd.inherited_flags()
+        if cmd.use.startswith("watch"):
+            # etcdctl silences the warnings about these two (they are not flags)
+            inherited.add(pflag.Flag("watch-key", _NoValue(), "watch key"))
+            inherited.add(pflag.Flag("watch-range-end", _NoValue(), "watch range end"))
         if env:
             set_pflags_from_env(inherited)
             if fs.lookup("debug").v:
@@ -145,6 +149,21 @@ class Ctl:
             errors.exit_with_error(errors.EXIT_ERROR, e.client_message(deadline_passed(deadline)))
 
 
+class _NoValue(pflag.Value):
+    """A placeholder flag value: setting it does nothing, it prints as ""."""
+
+    type_name = "string"
+
+    def __init__(self):
+        self.v = ""
+
+    def set(self, s: str) -> None:
+        pass
+
+    def string(self) -> str:
+        return ""
+
+
 def _os_err(e: OSError) -> str:
     return {2: "no such file or directory", 13: "permission denied",
             21: "is a directory"}.get(e.errno, (e.strerror or str(e)).lower())
@@ -176,6 +195,7 @@ def execute(argv: list[str]) -> int:
         return 1
     root = build_root(global_flags())
     ctl = Ctl(root.persistent)
+    ctl.os_args = [sys.argv[0] if sys.argv else "etcdctl"] + list(argv)
     cmd, rest, err = root.find(argv)
     if err is not None:
         errors.err("Error: %s\nRun '%s --help' for usage.\n" % (err, cmd.command_path()))

@@ -80,6 +80,11 @@ class Int64Value(Value):
         return str(self.v)
 
 
+class IntValue(Int64Value):
+    type_name = "int"
+    go_varname = "int"
+
+
 class DurationValue(Value):
     type_name = "duration"
     go_varname = "duration"
@@ -144,7 +149,7 @@ class Flag:
         return self.value.v
 
     def default_is_zero(self) -> bool:
-        return self.def_value in {"bool": ("false",), "string": ("",), "int64": ("0",),
+        return self.def_value in {"bool": ("false",), "string": ("",), "int64": ("0",), "int": ("0",),
                                   "duration": ("0", "0s"), "stringSlice": ("[]",)}[
             self.value.type_name]
 
@@ -159,6 +164,10 @@ def string_flag(name, default, usage, shorthand=""):
 
 def int64_flag(name, default, usage, shorthand=""):
     return Flag(name, Int64Value(default), usage, shorthand)
+
+
+def int_flag(name, default, usage, shorthand=""):
+    return Flag(name, IntValue(default), usage, shorthand)
 
 
 def duration_flag(name, default, usage, shorthand=""):

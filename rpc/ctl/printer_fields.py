@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import errors, goutil
-from .printer import EpHealth, Printer
+from .printer import EpHashKV, EpHealth, EpStatus, Printer, WatchResponse, event_type_name
 
 
 def _b(v: bool) -> str:
@@ -65,4 +65,68 @@ class FieldsPrinter(Printer):
             errors.out('"Health" : %s\n' % _b(h.health))
             errors.out('"Took" : %s\n' % h.took)
             errors.out('"Error" : %s\n' % h.error)
+            errors.out("\n")
+
+    def endpoint_status(self, statuses: list[EpStatus]) -> None:
+        for st in statuses:
+            r = st.resp
+            self.hdr(r.header)
+            errors.out('"Version" : %s\n' % goutil.quote(r.version.encode()))
+            errors.out('"DBSize" : %d\n' % r.dbSize)
+            errors.out('"Leader" : %d\n' % r.leader)
+            errors.out('"IsLearner" : %s\n' % _b(r.isLearner))
+            errors.out('"RaftIndex" : %d\n' % r.raftIndex)
+            errors.out('"RaftTerm" : %d\n' % r.raftTerm)
+            errors.out('"RaftAppliedIndex" : %d\n' % r.raftAppliedIndex)
+            errors.out('"Errors" : [%s]\n' % " ".join(r.errors))
+            errors.out('"Endpoint" : %s\n' % goutil.quote(st.ep.encode("utf-8", "surrogateescape")))
+            errors.out("\n")
+
+    def endpoint_hashkv(self, hashes: list[EpHashKV]) -> None:
+        for h in hashes:
+            self.hdr(h.resp.header)
+            errors.out('"Endpoint" : %s\n' % goutil.quote(h.ep.encode("utf-8", "surrogateescape")))
+            errors.out('"Hash" : %d\n' % h.resp.hash)
+            errors.out("\n")
+
+    def watch(self, resp: WatchResponse) -> None:
+        self.hdr(resp.header)
+        for ev in resp.events or ():
+            errors.out('"Type" : %s\n' % event_type_name(ev.type))
+            if ev.HasField("prev_kv"):
+                self.kv("Prev", ev.prev_kv)
+            self.kv("", ev.kv)
+
+    def grant(self, resp) -> None:
+        self.hdr(resp.header)
+        errors.out('"ID" : %d\n"TTL" : %d\n' % (resp.ID, resp.TTL))
+
+    def revoke(self, lease_id: int, resp) -> None:
+        self.hdr(resp.header)
+
+    def keep_alive(self, resp) -> None:
+        self.hdr(resp.header)
+        errors.out('"ID" : %d\n"TTL" : %d\n' % (resp.ID, resp.TTL))
+
+    def time_to_live(self, resp, keys: bool) -> None:
+        self.hdr(resp.header)
+        errors.out('"ID" : %d\n"TTL" : %d\n"GrantedTTL" : %d\n' % (resp.ID, resp.TTL, resp.grantedTTL))
+        for k in resp.keys:
+            errors.out('"Key" : %s\n' % goutil.quote(k))
+
+    def leases(self, resp) -> None:
+        self.hdr(resp.header)
+        for item in resp.leases:
+            errors.out('"ID" : %d\n' % item.ID)
+
+    def member_list(self, resp) -> None:
+        self.hdr(resp.header)
+        for m in resp.members:
+            errors.out('"ID" : %d\n' % m.ID)
+            errors.out('"Name" : %s\n' % goutil.quote(m.name.encode("utf-8", "surrogateescape")))
+            for u in m.peerURLs:
+                errors.out('"PeerURL" : %s\n' % goutil.quote(u.encode("utf-8", "surrogateescape")))
+            for u in m.clientURLs:
+                errors.out('"ClientURL" : %s\n' % goutil.quote(u.encode("utf-8", "surrogateescape")))
+            errors.out('"IsLearner" : %s\n' % _b(m.isLearner))
             errors.out("\n")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from . import errors
-from .printer import EpHealth, Printer
+from .printer import (EpHashKV, EpHealth, EpStatus, Printer, WatchResponse, endpoint_hashkv_rows,
+                      endpoint_status_rows, event_type_name, member_list_rows)
 
 
 def _hex(data: bytes) -> bytes:
@@ -60,3 +61,62 @@ class SimplePrinter(Printer):
                            % (h.ep, h.took))
             else:
                 errors.err("%s is unhealthy: failed to commit proposal: %s\n" % (h.ep, h.error))
+
+    def endpoint_status(self, statuses: list[EpStatus]) -> None:
+        for row in endpoint_status_rows(statuses):
+            errors.out(", ".join(row) + "\n")
+
+    def endpoint_hashkv(self, hashes: list[EpHashKV]) -> None:
+        for row in endpoint_hashkv_rows(hashes):
+            errors.out(", ".join(row) + "\n")
+
+    def move_leader(self, leader: int, target: int, resp) -> None:
+        errors.out("Leadership transferred from %x to %x\n" % (leader, target))
+
+    def watch(self, resp: WatchResponse) -> None:
+        for ev in resp.events or ():
+            errors.out(event_type_name(ev.type) + "\n")
+            if ev.HasField("prev_kv"):
+                self.kv(ev.prev_kv)
+            self.kv(ev.kv)
+
+    def grant(self, resp) -> None:
+        errors.out("lease %016x granted with TTL(%ds)\n" % (resp.ID, resp.TTL))
+
+    def revoke(self, lease_id: int, resp) -> None:
+        errors.out("lease %016x revoked\n" % (lease_id))
+
+    def keep_alive(self, resp) -> None:
+        errors.out("lease %016x keepalived with TTL(%d)\n" % (resp.ID, resp.TTL))
+
+    def time_to_live(self, resp, keys: bool) -> None:
+        lid = resp.ID
+        if resp.grantedTTL == 0 and resp.TTL == -1:
+            errors.out("lease %016x already expired\n" % lid)
+            return
+        txt = b"lease %016x granted with TTL(%ds), remaining(%ds)" % (lid, resp.grantedTTL, resp.TTL)
+        if keys:
+            txt += b", attached keys([" + b" ".join(resp.keys) + b"])"
+        errors.out(txt + b"\n")
+
+    def leases(self, resp) -> None:
+        errors.out("found %d leases\n" % len(resp.leases))
+        for item in resp.leases:
+            errors.out("%016x\n" % (item.ID))
+
+    def member_add(self, resp) -> None:
+        # 3.4.23 says nothing of a learner here
+        errors.out("Member %16x added to cluster %16x\n" % (resp.member.ID, resp.header.cluster_id))
+
+    def member_remove(self, member_id: int, resp) -> None:
+        errors.out("Member %16x removed from cluster %16x\n" % (member_id, resp.header.cluster_id))
+
+    def member_update(self, member_id: int, resp) -> None:
+        errors.out("Member %16x updated in cluster %16x\n" % (member_id, resp.header.cluster_id))
+
+    def member_promote(self, member_id: int, resp) -> None:
+        errors.out("Member %16x promoted in cluster %16x\n" % (member_id, resp.header.cluster_id))
+
+    def member_list(self, resp) -> None:
+        for row in member_list_rows(resp.members):
+            errors.out(", ".join(row) + "\n")

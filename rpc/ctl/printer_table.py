@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from . import errors
-from .printer import EpHealth, Printer
+from .printer import (ENDPOINT_HASHKV_HEADER, ENDPOINT_STATUS_HEADER, MEMBER_LIST_HEADER, EpHashKV,
+                      EpHealth, EpStatus, Printer, endpoint_hashkv_rows, endpoint_status_rows,
+                      member_list_rows)
 
 MAX_COL_WIDTH = 30
 PENALTY = 100000  # tablewriter's defaultPenalty
@@ -114,3 +116,12 @@ class TablePrinter(Printer):
     def endpoint_health(self, healths: list[EpHealth]) -> None:
         rows = [[h.ep, "true" if h.health else "false", h.took, h.error] for h in healths]
         errors.out(render(["endpoint", "health", "took", "error"], rows))
+
+    def endpoint_status(self, statuses: list[EpStatus]) -> None:
+        errors.out(render(ENDPOINT_STATUS_HEADER, endpoint_status_rows(statuses)))
+
+    def endpoint_hashkv(self, hashes: list[EpHashKV]) -> None:
+        errors.out(render(ENDPOINT_HASHKV_HEADER, endpoint_hashkv_rows(hashes)))
+
+    def member_list(self, resp) -> None:
+        errors.out(render(MEMBER_LIST_HEADER, member_list_rows(resp.members)))
