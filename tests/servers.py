@@ -79,6 +79,25 @@ def wait_ready(server: Server, timeout_s: float = READY_TIMEOUT_S) -> None:
 
 
 def start_petcd(data_dir: str, *extra: str, port: int | None = None, ready: bool = True) -> Server:
+    return _retry_ports(lambda: _start_petcd_once(data_dir, *extra, port=port, ready=ready), fixed_port=port is not None)
+
+
+def start_etcd(data_dir: str, *extra: str, ready: bool = True) -> Server:
+    return _retry_ports(lambda: _start_etcd_once(data_dir, *extra, ready=ready), fixed_port=False)
+
+
+def _retry_ports(start, fixed_port: bool) -> Server:
+    """A port from free_port() can be taken by another process before the server binds it: try fresh ports."""
+    for attempt in range(3):
+        try:
+            return start()
+        except AssertionError as e:
+            if fixed_port or attempt == 2 or "address already in use" not in str(e).lower():
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_petcd_once(data_dir: str, *extra: str, port: int | None = None, ready: bool = True) -> Server:
     port = port or free_port()
     peer = free_port()
     argv = [
@@ -94,7 +113,7 @@ def start_petcd(data_dir: str, *extra: str, port: int | None = None, ready: bool
     return _start(argv, f"127.0.0.1:{port}", data_dir, ready)
 
 
-def start_etcd(data_dir: str, *extra: str, ready: bool = True) -> Server:
+def _start_etcd_once(data_dir: str, *extra: str, ready: bool = True) -> Server:
     port, peer = free_port(), free_port()
     argv = [
         etcd_binary(),
