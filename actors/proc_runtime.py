@@ -25,7 +25,7 @@ import msgpack
 import zmq
 
 from petcd.actors.actor import MAX_BATCH_MESSAGES, Actor, Envelope, Message
-from petcd.actors.logline import LogLine
+from petcd.actors.runtime_log import LogLine
 
 # Wire messages queued for a destination that is not reading; past this they
 # are dropped rather than blocking the actor (Raft retries, clients time out).

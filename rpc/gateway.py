@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from petcd.actors.logline import LogLine
+from petcd.actors.runtime_log import LogLine
 from petcd.rpc.auth_service import AuthService
 from petcd.rpc.cluster_service import ClusterService
 from petcd.rpc.election_service import ElectionService

@@ -22,7 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from petcd.actors.logline import LogLine
+from petcd.actors.runtime_log import LogLine
 from petcd.actors.proc_runtime import EXIT_MEMBER_STOPPED, peer_endpoint
 from petcd.rpc.config import ConfigError, ServerConfig, host_port
 from petcd.rpc.member_ids import cluster_id, member_id
