@@ -6,9 +6,7 @@ from typing import Any
 
 import grpc
 
-from petcd.rpc.gateway_state import GatewayState
-from petcd.rpc.kv_service import abort, refuse_on_learner
-from petcd.rpc.link import LinkError
+from petcd.rpc.gateway_state import GatewayState, abort, refuse_on_learner
 from petcd.rpc.member_ids import member_id
 from petcd.rpc.pb import rpc_pb2 as pb
 from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
@@ -60,16 +58,10 @@ class ClusterService(pb_grpc.ClusterServicer):
     # ------------------------------------------------------------------
     async def _change(self, context: grpc.aio.ServicerContext, change: dict[str, Any]) -> None:
         await refuse_on_learner(self._s, context)
-        try:
-            await self._s.link.call(self._s.raft_address, {"t": "conf", "change": change}, self._s.request_timeout_s)
-        except LinkError as e:
-            await abort(context, e.name, e.code, e.message)
+        await self._s.call(context, {"t": "conf", "change": change})
 
     async def _members(self, context: grpc.aio.ServicerContext) -> list[dict[str, Any]]:
-        try:
-            answer = await self._s.link.call(self._s.raft_address, {"t": "members"}, self._s.request_timeout_s)
-        except LinkError as e:
-            await abort(context, e.name, e.code, e.message)
+        answer = await self._s.call(context, {"t": "members"})
         # etcd lists members in the order of their (numeric) ids
         return sorted(answer["resp"]["members"], key=lambda m: int(m["id"], 16))
 

@@ -7,7 +7,6 @@ as in etcd, the file is the whole configuration and other flags are ignored.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields

@@ -13,23 +13,10 @@ import grpc
 
 from petcd.rpc import validate
 from petcd.rpc.convert import from_dict, to_dict
-from petcd.rpc.errors import status_of
-from petcd.rpc.gateway_state import GatewayState
-from petcd.rpc.link import LinkError
+from petcd.rpc.gateway_state import GatewayState, abort, refuse_on_learner
 from petcd.rpc.pb import rpc_pb2 as pb
 from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
 from petcd.store.errors import StoreError
-
-
-async def abort(context: grpc.aio.ServicerContext, name: str, code: str | None = None, message: str | None = None) -> None:
-    status, text = status_of(name, code, message)
-    await context.abort(status, text)
-
-
-async def refuse_on_learner(state: GatewayState, context: grpc.aio.ServicerContext) -> None:
-    """A learner serves only Status and serializable Range, as etcd's learners do."""
-    if state.is_learner:
-        await abort(context, "learner_rpc")
 
 
 class KVService(pb_grpc.KVServicer):
@@ -83,10 +70,7 @@ class KVService(pb_grpc.KVServicer):
     async def _call(self, context: grpc.aio.ServicerContext, cls: type, kind: str, req: dict[str, Any],
                     shape: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Any:
         await refuse_on_learner(self._s, context)
-        try:
-            answer = await self._s.link.call(self._s.raft_address, {"t": kind, "req": req}, self._s.request_timeout_s)
-        except LinkError as e:
-            await abort(context, e.name, e.code, e.message)
+        answer = await self._s.call(context, {"t": kind, "req": req})
         resp = answer["resp"]
         return self._answer(cls, shape(resp) if shape else resp, answer.get("term", self._s.link.term))
 

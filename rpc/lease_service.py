@@ -9,9 +9,7 @@ from typing import Any
 
 import grpc
 
-from petcd.rpc.gateway_state import GatewayState
-from petcd.rpc.kv_service import abort, refuse_on_learner
-from petcd.rpc.link import LinkError
+from petcd.rpc.gateway_state import GatewayState, abort, refuse_on_learner
 from petcd.rpc.pb import rpc_pb2 as pb
 from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
 
@@ -32,24 +30,24 @@ class LeaseService(pb_grpc.LeaseServicer):
         # etcd raises a short TTL to its minimum (derived from the election timeout).
         ttl = max(request.TTL, self._min_ttl_s)
         lease_id = request.ID or self._new_id()
-        answer = await self._call(context, self._s.raft_address, {"t": "propose", "req": {"op": "lease_grant", "ID": lease_id, "TTL": ttl}})
+        answer = await self._s.call(context, {"t": "propose", "req": {"op": "lease_grant", "ID": lease_id, "TTL": ttl}})
         resp = answer["resp"]
         return pb.LeaseGrantResponse(header=self._header(resp["revision"], answer), ID=resp["ID"], TTL=resp["TTL"])
 
     async def LeaseRevoke(self, request: pb.LeaseRevokeRequest, context: grpc.aio.ServicerContext) -> pb.LeaseRevokeResponse:
         await refuse_on_learner(self._s, context)
-        answer = await self._call(context, self._s.raft_address, {"t": "propose", "req": {"op": "lease_revoke", "ID": request.ID}})
+        answer = await self._s.call(context, {"t": "propose", "req": {"op": "lease_revoke", "ID": request.ID}})
         return pb.LeaseRevokeResponse(header=self._header(answer["resp"]["revision"], answer))
 
     async def LeaseKeepAlive(self, request_iterator: AsyncIterator[pb.LeaseKeepAliveRequest], context: grpc.aio.ServicerContext) -> AsyncIterator[pb.LeaseKeepAliveResponse]:
         await refuse_on_learner(self._s, context)
         async for req in request_iterator:
-            answer = await self._call(context, self._lease_addr, {"t": "keepalive", "id": req.ID})
+            answer = await self._s.call(context, {"t": "keepalive", "id": req.ID}, self._lease_addr)
             yield pb.LeaseKeepAliveResponse(header=self._header(None, answer), ID=req.ID, TTL=answer["resp"]["TTL"])
 
     async def LeaseTimeToLive(self, request: pb.LeaseTimeToLiveRequest, context: grpc.aio.ServicerContext) -> pb.LeaseTimeToLiveResponse:
         await refuse_on_learner(self._s, context)
-        answer = await self._call(context, self._lease_addr, {"t": "ttl", "id": request.ID})
+        answer = await self._s.call(context, {"t": "ttl", "id": request.ID}, self._lease_addr)
         resp = answer["resp"]
         out = pb.LeaseTimeToLiveResponse(header=self._header(None, answer), ID=request.ID, TTL=resp["TTL"], grantedTTL=resp["grantedTTL"])
         if request.keys and resp["TTL"] >= 0:
@@ -69,13 +67,6 @@ class LeaseService(pb_grpc.LeaseServicer):
         member_bits = self._s.member_id & 0x7FFF
         ms = int(time.time() * 1000) & ((1 << 40) - 1)
         return (member_bits << 48) | (ms << 8) | (next(self._counter) & 0xFF)
-
-    async def _call(self, context: grpc.aio.ServicerContext, to: str, msg: dict[str, Any]) -> dict[str, Any]:
-        try:
-            return await self._s.link.call(to, msg, self._s.request_timeout_s)
-        except LinkError as e:
-            await abort(context, e.name, e.code, e.message)
-            raise  # abort raises; this keeps type checkers honest
 
     def _header(self, revision: int | None, answer: dict[str, Any] | None) -> pb.ResponseHeader:
         rev = self._s.store.current_revision() if revision is None else revision

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from petcd.rpc.gateway_state import GatewayState
-from petcd.rpc.kv_service import abort, refuse_on_learner
-from petcd.rpc.link import LinkError
+from petcd.rpc.gateway_state import GatewayState, refuse_on_learner
 from petcd.rpc.pb import rpc_pb2 as pb
 from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
 
@@ -24,7 +22,7 @@ class MaintenanceService(pb_grpc.MaintenanceServicer):
         return pb.AlarmResponse(header=self._s.header(self._s.store.current_revision(), self._s.link.term))
 
     async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusResponse:
-        raft = await self._raft(context, {"t": "status"})
+        raft = (await self._s.call(context, {"t": "status"}))["resp"]
         store = self._s.store
         db_size, db_in_use = store.db_size_bytes()
         return pb.StatusResponse(
@@ -41,12 +39,5 @@ class MaintenanceService(pb_grpc.MaintenanceServicer):
 
     async def MoveLeader(self, request: pb.MoveLeaderRequest, context: grpc.aio.ServicerContext) -> pb.MoveLeaderResponse:
         await refuse_on_learner(self._s, context)
-        await self._raft(context, {"t": "transfer", "target": f"{request.targetID:x}"})
+        await self._s.call(context, {"t": "transfer", "target": f"{request.targetID:x}"})
         return pb.MoveLeaderResponse(header=self._s.header(self._s.store.current_revision(), self._s.link.term))
-
-    async def _raft(self, context: grpc.aio.ServicerContext, msg: dict) -> dict:
-        try:
-            answer = await self._s.link.call(self._s.raft_address, msg, self._s.request_timeout_s)
-        except LinkError as e:
-            await abort(context, e.name, e.code, e.message)
-        return answer["resp"]
