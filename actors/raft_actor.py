@@ -144,7 +144,7 @@ class RaftActor:
         proposals: list[bytes] = []
         for sender, msg in batch:
             kind = msg["t"]
-            if kind in ("raft", "fwd", "ri", "ri_resp", "snap", "conf_fwd", "resp_relay", "removed", "relay_in"):
+            if kind in ("raft", "fwd", "ri", "ri_resp", "snap", "conf_fwd", "removed", "relay_in"):
                 if not self._from_my_cluster(ctx, sender, msg):
                     continue
                 if membership.is_removed(self._log.members, sender.partition("/")[0]):
@@ -176,8 +176,6 @@ class RaftActor:
             elif kind == "removed":
                 self._stop_removed(ctx)
                 return
-            elif kind == "resp_relay":
-                self._answer(ctx, msg["origin"], msg["resp"])
             elif kind == "transfer":
                 self._transfer(ctx, msg["target"], msg["origin"])
             elif kind == "status":
@@ -293,7 +291,9 @@ class RaftActor:
 
     def _relay(self, ctx: Context, msg: dict[str, Any]) -> None:
         """Carry a local actor's message to an actor of another member (only Raft actors talk across members)."""
-        member = msg.get("via") or msg["to"].partition("/")[0]
+        # An answer names the member that took the request ("via"; None: this one); anything else
+        # goes to the member its address names.
+        member = (msg["via"] or self._me) if "via" in msg else msg["to"].partition("/")[0]
         if member == self._me:
             ctx.send(msg["to"], msg["msg"])
         else:
@@ -462,16 +462,13 @@ class RaftActor:
         assert core is not None and log is not None
         return [{"id": mid, **info, "is_learner": mid in core.conf.learners} for mid, info in sorted(membership.active(log.members).items())]
 
-    def _answer(self, ctx: Context, origin: list[Any] | None, resp: dict[str, Any]) -> None:
+    def _answer(self, ctx: Context, origin: list[Any] | None, resp: dict[str, Any], via: str | None = None) -> None:
+        """Answer a request; one another member took (`via`) is answered through that member."""
         if origin is None:
             return  # our own request (publishing attributes): nobody waits for it
         address, request_id = origin
-        ctx.send(address, {"t": "resp", "id": request_id, "resp": resp, "term": self._core.term if self._core else 0})
+        reply = {"t": "resp", "id": request_id, "resp": resp, "term": self._core.term if self._core else 0}
+        self._relay(ctx, {"to": address, "via": via, "msg": reply})
 
     def _reject(self, ctx: Context, origin: list[Any] | None, error: str, via: str | None = None) -> None:
-        if origin is None:
-            return
-        if via is not None and via != self._me:
-            ctx.send(f"{via}/raft", {"t": "resp_relay", "cid": self._cluster_id, "origin": origin, "resp": {"error": error}})
-        else:
-            self._answer(ctx, origin, {"error": error})
+        self._answer(ctx, origin, {"error": error}, via)
