@@ -79,11 +79,11 @@ def wait_ready(server: Server, timeout_s: float = READY_TIMEOUT_S) -> None:
 
 
 def start_petcd(data_dir: str, *extra: str, port: int | None = None, ready: bool = True) -> Server:
-    return _retry_ports(lambda: _start_petcd_once(data_dir, *extra, port=port, ready=ready), fixed_port=port is not None)
+    return _retry_ports(lambda: _start_single(petcd_command(), data_dir, extra, port, ready), fixed_port=port is not None)
 
 
 def start_etcd(data_dir: str, *extra: str, ready: bool = True) -> Server:
-    return _retry_ports(lambda: _start_etcd_once(data_dir, *extra, ready=ready), fixed_port=False)
+    return _retry_ports(lambda: _start_single([etcd_binary()], data_dir, extra, None, ready), fixed_port=False)
 
 
 def _retry_ports(start, fixed_port: bool) -> Server:
@@ -97,26 +97,12 @@ def _retry_ports(start, fixed_port: bool) -> Server:
     raise AssertionError("unreachable")
 
 
-def _start_petcd_once(data_dir: str, *extra: str, port: int | None = None, ready: bool = True) -> Server:
+def _start_single(command: list[str], data_dir: str, extra: tuple[str, ...], port: int | None, ready: bool) -> Server:
+    """A one-member cluster on loopback: the same flags for petcd and for real etcd."""
     port = port or free_port()
     peer = free_port()
     argv = [
-        *petcd_command(),
-        "--data-dir", data_dir,
-        "--listen-client-urls", f"http://127.0.0.1:{port}",
-        "--advertise-client-urls", f"http://127.0.0.1:{port}",
-        "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-        "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-        "--initial-cluster", f"default=http://127.0.0.1:{peer}",
-        *extra,
-    ]
-    return _start(argv, f"127.0.0.1:{port}", data_dir, ready)
-
-
-def _start_etcd_once(data_dir: str, *extra: str, ready: bool = True) -> Server:
-    port, peer = free_port(), free_port()
-    argv = [
-        etcd_binary(),
+        *command,
         "--data-dir", data_dir,
         "--listen-client-urls", f"http://127.0.0.1:{port}",
         "--advertise-client-urls", f"http://127.0.0.1:{port}",
