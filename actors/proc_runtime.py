@@ -30,6 +30,11 @@ from petcd.actors.runtime_log import LogLine
 # Wire messages queued for a destination that is not reading; past this they
 # are dropped rather than blocking the actor (Raft retries, clients time out).
 _SEND_HWM = 10_000
+# Wire messages waiting in an actor's receive queue. Requests are admitted upstream (the gateway's
+# pending bound, Raft's inflight window and unapplied-entry bound answer "too many requests"), so
+# this is a backstop that keeps memory bounded if a peer floods us; past it ZeroMQ holds the
+# sender's queue, then the sender drops (and logs).
+_RECV_HWM = 100_000
 
 
 class PeerFaults:
@@ -174,7 +179,7 @@ def run(
     """Serve `actor` until SIGTERM/SIGINT (False) or until it asks to stop its member (True)."""
     zctx = zmq.Context()
     pull = zctx.socket(zmq.PULL)
-    pull.setsockopt(zmq.RCVHWM, 0)
+    pull.setsockopt(zmq.RCVHWM, _RECV_HWM)
     pull.bind(endpoints[address])
     for endpoint in extra_binds:  # e.g. the Raft actor's peer port
         pull.bind(endpoint)

@@ -80,6 +80,12 @@ def _identity(member_dir: str, fresh_id: int) -> int:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        # The rename itself is durable only once the directory is synced.
+        dir_fd = os.open(member_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
         return fresh_id
 
 

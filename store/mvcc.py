@@ -66,6 +66,9 @@ class MvccStore:
                 if raft_index <= applied_index:
                     responses.append(None)
                     continue
+                if raft_index != applied_index + 1:
+                    # Applying past a hole would silently lose a committed entry on this member.
+                    raise RuntimeError(f"apply: entry {raft_index} follows applied index {applied_index}: a committed entry is missing")
                 request_key = key[0] if key else None
                 if request_key is not None and not tables.remember_request(request_key, raft_index):
                     responses.append(None)

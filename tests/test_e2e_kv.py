@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 
 import grpc
 import pytest
@@ -137,3 +138,18 @@ def test_a_dead_child_takes_the_member_down(tmp_path):
     os.kill(int(pids[0]), signal.SIGKILL)
     assert server.proc.wait(timeout=20) == 1
     assert "member process exited; stopping the member" in server.log()
+
+
+def test_petcd_refuses_python_optimised_mode(tmp_path):
+    """`python -O` strips assertions, petcd's safety checks: the member refuses to start, and so
+    does the simulator (the same actor code)."""
+    port, peer = free_port(), free_port()
+    member = [sys.executable, "-O", "-m", "petcd.rpc.server_cli", "--data-dir", str(tmp_path / "data"),
+              "--listen-client-urls", f"http://127.0.0.1:{port}", "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+              "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}", "--initial-cluster", f"default=http://127.0.0.1:{peer}"]
+    env = {**os.environ, "PYTHONOPTIMIZE": "1"}
+    for command, environ in ((member, None), ([*petcd_command(), "sim", "run", "--seed", "1"], env)):
+        out = subprocess.run(command, capture_output=True, text=True, timeout=60, env=environ)
+        assert out.returncode != 0
+        assert "petcd: refusing to run under python -O" in out.stderr
+    assert not (tmp_path / "data").exists(), "nothing was written before refusing"

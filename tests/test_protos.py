@@ -5,7 +5,7 @@
 * A handful of service names, RPC names and field numbers are pinned here;
   they are the wire contract with etcd clients and must never change.
 * The generated stubs are exercised against a real etcd server
-  (/usr/bin/etcd), proving the messages decode as etcd encodes them.
+  (etcd 3.4 from PATH, as `make test` sets it up), proving the messages decode as etcd encodes them.
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ from petcd.rpc.pb import (
     v3lock_pb2_grpc,
 )
 
-ETCD = "/usr/bin/etcd"
-ETCDCTL = "/usr/bin/etcdctl"
+from tests.etcd_fixture import ETCD, ETCDCTL  # the reference binaries, found on PATH
 
 
 # --------------------------------------------------------------------------

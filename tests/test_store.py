@@ -503,3 +503,12 @@ def test_events_replay_history_with_prev_kv_and_refuse_compacted(log):
     assert [r for r, _ in log.store.events(3, 100)] == [3, 4]
     with pytest.raises(StoreError):
         log.store.events(2, 100)
+
+
+def test_a_hole_in_the_applied_entries_stops_the_apply_and_changes_nothing(log):
+    log("put", key=b"a", value=b"1")
+    applied = log.store.applied_index()
+    with pytest.raises(RuntimeError, match="a committed entry is missing"):
+        log.store.apply([(applied + 2, {"op": "put", "key": b"b", "value": b"2"})])
+    assert log.store.applied_index() == applied
+    assert log.keys() == [b"a"]
