@@ -35,6 +35,24 @@ EXIT_LISTEN_FAILED = 3
 STATUS_POLL_INTERVAL_S = 0.5
 
 
+def _missing_rpcs_say_so(servicer: Any) -> Any:
+    """RPCs not built yet answer UNIMPLEMENTED naming what is missing (grpc's default leaks a
+    Python class name through grpc.aio)."""
+    base = next(c for c in type(servicer).__mro__ if c.__name__.endswith("Servicer") and c.__module__.endswith("_pb2_grpc"))
+    service = base.__name__.removesuffix("Servicer")
+    for name, method in vars(base).items():
+        if callable(method) and not name.startswith("_") and getattr(type(servicer), name) is method:
+            setattr(servicer, name, _unimplemented(f"{service}.{name}"))
+    return servicer
+
+
+def _unimplemented(rpc: str) -> Any:
+    async def answer(request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"petcd: {rpc} is not implemented yet")
+
+    return answer
+
+
 def _self_target(host_port: str) -> str:
     """A listen address made dialable: wildcard hosts become loopback."""
     host, _, port = host_port.rpartition(":")
@@ -62,16 +80,16 @@ async def serve(spec: dict[str, Any], log: LogLine) -> int:
             ("grpc.max_send_message_length", 2**31 - 1),
         ]
     )
-    pb_grpc.add_KVServicer_to_server(KVService(state), server)
-    pb_grpc.add_MaintenanceServicer_to_server(MaintenanceService(state), server)
-    pb_grpc.add_ClusterServicer_to_server(ClusterService(state), server)
-    pb_grpc.add_AuthServicer_to_server(AuthService(state), server)
-    pb_grpc.add_WatchServicer_to_server(WatchService(state), server)
-    pb_grpc.add_LeaseServicer_to_server(LeaseService(state, spec["min_lease_ttl_s"]), server)
+    pb_grpc.add_KVServicer_to_server(_missing_rpcs_say_so(KVService(state)), server)
+    pb_grpc.add_MaintenanceServicer_to_server(_missing_rpcs_say_so(MaintenanceService(state)), server)
+    pb_grpc.add_ClusterServicer_to_server(_missing_rpcs_say_so(ClusterService(state)), server)
+    pb_grpc.add_AuthServicer_to_server(_missing_rpcs_say_so(AuthService(state)), server)
+    pb_grpc.add_WatchServicer_to_server(_missing_rpcs_say_so(WatchService(state)), server)
+    pb_grpc.add_LeaseServicer_to_server(_missing_rpcs_say_so(LeaseService(state, spec["min_lease_ttl_s"])), server)
     # Lock and Election run on the member's own KV, Lease and Watch API, as etcd's do (v3lock, v3election).
     self_channel = grpc.aio.insecure_channel(_self_target(spec["listen"][0]), options=[("grpc.max_receive_message_length", -1)])
-    v3lock_pb2_grpc.add_LockServicer_to_server(LockService(self_channel), server)
-    v3election_pb2_grpc.add_ElectionServicer_to_server(ElectionService(self_channel), server)
+    v3lock_pb2_grpc.add_LockServicer_to_server(_missing_rpcs_say_so(LockService(self_channel)), server)
+    v3election_pb2_grpc.add_ElectionServicer_to_server(_missing_rpcs_say_so(ElectionService(self_channel)), server)
     for host_port in spec["listen"]:
         try:
             port = server.add_insecure_port(host_port)
