@@ -21,6 +21,8 @@ USAGE = """Usage:
     Run the checkers (linearizability, watch, lease, lock) on a recorded history.
   petcd chaos [--server petcd|etcd] [--duration S] [--faults kill,pause,partition]
     Fault runs against real processes, judged by the same checkers.
+  petcd bench put|range|txn-put|txn-mixed|watch|lease-keepalive [--compare etcd] [flags]
+    Benchmark petcd or any etcd endpoint; with --compare etcd, fresh petcd and etcd side by side.
   petcd local-cluster CONFIG...
     Run one member per config file in the foreground (e.g. configs/local-3/*.yaml); Ctrl-C stops them.
 
@@ -61,6 +63,10 @@ def main(argv: list[str] | None = None) -> None:
         from petcd.sim import chaos
 
         sys.exit(chaos.main(args[1:]))
+    if args and args[0] == "bench":
+        from petcd.sim import bench
+
+        sys.exit(bench.main(args[1:]))
     if args and args[0] == "local-cluster":
         from petcd.rpc import local_cluster
 

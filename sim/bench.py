@@ -1,0 +1,241 @@
+"""`petcd bench`: load against petcd or any etcd endpoint, in the spirit of etcd's tools/benchmark.
+
+    petcd bench put --clients 50 --conns 10 --total 20000 --endpoints 127.0.0.1:2379
+    petcd bench range foo --consistency s --duration 10
+    petcd bench put --compare etcd --members 3      # fresh petcd and etcd clusters, same load, one run
+
+It prints throughput, a latency histogram and percentiles (etcd's report layout), or `--json`.
+With `--compare etcd` it starts a fresh local petcd cluster and a fresh real etcd cluster with the
+same flags (one after the other, so they never share the CPU), drives both with the same load and
+prints both and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import json
+import math
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+from petcd.sim.bench_load import KINDS, LoadSpec, WorkerResult, worker_main
+from petcd.sim.chaos_cluster import ChaosError, LocalCluster
+
+PERCENTILES = (10, 25, 50, 75, 90, 95, 99, 99.9)
+HISTOGRAM_BUCKETS = 10
+# Workers import grpc and connect before the common start time; this is how long they get.
+WORKER_START_S = 2.0
+
+
+@dataclass
+class Report:
+    server: str
+    kind: str
+    requests: int
+    elapsed_s: float
+    errors: dict[str, int] = field(default_factory=dict)
+    latencies_s: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.elapsed_s if self.elapsed_s else 0.0
+
+    def percentile(self, p: float) -> float:
+        lat = self.latencies_s
+        if not lat:
+            return 0.0
+        return lat[min(len(lat) - 1, max(0, math.ceil(p / 100 * len(lat)) - 1))]
+
+    def as_dict(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k != "latencies_s"}
+        d["requests_per_s"] = round(self.rate, 2)
+        if self.latencies_s:
+            d["latency_s"] = {
+                "fastest": self.latencies_s[0], "slowest": self.latencies_s[-1],
+                "average": statistics.fmean(self.latencies_s),
+                **{f"p{p:g}": self.percentile(p) for p in PERCENTILES},
+            }
+        return d
+
+
+def run_load(spec: LoadSpec, procs: int, server: str, progress: bool) -> Report:
+    """Run `spec` on `procs` worker processes; their latencies merged into one report."""
+    mp = multiprocessing.get_context("spawn")  # workers start clean: no grpc state forked from us
+    counter = mp.Value("q", 0)
+    out = mp.Queue()
+    start_at = time.time() + WORKER_START_S
+    workers = [mp.Process(target=worker_main, args=(spec, i, procs, counter, start_at, out), daemon=True) for i in range(procs)]
+    for w in workers:
+        w.start()
+    results: list[WorkerResult] = []
+    expected = spec.total
+    while len(results) < procs:
+        try:
+            results.append(out.get(timeout=0.2))
+        except Exception:  # noqa: BLE001 - queue.Empty: nothing yet
+            if not any(w.is_alive() for w in workers) and out.empty():
+                raise ChaosError("a bench worker died; see its error above") from None
+        if progress:
+            _progress_bar(counter.value, expected, spec.duration_s, start_at)
+    for w in workers:
+        w.join()
+    if progress:
+        print(file=sys.stderr)
+    lat = array.array("d")
+    errors: dict[str, int] = {}
+    for r in results:
+        lat.frombytes(r.latencies)
+        for k, v in r.errors.items():
+            errors[k] = errors.get(k, 0) + v
+    return Report(server, spec.kind, len(lat), max(r.elapsed_s for r in results), errors, sorted(lat))
+
+
+def _progress_bar(done: int, total: int, duration_s: float, start_at: float) -> None:
+    width = 40
+    if total:
+        frac = min(1.0, done / total)
+        label = f"{done}/{total}"
+    else:
+        frac = min(1.0, max(0.0, time.time() - start_at) / duration_s)
+        label = f"{done} requests"
+    filled = int(frac * width)
+    sys.stderr.write(f"\r [{'=' * filled}{' ' * (width - filled)}] {frac * 100:5.1f}% {label}   ")
+    sys.stderr.flush()
+
+
+def format_report(r: Report) -> str:
+    """etcd's benchmark report: summary, histogram, latency distribution."""
+    lines = [f"\n{r.server}: {r.kind}", "Summary:", f"  Total:\t{r.elapsed_s:.4f} secs."]
+    lat = r.latencies_s
+    if lat:
+        lines += [
+            f"  Slowest:\t{lat[-1]:.4f} secs.",
+            f"  Fastest:\t{lat[0]:.4f} secs.",
+            f"  Average:\t{statistics.fmean(lat):.4f} secs.",
+            f"  Stddev:\t{statistics.pstdev(lat):.4f} secs.",
+        ]
+    lines.append(f"  Requests/sec:\t{r.rate:.4f}")
+    if lat:
+        lines += ["", "Response time histogram:"]
+        lo, hi = lat[0], lat[-1]
+        step = (hi - lo) / HISTOGRAM_BUCKETS or 1e-9
+        counts = [0] * (HISTOGRAM_BUCKETS + 1)
+        for x in lat:
+            counts[min(HISTOGRAM_BUCKETS, int((x - lo) / step))] += 1
+        top = max(counts)
+        for i, c in enumerate(counts):
+            lines.append(f"  {lo + i * step:.4f} [{c}]\t|{'∎' * (c * 40 // top if top else 0)}")
+        lines += ["", "Latency distribution:"]
+        lines += [f"  {p:g}% in {r.percentile(p):.4f} secs." for p in PERCENTILES]
+    if r.errors:
+        lines += ["", "Errors:"] + [f"  [{n}] {name}" for name, n in sorted(r.errors.items())]
+    return "\n".join(lines)
+
+
+def format_comparison(petcd: Report, etcd: Report) -> str:
+    ratio = petcd.rate / etcd.rate if etcd.rate else 0.0
+    rows = [("requests/s", f"{etcd.rate:.0f}", f"{petcd.rate:.0f}", f"{ratio:.2f}")]
+    for p in (50, 90, 99, 99.9):
+        e, q = etcd.percentile(p) * 1000, petcd.percentile(p) * 1000
+        rows.append((f"p{p:g} ms", f"{e:.2f}", f"{q:.2f}", f"{q / e:.2f}" if e else "-"))
+    rows.append(("errors", str(sum(etcd.errors.values())), str(sum(petcd.errors.values())), ""))
+    out = [f"\n{petcd.kind}: petcd next to etcd (petcd/etcd)", f"  {'':12}{'etcd':>12}{'petcd':>12}{'petcd/etcd':>12}"]
+    out += [f"  {a:12}{b:>12}{c:>12}{d:>12}" for a, b, c, d in rows]
+    return "\n".join(out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="petcd bench", description="Benchmark petcd or any etcd endpoint (etcd's tools/benchmark loads).")
+    p.add_argument("kind", choices=KINDS)
+    p.add_argument("key", nargs="?", default="foo", help="range: the key to read (default foo)")
+    p.add_argument("range_end", nargs="?", default="", help="range: the end of the range")
+    p.add_argument("--endpoints", default="127.0.0.1:2379", help="comma-separated host:port list (ignored with --compare)")
+    p.add_argument("--compare", choices=("etcd",), help="start fresh petcd and etcd clusters and run the same load on both")
+    p.add_argument("--members", type=int, default=1, help="with --compare: cluster size (default 1)")
+    p.add_argument("--etcd-binary", help="with --compare: the etcd to run (default: etcd on PATH)")
+    p.add_argument("--clients", type=int, default=50, help="concurrent requesters (default 50)")
+    p.add_argument("--conns", type=int, default=10, help="gRPC connections (default 10)")
+    p.add_argument("--procs", type=int, default=0, help="client worker processes (default: one per core)")
+    p.add_argument("--total", type=int, default=0, help="requests in all (default: run for --duration)")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds, when --total is not given (default 10)")
+    p.add_argument("--rate", type=float, default=0.0, help="requests/s in all (default: unlimited)")
+    p.add_argument("--key-size", type=int, default=8)
+    p.add_argument("--val-size", type=int, default=256)
+    p.add_argument("--key-space-size", type=int, default=1)
+    p.add_argument("--sequential-keys", action="store_true")
+    p.add_argument("--consistency", choices=("l", "s"), default="l", help="range and txn-mixed reads: linearizable or serializable")
+    p.add_argument("--txn-ops", type=int, default=1, help="puts per txn (txn-put, txn-mixed)")
+    p.add_argument("--rw-ratio", type=float, default=1.0, help="txn-mixed: reads per write")
+    p.add_argument("--watch-keys", type=int, default=1, help="watch: distinct keys the watchers watch")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _spec(args: argparse.Namespace, endpoints: list[str]) -> LoadSpec:
+    return LoadSpec(
+        kind=args.kind, endpoints=tuple(endpoints), clients=args.clients, conns=args.conns, total=args.total,
+        duration_s=args.duration, rate=args.rate, key_size=args.key_size, val_size=args.val_size,
+        key_space_size=args.key_space_size, sequential_keys=args.sequential_keys, consistency=args.consistency,
+        range_key=args.key, range_end=args.range_end, txn_ops=args.txn_ops, rw_ratio=args.rw_ratio, watch_keys=args.watch_keys,
+    )
+
+
+def _check(args: argparse.Namespace) -> str | None:
+    for name in ("clients", "conns", "key_size", "key_space_size", "txn_ops", "members", "watch_keys"):
+        if getattr(args, name) < 1:
+            return f"--{name.replace('_', '-')} must be at least 1"
+    for name in ("total", "procs", "val_size"):
+        if getattr(args, name) < 0:
+            return f"--{name.replace('_', '-')} must not be negative"
+    if not args.total and args.duration <= 0:
+        return "--duration must be positive (or give --total)"
+    if args.kind in ("txn-put", "txn-mixed") and args.key_space_size < args.txn_ops:
+        return "--key-space-size must be at least --txn-ops (keys in one txn must differ)"
+    if args.key_space_size > 10 ** args.key_size:
+        return "--key-space-size does not fit in --key-size digits"
+    if args.rate < 0 or args.rw_ratio < 0:
+        return "--rate and --rw-ratio must not be negative"
+    return None
+
+
+def _on_cluster(server: str, args: argparse.Namespace, root: str, procs: int, progress: bool) -> Report:
+    cluster = LocalCluster.create(os.path.join(root, server), args.members, server=server, etcd_binary=args.etcd_binary)
+    try:
+        cluster.start()
+        return run_load(_spec(args, cluster.endpoints()), procs, server, progress)
+    finally:
+        cluster.stop()
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    problem = _check(args)
+    if problem:
+        print(f"petcd bench: {problem}", file=sys.stderr)
+        return 2
+    procs = args.procs or max(1, min(os.cpu_count() or 1, args.clients))
+    progress = not args.no_progress and not args.json and sys.stderr.isatty()
+    try:
+        if args.compare:
+            with tempfile.TemporaryDirectory(prefix="petcd-bench-") as root:
+                reports = [_on_cluster(server, args, root, procs, progress) for server in ("etcd", "petcd")]
+        else:
+            reports = [run_load(_spec(args, args.endpoints.split(",")), procs, args.endpoints, progress)]
+    except ChaosError as e:
+        print(f"petcd bench: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"reports": [r.as_dict() for r in reports]}, indent=2))
+    else:
+        for r in reports:
+            print(format_report(r))
+        if len(reports) == 2:
+            print(format_comparison(reports[1], reports[0]))
+    return 0

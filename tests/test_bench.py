@@ -1,0 +1,75 @@
+"""`petcd bench`: its loads against a real petcd member, and `--compare etcd` against real etcd too.
+
+Figures are printed, not asserted: what is checked is that every load runs, counts what it sent,
+and reports errors rather than hiding them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from tests.servers import petcd_command, start_petcd
+
+
+def bench(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*petcd_command(), "bench", *args], capture_output=True, text=True, timeout=timeout_s)
+
+
+@pytest.fixture(scope="module")
+def member(tmp_path_factory):
+    server = start_petcd(str(tmp_path_factory.mktemp("bench") / "data"))
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("load", [
+    ["put", "--key-space-size", "100"],
+    ["range", "foo", "--consistency", "s"],
+    ["range", "foo", "--consistency", "l"],
+    ["txn-put", "--txn-ops", "3", "--key-space-size", "50"],
+    ["txn-mixed", "--key-space-size", "10"],
+    ["lease-keepalive"],
+], ids=lambda load: "-".join(load[:1] + load[-1:]))
+def test_every_load_sends_exactly_its_total(member, load):
+    out = bench(*load, "--endpoints", member.endpoint, "--total", "120", "--clients", "6", "--conns", "2", "--procs", "2", "--json")
+    assert out.returncode == 0, out.stderr
+    (report,) = json.loads(out.stdout)["reports"]
+    assert (report["kind"], report["requests"], report["errors"]) == (load[0], 120, {})
+    lat = report["latency_s"]
+    assert 0 < lat["fastest"] <= lat["p50"] <= lat["p99"] <= lat["slowest"]
+
+
+def test_watch_load_counts_delivered_events(member):
+    out = bench("watch", "--endpoints", member.endpoint, "--total", "40", "--clients", "4", "--watch-keys", "2", "--procs", "1", "--json")
+    assert out.returncode == 0, out.stderr
+    (report,) = json.loads(out.stdout)["reports"]
+    assert report["errors"] == {}
+    assert report["requests"] == 40 * 2, "each put reaches the two watchers of its key"
+
+
+def test_errors_are_counted_and_shown(member):
+    out = bench("txn-put", "--endpoints", member.endpoint, "--total", "5", "--clients", "1", "--txn-ops", "200",
+                "--key-space-size", "1000", "--procs", "1")
+    assert out.returncode == 0, out.stderr
+    assert "Requests/sec:\t0.0000" in out.stdout
+    assert "[5] INVALID_ARGUMENT: etcdserver: too many operations in txn request" in out.stdout
+
+
+def test_bad_flags_are_refused():
+    out = bench("put", "--clients", "0")
+    assert (out.returncode, out.stderr) == (2, "petcd bench: --clients must be at least 1\n")
+    out = bench("txn-put", "--txn-ops", "4")
+    assert (out.returncode, out.stderr) == (2, "petcd bench: --key-space-size must be at least --txn-ops (keys in one txn must differ)\n")
+
+
+def test_compare_runs_petcd_next_to_real_etcd():
+    out = bench("put", "--compare", "etcd", "--total", "300", "--clients", "10", "--conns", "2", "--procs", "1")
+    assert out.returncode == 0, out.stderr
+    assert "\netcd: put\nSummary:" in out.stdout and "\npetcd: put\nSummary:" in out.stdout
+    table = out.stdout[out.stdout.index("put: petcd next to etcd"):].splitlines()
+    assert table[1].split() == ["etcd", "petcd", "petcd/etcd"]
+    assert table[-1].split() == ["errors", "0", "0"]
+    print(out.stdout[out.stdout.index("put: petcd next to etcd"):])
