@@ -55,6 +55,7 @@ def build_root(gflags: list[pflag.Flag]) -> Command:
     from .kv_commands import new_del_command, new_get_command, new_put_command
     from .lease_command import new_lease_command
     from .lock_command import new_elect_command, new_lock_command
+    from .maintenance_command import new_alarm_command, new_defrag_command
     from .member_command import new_member_command
     from .move_leader_command import new_move_leader_command
     from .txn_command import new_txn_command
@@ -82,9 +83,8 @@ def build_root(gflags: list[pflag.Flag]) -> Command:
                 run=compaction_command_func,
                 flags=[pflag.bool_flag("physical", False,
                                        "'true' to wait for compaction to physically remove all old revisions")]),
-        _group("alarm <subcommand>", "Alarm related commands",
-               [("disarm", "Disarms all alarms"), ("list", "Lists all alarms")]),
-        _leaf("defrag", "Defragments the storage of the etcd members with given endpoints"),
+        new_alarm_command(lambda name: _lazy("maintenance_command", "alarm_%s_command_func" % name)),
+        new_defrag_command(_lazy("maintenance_command", "defrag_command_func")),
         endpoint,
         new_move_leader_command(_lazy("move_leader_command", "transfer_leadership_command_func")),
         new_watch_command(_lazy("watch_command", "watch_command_func")),

@@ -196,6 +196,9 @@ class Printer:
     def member_list(self, resp) -> None:
         self.unsupported()
 
+    def alarm(self, resp) -> None:
+        self.unsupported()
+
 
 def new_printer(fmt: str, is_hex: bool) -> Printer | None:
     if fmt == "simple":

@@ -119,6 +119,12 @@ class FieldsPrinter(Printer):
         for item in resp.leases:
             errors.out('"ID" : %d\n' % item.ID)
 
+    def alarm(self, resp) -> None:
+        self.hdr(resp.header)
+        for a in resp.alarms:
+            errors.out('"MemberID" : %d\n' % a.memberID)
+            errors.out('"AlarmType" : %s\n\n' % a.DESCRIPTOR.fields_by_name["alarm"].enum_type.values_by_number[a.alarm].name)
+
     def member_list(self, resp) -> None:
         self.hdr(resp.header)
         for m in resp.members:

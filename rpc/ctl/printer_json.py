@@ -27,7 +27,7 @@ class JSONPrinter(Printer):
         errors.out(gojson.encode(resp) + "\n")
 
     delete = get = put = txn = _pb
-    member_list = member_add = _pb
+    member_list = member_add = alarm = _pb
 
     def member_remove(self, member_id: int, resp) -> None:
         self._pb(resp)

@@ -13,9 +13,11 @@ from .printer import Printer, WatchResponse
 
 
 def compact_text(msg) -> str:
-    """gogoproto's CompactTextString for a message of scalar fields."""
+    """gogoproto's CompactTextString for a message of scalar fields (enums by name)."""
     out = []
     for fd, v in msg.ListFields():
+        if fd.enum_type is not None:
+            v = fd.enum_type.values_by_number[v].name
         out.append("%s:%s " % (fd.name, v))
     return "".join(out)
 
@@ -27,7 +29,7 @@ class ProtobufPrinter(Printer):
         errors.out(resp.SerializeToString())
 
     delete = get = put = txn = _pb
-    member_list = member_add = _pb
+    member_list = member_add = alarm = _pb
 
     def member_remove(self, member_id: int, resp) -> None:
         self._pb(resp)

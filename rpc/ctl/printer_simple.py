@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import errors
+from .printer_protobuf import compact_text
 from .printer import (EpHashKV, EpHealth, EpStatus, Printer, WatchResponse, endpoint_hashkv_rows,
                       endpoint_status_rows, event_type_name, member_list_rows)
 
@@ -120,3 +121,7 @@ class SimplePrinter(Printer):
     def member_list(self, resp) -> None:
         for row in member_list_rows(resp.members):
             errors.out(", ".join(row) + "\n")
+
+    def alarm(self, resp) -> None:
+        for a in resp.alarms:  # Go's %+v of *pb.AlarmMember: its compact text form
+            errors.out(compact_text(a) + "\n")
