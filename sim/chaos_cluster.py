@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ import grpc
 
 from petcd.rpc.pb import rpc_pb2 as pb
 from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
+from petcd.sim.ports import free_port
 
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 3.0  # the data is thrown away or kept for reading: a kill -9 after this is fine
@@ -43,12 +43,6 @@ INTERRUPTED = threading.Event()
 def check_interrupted() -> None:
     if INTERRUPTED.is_set():
         raise KeyboardInterrupt
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def find_etcd(explicit: str | None = None) -> str:

@@ -14,7 +14,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 
@@ -33,7 +32,7 @@ from petcd.rpc.pb import (
     v3lock_pb2_grpc,
 )
 
-from tests.etcd_fixture import ETCD, ETCDCTL  # the reference binaries, found on PATH
+from tests.etcd_fixture import ETCD, ETCDCTL, free_port  # the reference binaries, found on PATH
 
 
 # --------------------------------------------------------------------------
@@ -219,19 +218,11 @@ def test_known_bytes_roundtrip():
 # (c) interop with a real etcd server
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def etcd_server(tmp_path_factory):
     assert os.access(ETCD, os.X_OK), f"{ETCD} is required for the interop tests"
     tmp = tmp_path_factory.mktemp("etcd")
-    client_port, peer_port = _free_port(), _free_port()
-    while peer_port == client_port:
-        peer_port = _free_port()
+    client_port, peer_port = free_port(), free_port()
     client_url = f"http://127.0.0.1:{client_port}"
     peer_url = f"http://127.0.0.1:{peer_port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
