@@ -163,9 +163,14 @@ def start_cluster(root: str, size: int = 3, *extra: str, server: str = "petcd") 
         if server == "etcd":
             argv = [etcd_binary(), *argv[len(petcd_command()):]]
         members.append(_start(argv, f"127.0.0.1:{port}", f"{root}/{name}", ready=False))
-    for m in members:
-        wait_ready(m)
-    return Cluster(members, names, peers)
+    cluster = Cluster(members, names, peers)
+    try:
+        for m in members:
+            wait_ready(m)
+    except BaseException:
+        cluster.stop()  # a member that failed must not leave the others running
+        raise
+    return cluster
 
 
 def restart(server: Server) -> Server:
