@@ -1,12 +1,13 @@
-"""etcdserverpb.Maintenance: alarms, status and leader transfer (the rest answers UNIMPLEMENTED until built)."""
+"""etcdserverpb.Maintenance: alarms, status, hashes and leader transfer (the rest answers UNIMPLEMENTED until built)."""
 
 from __future__ import annotations
 
 import grpc
 
-from petcd.rpc.gateway_state import GatewayState, refuse_on_learner
+from petcd.rpc.gateway_state import GatewayState, abort, refuse_on_learner
 from petcd.rpc.pb import rpc_pb2 as pb
 from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
+from petcd.store.errors import StoreError
 
 # The etcd API level petcd serves (the protos are etcd 3.5's).
 SERVER_VERSION = "3.5.0"
@@ -36,6 +37,18 @@ class MaintenanceService(pb_grpc.MaintenanceServicer):
             dbSizeInUse=db_in_use,
             isLearner=raft["is_learner"],
         )
+
+    async def HashKV(self, request: pb.HashKVRequest, context: grpc.aio.ServicerContext) -> pb.HashKVResponse:
+        """This member's hash of its MVCC history up to a revision (no Raft round, as etcd)."""
+        try:
+            hash_value, compact_rev, current_rev = self._s.store.hash_kv(request.revision)
+        except StoreError as e:
+            await abort(context, e.name, e.grpc_code, e.message)
+        return pb.HashKVResponse(header=self._s.header(current_rev, self._s.link.term), hash=hash_value, compact_revision=compact_rev)
+
+    async def Hash(self, request: pb.HashRequest, context: grpc.aio.ServicerContext) -> pb.HashResponse:
+        hash_value, current_rev = self._s.store.hash_all()
+        return pb.HashResponse(header=self._s.header(current_rev, self._s.link.term), hash=hash_value)
 
     async def MoveLeader(self, request: pb.MoveLeaderRequest, context: grpc.aio.ServicerContext) -> pb.MoveLeaderResponse:
         await refuse_on_learner(self._s, context)

@@ -8,6 +8,7 @@ Known differences from etcd:
 """
 
 import os
+import zlib
 
 
 import lmdb
@@ -122,6 +123,19 @@ class MvccStore:
             if revision > current_rev:
                 raise future_rev()
             return tables.hash(revision or current_rev), max(compact_rev, 0), current_rev
+
+    def hash_all(self) -> tuple[int, int]:
+        """(hash, current_revision) as etcd's Hash: crc32 over every table of the store, the
+        bookkeeping (applied index) included, so members agree only at the same log position."""
+        with self._env.begin() as txn:
+            crc = 0
+            for name, db in self._dbs._asdict().items():
+                if not isinstance(db, lmdb._Database):
+                    continue  # not a table (e.g. max_key_bytes)
+                crc = zlib.crc32(name.encode(), crc)
+                for key, value in txn.cursor(db=db).iternext(keys=True, values=True):
+                    crc = zlib.crc32(value, zlib.crc32(key, crc))
+            return crc, StoreTxn(txn, self._dbs).current_revision()
 
     def db_size_bytes(self) -> tuple[int, int]:
         """(file size, bytes in pages holding data), for etcd Status's dbSize and dbSizeInUse."""
