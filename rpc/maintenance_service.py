@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+from collections.abc import AsyncIterator
+
 import grpc
 
 from petcd.rpc.gateway_state import GatewayState, abort, refuse_on_learner
 from petcd.rpc.pb import rpc_pb2 as pb
 from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
+from petcd.store import backup
 from petcd.store.errors import StoreError
 
 # The etcd API level petcd serves (the protos are etcd 3.5's).
@@ -47,8 +52,18 @@ class MaintenanceService(pb_grpc.MaintenanceServicer):
         return pb.HashKVResponse(header=self._s.header(current_rev, self._s.link.term), hash=hash_value, compact_revision=compact_rev)
 
     async def Hash(self, request: pb.HashRequest, context: grpc.aio.ServicerContext) -> pb.HashResponse:
-        hash_value, current_rev = self._s.store.hash_all()
+        hash_value, current_rev, _ = self._s.store.digest()
         return pb.HashResponse(header=self._s.header(current_rev, self._s.link.term), hash=hash_value)
+
+    async def Snapshot(self, request: pb.SnapshotRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.SnapshotResponse]:
+        """The whole store at one revision, then its sha256, as etcd streams it (no header)."""
+        work_dir = os.path.dirname(self._s.store.path)
+        _, chunks = await asyncio.to_thread(backup.stream, self._s.store, work_dir)
+        try:
+            for blob, remaining in chunks:
+                yield pb.SnapshotResponse(remaining_bytes=remaining, blob=blob)  # waits on flow control
+        finally:
+            chunks.close()  # a client that went away: the copy is removed
 
     async def MoveLeader(self, request: pb.MoveLeaderRequest, context: grpc.aio.ServicerContext) -> pb.MoveLeaderResponse:
         await refuse_on_learner(self._s, context)

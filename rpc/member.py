@@ -11,6 +11,7 @@ does not leave orphans serving.
 from __future__ import annotations
 
 import ctypes
+import glob
 import json
 import os
 import shutil
@@ -103,6 +104,8 @@ def run(cfg: ServerConfig) -> int:
     my_hex = f"{my_id:x}"
     restarted = my_id != ids[cfg.name] or os.path.exists(os.path.join(member_dir, "raft"))
     MvccStore(os.path.join(member_dir, "mvcc")).close()  # exists before the gateway opens it read-only
+    for leftover in glob.glob(os.path.join(member_dir, "backup-*")):
+        os.remove(leftover)  # a snapshot copy whose stream a crash cut short (see store/backup.py)
 
     sock_dir = tempfile.mkdtemp(prefix="petcd-")
     endpoints = {f"{my_hex}/{role}": f"ipc://{sock_dir}/{role}" for role in ("raft", "apply", "watch", "lease", "gw0")}

@@ -47,6 +47,11 @@ class MvccStore:
     def close(self) -> None:
         self._env.close()
 
+    @property
+    def path(self) -> str:
+        """The store's directory."""
+        return self._env.path()
+
     # --- writer side
     def apply(self, entries: list[tuple[int, dict]] | list[tuple[int, dict, bytes | None]]) -> list[dict | None]:
         """Applies committed log entries (raft_index, request[, request_key]) in one LMDB write txn.
@@ -124,18 +129,35 @@ class MvccStore:
                 raise future_rev()
             return tables.hash(revision or current_rev), max(compact_rev, 0), current_rev
 
-    def hash_all(self) -> tuple[int, int]:
-        """(hash, current_revision) as etcd's Hash: crc32 over every table of the store, the
-        bookkeeping (applied index) included, so members agree only at the same log position."""
+    def digest(self) -> tuple[int, int, int]:
+        """(hash, current_revision, entries) for etcd's Hash and `snapshot status`: crc32 over every
+        table of the store, the bookkeeping (applied index) included, so members agree only at the
+        same log position; entries counts the records of all tables."""
         with self._env.begin() as txn:
-            crc = 0
+            crc, entries = 0, 0
             for name, db in self._dbs._asdict().items():
                 if not isinstance(db, lmdb._Database):
                     continue  # not a table (e.g. max_key_bytes)
                 crc = zlib.crc32(name.encode(), crc)
                 for key, value in txn.cursor(db=db).iternext(keys=True, values=True):
                     crc = zlib.crc32(value, zlib.crc32(key, crc))
-            return crc, StoreTxn(txn, self._dbs).current_revision()
+                    entries += 1
+            return crc, StoreTxn(txn, self._dbs).current_revision(), entries
+
+    def forget_raft_position(self) -> None:
+        """For a store restored from a backup into a new cluster: its entries count from 0 again
+        (the applied index) and the proposals it remembers belong to the old log."""
+        assert not self._readonly
+        with self._env.begin(write=True) as txn:
+            StoreTxn(txn, self._dbs).forget_raft_position()
+
+    def copy_to(self, path: str) -> None:
+        """A compacted, consistent copy of the store (one read transaction) in the file `path`;
+        works on a read-only store too, so the gateway can take backups."""
+        with open(path, "wb") as f:
+            self._env.copyfd(f.fileno(), compact=True)
+            f.flush()
+            os.fsync(f.fileno())
 
     def db_size_bytes(self) -> tuple[int, int]:
         """(file size, bytes in pages holding data), for etcd Status's dbSize and dbSizeInUse."""

@@ -66,6 +66,12 @@ class StoreTxn:
         """-1 if never compacted, as etcd's compactMainRev."""
         return self._meta(_COMPACT_REVISION, -1)
 
+    def forget_raft_position(self) -> None:
+        """The applied index back to 0 and no remembered proposals (see MvccStore.forget_raft_position)."""
+        self._set_meta(_APPLIED_INDEX, 0)
+        self._txn.drop(self._dbs.requests, delete=False)
+        self._txn.drop(self._dbs.request_log, delete=False)
+
     def set_applied_index(self, index: int) -> None:
         assert index > self.applied_index()
         self._set_meta(_APPLIED_INDEX, index)

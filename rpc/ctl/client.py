@@ -148,19 +148,22 @@ def parse_endpoint(ep: str):
     return proto, host, scheme
 
 
-def zap_warn(target: str, attempt: int, error: str) -> None:
+def zap_iso_ts() -> str:
+    """The time as clientv3's logger stamps it (ISO 8601, milliseconds, local zone)."""
     now = datetime.datetime.now().astimezone()
     ts = now.strftime("%Y-%m-%dT%H:%M:%S.") + "%03d" % (now.microsecond // 1000)
     off = now.utcoffset()
     if not off:
-        ts += "Z"
-    else:
-        mins = int(off.total_seconds()) // 60
-        sign = "+" if mins >= 0 else "-"
-        ts += "%s%02d%02d" % (sign, abs(mins) // 60, abs(mins) % 60)
+        return ts + "Z"
+    mins = int(off.total_seconds()) // 60
+    sign = "+" if mins >= 0 else "-"
+    return ts + "%s%02d%02d" % (sign, abs(mins) // 60, abs(mins) % 60)
+
+
+def zap_warn(target: str, attempt: int, error: str) -> None:
     errors.err('{"level":"warn","ts":%s,"caller":"clientv3/retry_interceptor.go:62",'
                '"msg":"retrying of unary invoker failed","target":%s,"attempt":%d,"error":%s}\n'
-               % (goutil.zap_string(ts), goutil.zap_string(target), attempt,
+               % (goutil.zap_string(zap_iso_ts()), goutil.zap_string(target), attempt,
                   goutil.zap_string(error)))
 
 
@@ -270,14 +273,30 @@ class Client:
         try:
             return fn(req, timeout=timeout, metadata=self.metadata or None, wait_for_ready=True)
         except grpc.RpcError as e:
-            code = GO_CODES.get(e.code().name, "Unknown")
-            desc = e.details() or ""
-            if code == "DeadlineExceeded" and (desc == "Deadline Exceeded" or desc == ""):
-                if conn.saw_failure and conn.state != grpc.ChannelConnectivity.READY:
-                    desc = self._balancer_error(conn)
-                else:
-                    desc = CTX_DEADLINE
-            raise RPCError(code, desc) from None
+            raise self.rpc_error(e, conn) from None
+
+    def server_stream(self, service: str, method: str, req, deadline):
+        """The responses of a server-streaming RPC, in order; raises RPCError."""
+        conn = self._pick(deadline)
+        if conn is None:
+            raise RPCError("DeadlineExceeded", CTX_DEADLINE)
+        fn = getattr(getattr(rpc_pb2_grpc, service + "Stub")(conn.channel), method)
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            yield from fn(req, timeout=timeout, metadata=self.metadata or None, wait_for_ready=True)
+        except grpc.RpcError as e:
+            raise self.rpc_error(e, conn) from None
+
+    def rpc_error(self, e: grpc.RpcError, conn: "_Conn") -> "RPCError":
+        """A grpc error as clientv3 reports it."""
+        code = GO_CODES.get(e.code().name, "Unknown")
+        desc = e.details() or ""
+        if code == "DeadlineExceeded" and (desc == "Deadline Exceeded" or desc == ""):
+            if conn.saw_failure and conn.state != grpc.ChannelConnectivity.READY:
+                desc = self._balancer_error(conn)
+            else:
+                desc = CTX_DEADLINE
+        return RPCError(code, desc)
 
     def _balancer_error(self, conn) -> str:
         if not self.direct:

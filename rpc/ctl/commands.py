@@ -58,6 +58,7 @@ def build_root(gflags: list[pflag.Flag]) -> Command:
     from .maintenance_command import new_alarm_command, new_defrag_command
     from .member_command import new_member_command
     from .move_leader_command import new_move_leader_command
+    from .snapshot_command import new_snapshot_command
     from .txn_command import new_txn_command
     from .watch_command import new_watch_command
 
@@ -91,10 +92,7 @@ def build_root(gflags: list[pflag.Flag]) -> Command:
         Command("version", "Prints the version of etcdctl", run=version_command_func),
         new_lease_command(lease_run),
         new_member_command(member_run),
-        _group("snapshot <subcommand>", "Manages etcd node snapshots",
-               [("save <filename>", "Stores an etcd node backend snapshot to a given file"),
-                ("restore <filename> [options]", "Restores an etcd member snapshot to an etcd directory"),
-                ("status <filename>", "Gets backend snapshot status of a given file")]),
+        new_snapshot_command(lambda name: _lazy("snapshot_command", "snapshot_%s_command_func" % name)),
         _leaf("make-mirror [options] <destination>", "Makes a mirror at the destination etcd cluster"),
         _leaf("migrate", "Migrates keys in a v2 store to a mvcc store"),
         new_lock_command(_lazy("lock_command", "lock_command_func")),

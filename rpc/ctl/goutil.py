@@ -417,3 +417,9 @@ def zap_string(s: str | bytes) -> str:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+def errno_text(e: OSError) -> str:
+    """An OS error as Go's syscall.Errno prints it ("no such file or directory")."""
+    text = e.strerror or str(e)
+    return text[:1].lower() + text[1:]

@@ -127,6 +127,13 @@ def endpoint_hashkv_rows(hashes: list[EpHashKV]) -> list[list[str]]:
 
 ENDPOINT_HASHKV_HEADER = ["endpoint", "hash"]
 
+DB_STATUS_HEADER = ["hash", "revision", "total keys", "total size"]
+
+
+def db_status_rows(ds) -> list[list[str]]:
+    """makeDBStatusTable, for a store.backup.BackupStatus."""
+    return [["%x" % ds.hash, str(ds.revision), str(ds.total_keys), humanize_bytes(ds.total_size)]]
+
 
 def _b(v: bool) -> str:
     return "true" if v else "false"
@@ -197,6 +204,9 @@ class Printer:
         self.unsupported()
 
     def alarm(self, resp) -> None:
+        self.unsupported()
+
+    def db_status(self, ds) -> None:
         self.unsupported()
 
 

@@ -119,6 +119,9 @@ class FieldsPrinter(Printer):
         for item in resp.leases:
             errors.out('"ID" : %d\n' % item.ID)
 
+    def db_status(self, ds) -> None:
+        errors.out('"Hash" : %d\n"Revision" : %d\n"Keys" : %d\n"Size" : %d\n' % (ds.hash, ds.revision, ds.total_keys, ds.total_size))
+
     def alarm(self, resp) -> None:
         self.hdr(resp.header)
         for a in resp.alarms:

@@ -29,6 +29,9 @@ class JSONPrinter(Printer):
     delete = get = put = txn = _pb
     member_list = member_add = alarm = _pb
 
+    def db_status(self, ds) -> None:
+        errors.out('{"hash":%d,"revision":%d,"totalKey":%d,"totalSize":%d}\n' % (ds.hash, ds.revision, ds.total_keys, ds.total_size))
+
     def member_remove(self, member_id: int, resp) -> None:
         self._pb(resp)
 

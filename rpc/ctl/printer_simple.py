@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from . import errors
 from .printer_protobuf import compact_text
-from .printer import (EpHashKV, EpHealth, EpStatus, Printer, WatchResponse, endpoint_hashkv_rows,
+from .printer import (EpHashKV, EpHealth, EpStatus, Printer, WatchResponse, db_status_rows, endpoint_hashkv_rows,
                       endpoint_status_rows, event_type_name, member_list_rows)
 
 
@@ -120,6 +120,10 @@ class SimplePrinter(Printer):
 
     def member_list(self, resp) -> None:
         for row in member_list_rows(resp.members):
+            errors.out(", ".join(row) + "\n")
+
+    def db_status(self, ds) -> None:
+        for row in db_status_rows(ds):
             errors.out(", ".join(row) + "\n")
 
     def alarm(self, resp) -> None:

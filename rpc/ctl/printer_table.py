@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import errors
-from .printer import (ENDPOINT_HASHKV_HEADER, ENDPOINT_STATUS_HEADER, MEMBER_LIST_HEADER, EpHashKV,
+from .printer import (DB_STATUS_HEADER, ENDPOINT_HASHKV_HEADER, db_status_rows, ENDPOINT_STATUS_HEADER, MEMBER_LIST_HEADER, EpHashKV,
                       EpHealth, EpStatus, Printer, endpoint_hashkv_rows, endpoint_status_rows,
                       member_list_rows)
 
@@ -122,6 +122,9 @@ class TablePrinter(Printer):
 
     def endpoint_hashkv(self, hashes: list[EpHashKV]) -> None:
         errors.out(render(ENDPOINT_HASHKV_HEADER, endpoint_hashkv_rows(hashes)))
+
+    def db_status(self, ds) -> None:
+        errors.out(render(DB_STATUS_HEADER, db_status_rows(ds)))
 
     def member_list(self, resp) -> None:
         errors.out(render(MEMBER_LIST_HEADER, member_list_rows(resp.members)))
