@@ -5,16 +5,16 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 
 import grpc
 
 from petcd.rpc.pb import rpc_pb2 as pb
 from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
 from tests.servers import start_petcd
+from tests.waiting import wait_until
 
 WRITERS = 8
-LOAD_S = 2.0
+LOAD_TXNS = 50  # acknowledged before the kill, with the writers still going
 
 
 def _writer(endpoint: str, wid: int, acked: list[int], stop: threading.Event) -> None:
@@ -49,7 +49,7 @@ def test_kill_9_of_every_process_loses_no_acknowledged_write(tmp_path):
     threads = [threading.Thread(target=_writer, args=(server.endpoint, w, acked[w], stop)) for w in range(WRITERS)]
     for t in threads:
         t.start()
-    time.sleep(LOAD_S)
+    wait_until(lambda: sum(len(a) for a in acked) > LOAD_TXNS, 60, f"{LOAD_TXNS} transactions are acknowledged")
     # The whole process group: supervisor, Raft actor, apply actor, gateway, all at once.
     os.killpg(server.proc.pid, signal.SIGKILL)
     server.proc.wait()
@@ -57,7 +57,7 @@ def test_kill_9_of_every_process_loses_no_acknowledged_write(tmp_path):
     for t in threads:
         t.join()
     total_acked = sum(len(a) for a in acked)
-    assert total_acked > 50, f"the load did not get going ({total_acked} acknowledged writes)"
+    assert total_acked > LOAD_TXNS, f"the load did not get going ({total_acked} acknowledged writes)"
 
     restarted = start_petcd(data_dir)
     try:

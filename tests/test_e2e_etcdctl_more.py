@@ -6,11 +6,11 @@ import os
 import re
 import signal
 import subprocess
-import time
 
 import pytest
 
 from tests.servers import Server, etcd_binary, start_etcd, start_petcd
+from tests.waiting import Collected, wait_until
 
 @pytest.fixture(scope="module", params=["petcd", "etcd"])
 def server(request, tmp_path_factory):
@@ -25,36 +25,36 @@ def etcdctl(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
                           env={**os.environ, "ETCDCTL_API": "3"}, timeout=30)
 
 
-def background(server: Server, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([etcd_binary("etcdctl"), "--endpoints", server.endpoint, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "ETCDCTL_API": "3"})
+def background(server: Server, *args: str) -> Collected:
+    return Collected(subprocess.Popen([etcd_binary("etcdctl"), "--endpoints", server.endpoint, *args], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True, env={**os.environ, "ETCDCTL_API": "3"}))
 
 
-def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=20)
-    return proc.returncode, out, err
+def finish(proc: Collected) -> tuple[int, str, str]:
+    return proc.finish(signal.SIGINT)
 
 
 def wait_for(pred, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not pred():
-        time.sleep(0.1)
-    assert pred()
+    wait_until(pred, timeout_s, "the condition holds")
+
+
+def revision(server: Server) -> int:
+    return int(re.search(r'"revision":(\d+)', etcdctl(server, "get", "wt/", "--prefix", "-w", "json").stdout).group(1))
 
 
 def test_watch(server):
-    w = background(server, "watch", "wt/", "--prefix", "--prev-kv")
-    time.sleep(1.0)
+    # From the next revision: the events come whenever the watch is in place.
+    w = background(server, "watch", "wt/", "--prefix", "--prev-kv", f"--rev={revision(server) + 1}")
     etcdctl(server, "put", "wt/a", "1")
     etcdctl(server, "put", "wt/a", "2")
     etcdctl(server, "del", "wt/a")
-    time.sleep(1.0)
+    expected = "PUT\nwt/a\n1\nPUT\nwt/a\n1\nwt/a\n2\nDELETE\nwt/a\n2\nwt/a\n\n"  # prev kv, then the kv
+    w.wait_for(lambda out: len(out) >= len(expected), 10, "the watcher printed the three events")
     code, out, _ = finish(w)
-    assert out == "PUT\nwt/a\n1\nPUT\nwt/a\n1\nwt/a\n2\nDELETE\nwt/a\n2\nwt/a\n\n"  # prev kv, then the kv
-    rev = int(re.search(r'"revision":(\d+)', etcdctl(server, "get", "wt/", "--prefix", "-w", "json").stdout).group(1))
+    assert out == expected
+    rev = revision(server)
     w = background(server, "watch", "wt/a", f"--rev={rev - 2}", "-w", "json")
-    time.sleep(1.5)
+    w.wait_for(lambda out: '"type":1' in out, 10, "the replayed delete is printed")
     code, out, _ = finish(w)
     assert out.count('"Events"') >= 1 and '"type":1' in out, out  # history replayed: the delete included
 
@@ -83,11 +83,12 @@ def test_lock(server):
     holder = background(server, "lock", "lk2")
     wait_for(lambda: etcdctl(server, "get", "lk2/", "--prefix", "--keys-only").stdout.strip() != "")
     waiter = background(server, "lock", "lk2")
-    time.sleep(1.0)
-    assert waiter.poll() is None, "a second locker waits"
+    wait_for(lambda: len(etcdctl(server, "get", "lk2/", "--prefix", "--keys-only").stdout.split()) == 2)  # its key is in
+    assert waiter.proc.poll() is None and waiter.text() == "", "a second locker waits"
     code, out, _ = finish(holder)
     assert out.startswith("lk2/")
     wait_for(lambda: len(etcdctl(server, "get", "lk2/", "--prefix", "--keys-only").stdout.split()) == 1)
+    waiter.wait_for(lambda out: out.startswith("lk2/"), 10, "the waiter prints the lock it got")
     code, out, _ = finish(waiter)
     assert out.startswith("lk2/"), "the waiter got the lock once the holder let go"
 
@@ -95,11 +96,13 @@ def test_lock(server):
 def test_elect(server):
     observer = background(server, "elect", "-l", "el")
     cand1 = background(server, "elect", "el", "first")
-    time.sleep(1.5)
+    cand1.wait_for(lambda out: "first" in out, 10, "the first candidate is elected")
+    observer.wait_for(lambda out: "first" in out, 10, "the observer sees the first leader")
     cand2 = background(server, "elect", "el", "second")
-    time.sleep(1.0)
+    wait_for(lambda: len(etcdctl(server, "get", "el/", "--prefix", "--keys-only").stdout.split()) == 2)  # it campaigns
     finish(cand1)
-    time.sleep(1.5)
+    cand2.wait_for(lambda out: "second" in out, 10, "the second candidate is elected once the first resigns")
+    observer.wait_for(lambda out: "second" in out, 10, "the observer sees the second leader")
     finish(cand2)
     _, out, _ = finish(observer)
     values = [line for line in out.splitlines() if not line.startswith("el/")]

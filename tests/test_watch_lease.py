@@ -15,6 +15,7 @@ from petcd.rpc.pb import rpc_pb2 as pb
 from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
 from tests.servers import Cluster, start_cluster
 from tests.test_cluster import leader_index
+from tests.waiting import wait_until
 
 PREFIX = b"wk/"
 
@@ -104,9 +105,11 @@ def test_watch_guarantees_across_a_leader_kill(cluster: Cluster):
     writers = [threading.Thread(target=_writer, args=(survivors, w, stop, acked[w])) for w in range(2)]
     for t in writers:
         t.start()
-    time.sleep(1.5)
+    # Load before the kill and after it (each Txn writes two keys: 40 events at least in all).
+    wait_until(lambda: sum(map(len, acked)) >= 10, 30, "10 transactions are acknowledged before the kill")
     os.killpg(cluster.members[lead].proc.pid, signal.SIGKILL)
-    time.sleep(3)
+    before_kill = sum(map(len, acked))
+    wait_until(lambda: sum(map(len, acked)) >= before_kill + 10, 30, "10 more transactions are acknowledged after the kill")
     stop.set()
     for t in writers:
         t.join()
@@ -115,9 +118,7 @@ def test_watch_guarantees_across_a_leader_kill(cluster: Cluster):
     last_rev = final.header.revision
     expected = sorted(((kv.mod_revision, kv.key, 0) for kv in final.kvs), key=lambda e: (e[0], e[1]))  # a/.. before b/..
     assert len(expected) >= 40 and all(r in {e[0] for e in expected} for a in acked for r in a)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and any(w.next_rev <= last_rev for w in watchers):
-        time.sleep(0.2)
+    wait_until(lambda: all(w.next_rev > last_rev for w in watchers), 20, "every watcher has seen the last revision")
     for w in watchers:
         w.stop_event.set()
     for i, w in enumerate(watchers):
@@ -155,7 +156,8 @@ def test_lease_expiry_deletes_keys_in_one_revision_and_follows_keepalives(cluste
         ttls = [r.TTL for r in lease.LeaseKeepAlive(keepalives(), timeout=20)]
         assert ttls and all(t == 3 for t in ttls), ttls
         assert kv.Range(pb.RangeRequest(key=b"kept"), timeout=5).count == 1, "kept alive through a follower"
-        assert kv.Range(pb.RangeRequest(key=b"l/", range_end=b"l0"), timeout=5).count == 0, "the short lease expired"
+        wait_until(lambda: kv.Range(pb.RangeRequest(key=b"l/", range_end=b"l0"), timeout=5).count == 0, 10,
+                   "the short lease expired and took its keys")
         history = kv.Range(pb.RangeRequest(key=b"l/", range_end=b"l0", revision=start_rev - 1), timeout=5)
         assert history.count == 3
         # One revision deleted all three keys: a watch from before shows three DELETEs at one revision.
@@ -194,9 +196,5 @@ def test_no_lease_expires_early_across_a_leader_change(cluster: Cluster):
                 pass
             time.sleep(0.2)
         # And it does expire once the new leader's full TTL has run out (bounded).
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if kv.Range(pb.RangeRequest(key=b"guarded", serializable=True), timeout=2).count == 0:
-                break
-            time.sleep(0.3)
-        assert kv.Range(pb.RangeRequest(key=b"guarded", serializable=True), timeout=2).count == 0
+        wait_until(lambda: kv.Range(pb.RangeRequest(key=b"guarded", serializable=True), timeout=2).count == 0, 15,
+                   "the lease expires under the new leader")
