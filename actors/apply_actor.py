@@ -8,8 +8,11 @@ Messages in:
   snap_install {meta, seq, data, last}             a chunk of the leader's snapshot to install
   history {from}                                   from the watch actor: events of revisions from..current
   leases_list {}                                   from the lease actor: every lease
+  revision {}                                      from the lease actor (auto-compaction): the current revision
+  defrag {origin}                                  from the gateway: rewrite the store compactly (etcd's Defragment)
 Messages out:
-  hello  {applied}                                 to the Raft actor on start: where to resume
+  hello  {applied, snapshot}                       to the Raft actor on start: where to resume; `snapshot` is the
+                                                   meta of the snapshot last installed if the store is still at it
   applied {index}                                  to the Raft actor after each batch (it may compact its log)
   snap_chunk {peer, index, seq, data, last}        to the Raft actor, to relay
   snap_installed {meta}                            to the Raft actor once a snapshot is in place
@@ -32,7 +35,7 @@ import msgpack
 from petcd.actors.actor import Context, Envelope
 from petcd.store.errors import StoreError
 from petcd.store.mvcc import MvccStore
-from petcd.store.snapshot_files import IncomingSnapshot, outgoing_chunks
+from petcd.store.snapshot_files import IncomingSnapshot, installed_snapshot, outgoing_chunks, record_installed_snapshot
 
 # Reads waiting for the store to catch up; past this the oldest are refused
 # (the client retries) rather than letting memory grow without bound.
@@ -47,6 +50,7 @@ class ApplyConfig:
     member_id: str
     data_dir: str
     sync: bool = True
+    map_size_bytes: int = 8 << 30  # see store.mvcc.map_size_for_quota
 
 
 class ApplyActor:
@@ -58,10 +62,15 @@ class ApplyActor:
         self._incoming_snapshot: IncomingSnapshot | None = None
 
     def start(self, ctx: Context) -> None:
-        self._store = MvccStore(os.path.join(self._cfg.data_dir, "mvcc"), sync=self._cfg.sync)
+        self._store = MvccStore(os.path.join(self._cfg.data_dir, "mvcc"), sync=self._cfg.sync, map_size_bytes=self._cfg.map_size_bytes)
         applied = self._store.applied_index()
         ctx.log("info", "mvcc store opened", applied_index=applied, revision=self._store.current_revision())
-        ctx.send(f"{self._cfg.member_id}/raft", {"t": "hello", "applied": applied})
+        # The last snapshot installed, if the store is still at it: the Raft actor finishes the log
+        # reset a crash may have cut short (store installed, Raft log not yet reset).
+        snapshot = self._installed_snapshot_meta()
+        if snapshot is not None and snapshot.get("index") != applied:
+            snapshot = None
+        ctx.send(f"{self._cfg.member_id}/raft", {"t": "hello", "applied": applied, "snapshot": snapshot})
 
     def stop(self) -> None:
         if self._store is not None:
@@ -86,6 +95,17 @@ class ApplyActor:
                 self._serve_read(ctx, self._term, msg["req"], msg["origin"])
             elif kind == "history":
                 self._history(ctx, sender, msg["from"])
+            elif kind == "defrag":  # from the gateway (etcd's Defragment, this member only)
+                if entries:
+                    self._apply(ctx, entries)
+                    entries = []
+                size_before = store.db_size_bytes()[0]
+                store.defragment()
+                ctx.log("info", "defragmented the store", size_before=size_before, size_after=store.db_size_bytes()[0])
+                origin = msg["origin"]
+                ctx.send(origin[0], {"t": "resp", "id": origin[1], "resp": {}})
+            elif kind == "revision":  # from the lease actor's auto-compactor
+                ctx.send(sender, {"t": "revision", "revision": store.current_revision()})
             elif kind == "leases_list":
                 ctx.send(sender, {"t": "leases", "items": [list(x) for x in store.leases()]})
             elif kind == "snap_make":
@@ -112,6 +132,9 @@ class ApplyActor:
         for i, req in enumerate(requests):
             if req[1] is _STALE and responses[i] is not None:
                 responses[i] = {"error": "leader_changed"}
+            elif responses[i] is not None and responses[i].pop("map_full", False):
+                ctx.log("error", "the store's LMDB map is full: entry failed with NOSPACE and the alarm raised",
+                        index=req[0], op=req[1].get("op"))
         assert len(responses) == len(entries)
         self._term = entries[-1][1]
         me = self._cfg.member_id
@@ -203,6 +226,12 @@ class ApplyActor:
             ctx.send(f"{self._cfg.member_id}/raft", {"t": "snap_chunk", "peer": peer, "index": index, "seq": seq, "data": data,
                                                      "last": sent >= size})
 
+    def _record_installed_snapshot(self, meta: dict[str, Any]) -> None:
+        record_installed_snapshot(self._cfg.data_dir, {k: meta[k] for k in ("index", "term", "voters", "learners", "members")}, self._cfg.sync)
+
+    def _installed_snapshot_meta(self) -> dict[str, Any] | None:
+        return installed_snapshot(self._cfg.data_dir)
+
     def _install_chunk(self, ctx: Context, msg: dict[str, Any]) -> None:
         store = self._store
         assert store is not None
@@ -218,6 +247,9 @@ class ApplyActor:
         self._incoming_snapshot = None
         meta = msg["meta"]
         if meta["index"] > store.applied_index():
+            # Durable before the store changes: after a crash right after the install, the Raft
+            # actor learns from it (in "hello") the (index, term, membership) to reset its log to.
+            self._record_installed_snapshot(meta)
             incoming.install(store)
             assert store.applied_index() == meta["index"], (store.applied_index(), meta["index"])
         else:

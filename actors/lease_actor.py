@@ -4,11 +4,22 @@ Messages in:
   leader     {leader, is_leader}              from the Raft actor, whenever leadership changes
   leases     {items: [[id, ttl]...]}          from the apply actor: every lease (at start)
   lease_changes {granted: [[id, ttl]...], revoked: [id...]}   from the apply actor, per applied batch
-  keepalive  {id, origin}                     renew; answered with the TTL (0: no such lease)
+  keepalive  {id, origin}                     renew; answered with the TTL (0: no such lease) once a ReadIndex
+                                              round ("confirm" to the Raft actor) shows we still lead, else "not_leader"
   ttl        {id, origin}                     the remaining TTL (-1: no such lease)
-  resp       {id, resp}                       the answer to a revocation we proposed
-Messages out: answers to origins; `propose` (lease_revoke) to the Raft actor; `relay` to the
-Raft actor for requests that must reach the leader's reaper, and for answers to other members.
+  resp       {id, resp}                       the answer to a revocation (or compaction) we proposed
+  revision   {revision}                       from the apply actor: the current revision (auto-compaction)
+Messages out: answers to origins; `propose` (lease_revoke, compact) to the Raft actor; `relay` to the
+Raft actor for requests that must reach the leader's reaper, and for answers to other members;
+`revision` to the apply actor.
+
+It also runs etcd's auto-compactor (--auto-compaction-mode/-retention), which compacts through
+Raft like a client's Compact, only while this member leads:
+- periodic, retention P: every min(P, 1h)/10 it samples the current revision, keeping the samples
+  of the last P; once P has passed (then every min(P, 1h)) it compacts to the oldest sample, the
+  revision of P ago (etcd's compactor.Periodic);
+- revision, retention R: every 5 minutes it compacts to the current revision minus R, unless that
+  is not positive or the same as last time (etcd's compactor.Revision).
 
 Only the leader expires leases, and only by proposing the revocation through
 Raft. A member that becomes leader gives every lease a fresh full TTL before
@@ -24,15 +35,26 @@ from typing import Any
 from petcd.actors.actor import Context, Envelope
 
 _CHECK_TIMER = "check"
+_COMPACT_TIMER = "compact"
+# etcd's compactor: the revision compactor's period; the periodic one samples every period/10, at most hourly.
+REVISION_COMPACT_INTERVAL_MS = 5 * 60_000
+PERIODIC_MAX_INTERVAL_MS = 3_600_000
+PERIODIC_RETRY_DIVISOR = 10
 # How often the leader looks for expired leases; a lease outlives its TTL by at most this plus a commit.
 CHECK_INTERVAL_MS = 500
 # Revocations in flight at once; the rest wait for the next check.
 MAX_PENDING_REVOKES = 1000
+# A leadership confirmation (ReadIndex round) not answered within this fails its keep-alives.
+CONFIRM_TIMEOUT_MS = 3000
+# Keep-alives waiting for the next confirmation round; past the bound: "too many requests".
+MAX_WAITING_RENEWALS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
 class LeaseConfig:
     member_id: str
+    auto_compaction_mode: str = "periodic"  # or "revision"
+    auto_compaction_retention: int = 0  # periodic: milliseconds; revision: revisions; 0: off
 
 
 @dataclass(slots=True)
@@ -55,21 +77,80 @@ class LeaseActor:
         self._revokes: dict[int, int] = {}
         self._request_prefix = 0
         self._next_request = 0
+        # Keep-alives are answered only after a ReadIndex round confirms we still lead (etcd's
+        # ensureLeadership, etcd issue #15247): those arrived since the last round started wait
+        # for the next one; one round at a time, for every keep-alive pending when it starts.
+        self._renewals_waiting: list[dict[str, Any]] = []
+        self._round: tuple[int, int, list[dict[str, Any]], int] | None = None  # (request id, term, keep-alives, started ms)
+        # Auto-compaction (see the module doc).
+        self._compact_mode = config.auto_compaction_mode
+        self._retention = config.auto_compaction_retention
+        self._samples: list[int] = []  # periodic: revisions sampled, oldest first
+        self._compact_base_ms = 0  # periodic: how long after the last success the next compaction is due
+        self._last_compaction_ms = 0
+        self._last_compacted = 0  # revision: the last revision compacted to
+        self._compactions: dict[int, int] = {}  # request id -> revision, compactions in flight
 
     def start(self, ctx: Context) -> None:
         self._request_prefix = int(ctx.random() * (1 << 40)) << 20
         ctx.send(f"{self._me}/apply", {"t": "leases_list"})
         ctx.set_timer(_CHECK_TIMER, CHECK_INTERVAL_MS)
+        if self._retention > 0:
+            self._compact_base_ms = self._retention
+            self._last_compaction_ms = ctx.now_ms()
+            ctx.set_timer(_COMPACT_TIMER, self._compact_interval_ms())
 
     def stop(self) -> None:
         pass
 
+    # ------------------------------------------------------------------ auto-compaction
+    def _compact_interval_ms(self) -> int:
+        if self._compact_mode == "revision":
+            return REVISION_COMPACT_INTERVAL_MS
+        return max(1, min(self._retention, PERIODIC_MAX_INTERVAL_MS) // PERIODIC_RETRY_DIVISOR)
+
+    def _on_revision(self, ctx: Context, revision: int, now: int) -> None:
+        """The current revision, asked for at each compaction tick: decide whether to compact."""
+        if self._compact_mode == "revision":
+            target = revision - self._retention
+            if target <= 0 or target == self._last_compacted:
+                return
+        else:
+            self._samples.append(revision)
+            keep = self._retention // self._compact_interval_ms() + 1
+            del self._samples[:-keep]
+            if now - self._last_compaction_ms < self._compact_base_ms:
+                return
+            self._compact_base_ms = min(self._retention, PERIODIC_MAX_INTERVAL_MS)
+            target = self._samples[0]
+        if not self._is_leader or self._compactions or target <= 0:
+            return
+        self._next_request += 1
+        request_id = self._request_prefix + self._next_request
+        self._compactions[request_id] = target
+        ctx.log("info", "auto-compaction: compacting", mode=self._compact_mode, revision=target)
+        ctx.send(self._raft, {"t": "propose", "req": {"op": "compact", "revision": target}, "origin": [ctx.address, request_id]})
+
+    def _on_compacted(self, ctx: Context, target: int, resp: dict[str, Any], now: int) -> None:
+        if "error" not in resp or resp.get("error") == "compacted":
+            self._last_compacted = target
+            self._last_compaction_ms = now
+        else:
+            ctx.log("warn", "auto-compaction failed; retrying", revision=target, error=resp.get("error"))
+
     def on_timer(self, ctx: Context, name: str) -> None:
-        assert name == _CHECK_TIMER
+        if name == _COMPACT_TIMER:
+            ctx.set_timer(_COMPACT_TIMER, self._compact_interval_ms())
+            ctx.send(f"{self._me}/apply", {"t": "revision"})
+            return
+        if name != _CHECK_TIMER:
+            raise ValueError(f"lease actor: unknown timer {name!r}")
         ctx.set_timer(_CHECK_TIMER, CHECK_INTERVAL_MS)
+        now = ctx.now_ms()
+        if self._round is not None and now - self._round[3] >= CONFIRM_TIMEOUT_MS:
+            self._fail_renewals(ctx, "not_leader")
         if not self._is_leader:
             return
-        now = ctx.now_ms()
         for lease_id, lease in sorted(self._leases.items()):
             if len(self._pending) >= MAX_PENDING_REVOKES:
                 break
@@ -98,6 +179,9 @@ class LeaseActor:
                 if not self._is_leader or became:
                     self._pending.clear()
                     self._revokes.clear()
+                    self._compactions.clear()
+                if self._round is not None and (not self._is_leader or self._term != self._round[1]):
+                    self._fail_renewals(ctx, "not_leader")  # the round cannot confirm a leadership we lost
             elif kind == "leases":
                 for lease_id, ttl in msg["items"]:
                     self._leases.setdefault(lease_id, _Lease(ttl, now + ttl * 1000))
@@ -109,12 +193,54 @@ class LeaseActor:
                     self._pending.discard(lease_id)
             elif kind in ("keepalive", "ttl"):
                 self._on_request(ctx, kind, msg, now)
+            elif kind == "resp" and self._round is not None and msg["id"] == self._round[0]:
+                self._on_confirmed(ctx, msg["resp"], now)
+            elif kind == "revision":
+                self._on_revision(ctx, msg["revision"], now)
+            elif kind == "resp" and msg["id"] in self._compactions:
+                self._on_compacted(ctx, self._compactions.pop(msg["id"]), msg["resp"], now)
             elif kind == "resp":
                 lease_id = self._revokes.pop(msg["id"], None)
                 if lease_id is not None and "error" in msg["resp"]:
                     self._pending.discard(lease_id)  # try again at the next check
             else:
                 raise ValueError(f"lease actor: unknown message type {kind!r} from {sender}")
+        self._maybe_confirm(ctx, now)
+
+    # ------------------------------------------------------------------ leadership confirmation
+    def _maybe_confirm(self, ctx: Context, now: int) -> None:
+        """Start a confirmation round for every keep-alive waiting, unless one is in flight."""
+        if self._round is not None or not self._renewals_waiting:
+            return
+        if not self._is_leader:
+            self._fail_renewals(ctx, "not_leader")
+            return
+        self._next_request += 1
+        request_id = self._request_prefix + self._next_request
+        self._round = (request_id, self._term, self._renewals_waiting, now)
+        self._renewals_waiting = []
+        ctx.send(self._raft, {"t": "confirm", "term": self._term, "origin": [ctx.address, request_id]})
+
+    def _on_confirmed(self, ctx: Context, resp: dict[str, Any], now: int) -> None:
+        assert self._round is not None
+        _, term, renewals, _ = self._round
+        self._round = None
+        if "error" in resp or not self._is_leader or self._term != term or resp.get("term", term) != term:
+            for msg in renewals:
+                self._answer(ctx, msg, {"error": resp.get("error", "not_leader")})
+            return
+        for msg in renewals:
+            lease = self._leases.get(msg["id"])
+            if lease is not None:
+                lease.deadline_ms = now + lease.ttl_s * 1000
+            self._answer(ctx, msg, {"TTL": lease.ttl_s if lease else 0})
+
+    def _fail_renewals(self, ctx: Context, error: str) -> None:
+        renewals = self._round[2] if self._round is not None else []
+        self._round = None
+        for msg in renewals + self._renewals_waiting:
+            self._answer(ctx, msg, {"error": error})
+        self._renewals_waiting = []
 
     def _on_request(self, ctx: Context, kind: str, msg: dict[str, Any], now: int) -> None:
         if not self._is_leader:
@@ -127,9 +253,10 @@ class LeaseActor:
             return
         lease = self._leases.get(msg["id"])
         if kind == "keepalive":
-            if lease is not None:
-                lease.deadline_ms = now + lease.ttl_s * 1000
-            self._answer(ctx, msg, {"TTL": lease.ttl_s if lease else 0})
+            if len(self._renewals_waiting) >= MAX_WAITING_RENEWALS:
+                self._answer(ctx, msg, {"error": "too_many_requests"})
+            else:
+                self._renewals_waiting.append(msg)  # answered once a ReadIndex round confirms our leadership
         elif lease is None:
             self._answer(ctx, msg, {"TTL": -1, "grantedTTL": 0})
         else:

@@ -41,6 +41,8 @@ MAX_APPEND_BYTES = 4 << 20
 MAX_INFLIGHT_APPENDS = 32
 # Reads that wait for this leader's first commit: bounded, the rest are refused.
 MAX_WAITING_READS = 10_000
+# Reads waiting for their heartbeat round to be acknowledged: bounded, the rest are refused.
+MAX_PENDING_READS = 10_000
 
 # Heartbeats with appends in flight and none acknowledged before they count as lost.
 _LOST_APPEND_HEARTBEATS = 3
@@ -226,6 +228,8 @@ class RaftCore:
         if len(self.conf.voters) == 1:
             self._ready_reads.append((self.commit, ctx))
             return True
+        if len(self._pending_reads) >= MAX_PENDING_READS:
+            return False
         self._read_seq += 1
         self._pending_reads.append((self._read_seq, self.commit, ctx))
         self._broadcast_heartbeat()
@@ -258,33 +262,68 @@ class RaftCore:
         else:
             pr.state, pr.probe_sent, pr.inflight = PROBE, False, []
 
-    def restore_snapshot(self, index: int, term: int, conf: ConfState, members: dict[str, dict]) -> None:
-        """The caller installed a leader's snapshot at (index, term): our log restarts after it."""
-        assert index > self.commit, "a snapshot must bring news"
-        self.commit = index
-        self.applied = index
+    def step_snapshot(self, sender: str, term: int) -> bool:
+        """A snapshot chunk `sender` sent in `term` arrived: True if it may be installed.
+
+        Stepped as etcd-io/raft steps MsgSnap: one of an older term (a deposed leader's, late) is
+        ignored; one of a newer term makes us follow its sender first.
+        """
+        if term < self.term or (term == self.term and self.role == LEADER):
+            return False
+        if term > self.term or self.role != FOLLOWER:
+            self._become_follower(term, sender)
+        self.leader = sender
+        self._election_elapsed = 0
+        return True
+
+    def restore_snapshot(self, index: int, term: int, conf: ConfState, members: dict[str, dict]) -> bool:
+        """The caller installed a leader's snapshot at (index, term) in the state machine.
+
+        As etcd-io/raft's restore(): one at or below commit changes nothing; if our log holds
+        (index, term), commit (and applied) only move up to it and the log is kept; otherwise the
+        log restarts after it. `conf` and `members` are the membership as of `index`. Returns True
+        if the log was reset.
+        """
+        if index <= self.commit:
+            return False
+        self.applied = max(self.applied, index)
         self.conf = conf
+        if index <= self.last_index() and index >= self._log.snapshot_index and self._term_at(index) == term:
+            self.commit = index  # the hard state follows with the next Ready, with the entries it needs
+            self._log.save(None, [], conf, members, conf_index=index)
+            return False
+        # Acknowledgements not yet sent speak of the log being dropped: never let one out.
+        self._drop_acks(beyond=-1)
+        self.commit = index
         self._unstable = []
         self._log.reset_to_snapshot(index, term, conf, members, HardState(self.term, self.vote, index))
         self._saved_hs = self._log.hard_state
         self._stable_last = index
+        return True
+
+    def ack_snapshot(self) -> None:
+        """Tell the leader where our log stands after a snapshot (it leaves with the next Ready, after persisting)."""
+        if self.leader and self.leader != self.id:
+            self._send(self.leader, {"t": "app_resp", "term": self.term, "index": self.commit, "reject": False, "hint": 0, "read_seq": 0})
 
     def step(self, sender: str, msg: dict[str, Any]) -> None:
         """Handle one message from a peer."""
         kind, term = msg["t"], msg["term"]
-        if kind in ("prevote", "vote") and not msg.get("transfer") and self._in_lease():
-            return  # we heard from a leader recently: don't help depose it
         if term > self.term:
+            if kind in ("prevote", "vote") and not msg.get("transfer") and self._in_lease():
+                return  # we heard from a leader within an election timeout: don't help depose it
             if kind == "prevote" or (kind == "prevote_resp" and msg["granted"]):
                 pass  # pre-votes never change terms
             else:
                 self._become_follower(term, sender if kind in ("app", "timeout_now") else "")
         elif term < self.term:
-            if kind in ("app", "prevote", "vote", "timeout_now"):
-                # Tell a stale leader or candidate about the newer term (so a partitioned
-                # member that rejoins with a lower term learns it, and so does its sender).
-                reply = {"app": "app_resp", "prevote": "prevote_resp", "vote": "vote_resp", "timeout_now": "app_resp"}[kind]
-                self._send(sender, {"t": reply, "term": self.term, "index": 0, "reject": True, "hint": 0, "granted": False, "read_seq": 0})
+            # As etcd-io/raft: a stale leader hears of the newer term; a pre-candidate of a lower
+            # term (a rejoining member) is rejected with our term, so it learns it. A vote,
+            # timeout_now or response of a past term is ignored.
+            if kind == "app":
+                self._send(sender, {"t": "app_resp", "term": self.term, "index": 0, "reject": True, "hint": 0, "read_seq": 0})
+            elif kind == "prevote":
+                self._send(sender, {"t": "prevote_resp", "term": self.term, "granted": False})
             return
         handler = {
             "prevote": self._on_vote_request,
@@ -358,8 +397,9 @@ class RaftCore:
         self._reset_election_timer()
         self._fail_reads()
 
-    def _start_election(self, transfer: bool) -> None:
-        if self._pre_vote and not transfer:
+    def _start_election(self, transfer: bool, skip_pre_vote: bool = False) -> None:
+        """Campaign; `transfer` (only a leader transfer's timeout_now) makes voters ignore their leader lease."""
+        if self._pre_vote and not transfer and not skip_pre_vote:
             self.role = PRECANDIDATE
             term = self.term + 1  # asked about, not taken
             kind = "prevote"
@@ -381,7 +421,7 @@ class RaftCore:
 
     def _after_win(self) -> None:
         if self.role == PRECANDIDATE:
-            self._start_election(transfer=True)  # the real election (transfer=True: skip pre-vote)
+            self._start_election(transfer=False, skip_pre_vote=True)  # the real election: no lease override
         else:
             self._become_leader()
 
@@ -624,8 +664,13 @@ class RaftCore:
     def _truncate_from(self, index: int) -> None:
         """Forget entries at and after `index` (a conflicting suffix); durable ones are replaced on the next save."""
         assert index > self.commit, f"truncating committed entry {index} (commit {self.commit})"
+        self._drop_acks(beyond=index - 1)  # acknowledged, never persisted: the ack must not leave
         self._unstable = [e for e in self._unstable if e.index < index]
         self._stable_last = min(self._stable_last, index - 1)
+
+    def _drop_acks(self, beyond: int) -> None:
+        """Forget append acknowledgements not yet handed out that claim entries past `beyond`."""
+        self._msgs = [(to, m) for to, m in self._msgs if not (m["t"] == "app_resp" and not m["reject"] and m["index"] > beyond)]
 
     def _term_at(self, index: int) -> int:
         if self._unstable and index >= self._unstable[0].index:

@@ -7,8 +7,10 @@ Messages in (from this member's gateways and clients):
   transfer  {target, origin}                        move leadership (Maintenance.MoveLeader)
   status    {origin}                                leader, term, indexes; answered at once
   members   {origin}                                the membership as this member knows it
+from the lease actor:
+  confirm   {term, origin}                          do we still lead in `term`? a ReadIndex round answers {index, term}
 from the apply actor:
-  hello     {applied}                               on its start: where to resume
+  hello     {applied, snapshot}                     on its start: where to resume (and the snapshot last installed, if at `applied`)
   applied   {index}                                 after each batch: the log may be compacted below it
   snap_chunk {peer, index, seq, data, last}         a snapshot of the state machine, to relay to `peer`
   snap_installed {index, meta}                      a leader's snapshot is in place
@@ -18,7 +20,7 @@ from peers' Raft actors:
   fwd       {cid, props: [data...]}                 proposals a follower took
   ri        {cid, ids}                              a follower asks for a read index
   ri_resp   {cid, index, ids}                       the leader's answer
-  snap      {cid, meta, seq, data, last}            a snapshot chunk from the leader
+  snap      {cid, term, meta, seq, data, last}      a snapshot chunk from the leader of `term` (meta: membership as of its index)
 Messages out: apply/reads/snap_make/snap_chunk to the apply actor, resp to origins, the above to peers.
 
 Per turn: every proposal of the batch goes into one append, one synced LMDB
@@ -45,6 +47,13 @@ _MAX_READY_ROUNDS = 8
 MAX_HELD_REQUESTS = 10_000
 # Entries kept behind a compaction so that a slightly slow follower catches up without a snapshot.
 CATCHUP_ENTRIES = 5000
+# Reads sent to the leader for a read index and not yet answered; past the bound: "too many requests".
+MAX_REMOTE_READS = 10_000
+# etcd refuses proposals while more than this many entries are committed but not applied.
+MAX_APPLY_GAP = 5000
+# A client's membership change waits this long behind one in flight (a member publishing its name,
+# a new leader's first entry) before it is refused; below etcdctl's 5 s command timeout.
+CONF_WAIT_MS = 4000
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +91,9 @@ class RaftActor:
         self._next_read_id = 0
         self._transfers: list[tuple[list[Any], int]] = []  # (origin, deadline_ms)
         self._stopped = False
+        self._applied = 0  # what the apply actor reported applied
+        self._conf_waiting: list[tuple[dict[str, Any], list[Any], str, int]] = []  # (change, origin, via, since_ms)
+        self._activity = membership.PeerActivity(config.election_timeout_ms)  # for membership.check's health checks
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, ctx: Context) -> None:
@@ -128,9 +140,11 @@ class RaftActor:
             return
         role_before, leader_before = self._core.role, self._core.leader
         self._core.tick()
+        self._activity.observe(self._core, ctx.now_ms())
         ctx.set_timer(_TICK_TIMER, self._cfg.heartbeat_interval_ms)
         self._after_step(ctx, role_before, leader_before)
         self._expire(ctx)
+        self._retry_conf_changes(ctx)
         self._maybe_publish(ctx)
         self._process_ready(ctx)
 
@@ -161,10 +175,14 @@ class RaftActor:
                 if not core.propose(msg["props"]):
                     pass  # no longer leader: the requests time out at their gateway
             elif kind == "ri":
-                if not core.read_index(("remote", sender, msg["ids"])):
+                if core.role != LEADER:
                     ctx.send(sender, {"t": "ri_resp", "cid": self._cluster_id, "index": 0, "ids": msg["ids"]})
+                elif not core.read_index(("remote", sender, msg["ids"])):
+                    ctx.send(sender, {"t": "ri_resp", "cid": self._cluster_id, "index": 0, "ids": msg["ids"], "error": "too_many_requests"})
             elif kind == "ri_resp":
-                self._on_read_index(ctx, msg["index"], msg["ids"])
+                self._on_read_index(ctx, msg["index"], msg["ids"], msg.get("error", "leader_changed"))
+            elif kind == "confirm":
+                self._confirm_leadership(ctx, msg)
             elif kind == "conf":
                 self._conf_change(ctx, msg["change"], msg["origin"], self._me)
             elif kind == "conf_fwd":
@@ -183,13 +201,18 @@ class RaftActor:
             elif kind == "members":
                 self._answer(ctx, msg["origin"], {"members": self._members_list()})
             elif kind == "hello":
-                core.restore_applied(msg["applied"])
+                self._on_hello(ctx, msg)
             elif kind == "applied":
+                self._applied = max(self._applied, msg["index"])
                 self._maybe_compact(msg["index"])
             elif kind == "snap_chunk":
                 self._relay_snapshot(ctx, msg)
             elif kind == "snap":
-                ctx.send(self._apply_addr, {"t": "snap_install", **{k: msg[k] for k in ("meta", "seq", "data", "last")}})
+                # Stepped like any Raft message: a deposed leader's snapshot (an older term) is dropped.
+                if core.step_snapshot(sender.partition("/")[0], msg.get("term", 0)):
+                    ctx.send(self._apply_addr, {"t": "snap_install", **{k: msg[k] for k in ("meta", "seq", "data", "last")}})
+                else:
+                    ctx.log("warn", "dropped a snapshot chunk of a past term", sender=sender, term=msg.get("term", 0), our_term=core.term)
             elif kind == "snap_installed":
                 self._on_snapshot_installed(ctx, msg["meta"])
             else:
@@ -203,6 +226,11 @@ class RaftActor:
     def _propose(self, ctx: Context, proposals: list[bytes]) -> None:
         core = self._core
         assert core is not None
+        if core.commit - self._applied > MAX_APPLY_GAP:
+            # etcd: more than 5000 entries committed but not applied -> "too many requests".
+            for data in proposals:
+                self._reject(ctx, msgpack.unpackb(data)["origin"], "too_many_requests")
+            return
         if core.role == LEADER:
             if not core.propose(proposals):
                 for data in proposals:
@@ -219,13 +247,25 @@ class RaftActor:
             if not core.read_index((req, origin)):
                 self._reject(ctx, origin, "too_many_requests")
         elif core.leader:
+            if len(self._remote_reads) >= MAX_REMOTE_READS:
+                self._reject(ctx, origin, "too_many_requests")
+                return
             self._next_read_id += 1
             self._remote_reads[self._next_read_id] = (req, origin)
             ctx.send(f"{core.leader}/raft", {"t": "ri", "cid": self._cluster_id, "ids": [self._next_read_id]})
         else:
             self._hold(ctx, "read", (req, origin))
 
-    def _on_read_index(self, ctx: Context, index: int, ids: list[int]) -> None:
+    def _confirm_leadership(self, ctx: Context, msg: dict[str, Any]) -> None:
+        """The lease actor asks whether we still lead in `term` (etcd's ensureLeadership): a ReadIndex round answers."""
+        core = self._core
+        assert core is not None
+        if core.role != LEADER or core.term != msg["term"]:
+            self._reject(ctx, msg["origin"], "not_leader")
+        elif not core.read_index(("confirm", msg["origin"])):
+            self._reject(ctx, msg["origin"], "too_many_requests")
+
+    def _on_read_index(self, ctx: Context, index: int, ids: list[int], error: str = "leader_changed") -> None:
         reads = []
         for rid in ids:
             found = self._remote_reads.pop(rid, None)
@@ -233,7 +273,7 @@ class RaftActor:
                 continue
             req, origin = found
             if index == 0:
-                self._reject(ctx, origin, "leader_changed")
+                self._reject(ctx, origin, error)
             else:
                 reads.append([index, self._core.term if self._core else 0, req, origin])
         if reads:
@@ -273,7 +313,7 @@ class RaftActor:
             else:
                 self._reject(ctx, h.payload[1], error)
 
-    def _conf_change(self, ctx: Context, change: dict[str, Any], origin: list[Any] | None, via: str) -> None:
+    def _conf_change(self, ctx: Context, change: dict[str, Any], origin: list[Any] | None, via: str, since_ms: int | None = None) -> None:
         """A membership change taken by member `via`; its answer goes back through `via`."""
         core, log = self._core, self._log
         assert core is not None and log is not None
@@ -281,13 +321,28 @@ class RaftActor:
             if core.leader and via == self._me:
                 ctx.send(f"{core.leader}/raft", {"t": "conf_fwd", "cid": self._cluster_id, "change": change, "origin": origin, "via": via})
             else:
-                self._reject(ctx, origin, "no_leader", via)
+                self._reject(ctx, origin, "no_leader" if core.leader else membership.leaderless_error(change, core.conf.voters, log.members), via)
             return
-        error = membership.check(change, core, log.members)
+        error = membership.check(change, core, log.members, self._activity, ctx.now_ms())
         if error is None:
             error = core.propose_conf_change(membership.encode_change(change, origin, via))
+            if error == "conf_change_pending" and origin is not None and len(self._conf_waiting) < MAX_HELD_REQUESTS:
+                # Another change is in flight (a member publishing its name, our first entry as
+                # leader): propose this one once that is applied rather than refuse it at once.
+                self._conf_waiting.append((change, origin, via, ctx.now_ms() if since_ms is None else since_ms))
+                return
         if error is not None:
             self._reject(ctx, origin, error, via)
+
+    def _retry_conf_changes(self, ctx: Context) -> None:
+        """Each tick: propose the changes waiting behind another (checked again against the table now)."""
+        waiting, self._conf_waiting = self._conf_waiting, []
+        now = ctx.now_ms()
+        for change, origin, via, since in waiting:
+            if now - since >= CONF_WAIT_MS:
+                self._reject(ctx, origin, "conf_change_pending", via)
+            else:
+                self._conf_change(ctx, change, origin, via, since)
 
     def _relay(self, ctx: Context, msg: dict[str, Any]) -> None:
         """Carry a local actor's message to an actor of another member (only Raft actors talk across members)."""
@@ -351,6 +406,8 @@ class RaftActor:
             if read_ctx[0] == "remote":
                 _, follower, ids = read_ctx
                 ctx.send(follower, {"t": "ri_resp", "cid": self._cluster_id, "index": index, "ids": ids})
+            elif read_ctx[0] == "confirm":
+                self._answer(ctx, read_ctx[1], {"index": index, "term": core.term})
             else:
                 req, origin = read_ctx
                 local.append([index, core.term, req, origin])
@@ -364,7 +421,7 @@ class RaftActor:
             change = membership.decode_change(entry.data)
             members = membership.apply_to_members(change, log.members)
             conf = core.apply_conf_change(change["op"], change["id"])
-            log.save(None, [], conf, members)
+            log.save(None, [], conf, members, conf_index=entry.index)
             if change["op"] != "remove":
                 self._route(ctx, change["id"], members[change["id"]])
             ctx.log("info", "membership changed", op=change["op"], member=change["id"], voters=list(conf.voters), learners=list(conf.learners))
@@ -388,12 +445,18 @@ class RaftActor:
         core, log = self._core, self._log
         assert core is not None and log is not None
         peer, index = msg["peer"], msg["index"]
-        meta = {"index": index, "term": log.term(index) if index >= log.snapshot_index else 0, "voters": list(core.conf.voters),
-                "learners": list(core.conf.learners), "members": log.members}
+        if core.role != LEADER:
+            return  # deposed while the snapshot was being made: only a current leader sends one
+        # The membership as of the snapshot's index, not as of now (later changes come in the log).
+        at_index = log.conf_at(index)
+        conf, members = at_index if at_index is not None else (core.conf, log.members)
+        meta = {"index": index, "term": log.term(index) if log.snapshot_index <= index <= log.last_index else 0,
+                "voters": list(conf.voters), "learners": list(conf.learners), "members": members}
         if meta["term"] == 0:
             core.snapshot_done(peer, index, ok=False)
             return
-        ctx.send(f"{peer}/raft", {"t": "snap", "cid": self._cluster_id, "meta": meta, "seq": msg["seq"], "data": msg["data"], "last": msg["last"]})
+        ctx.send(f"{peer}/raft", {"t": "snap", "cid": self._cluster_id, "term": core.term, "meta": meta, "seq": msg["seq"],
+                                  "data": msg["data"], "last": msg["last"]})
         if msg["last"]:
             core.snapshot_done(peer, index, ok=True)
 
@@ -403,13 +466,32 @@ class RaftActor:
         index = meta["index"]
         if index > core.commit:
             conf = ConfState(tuple(meta["voters"]), tuple(meta["learners"]))
-            core.restore_snapshot(index, meta["term"], conf, meta["members"])
+            reset = core.restore_snapshot(index, meta["term"], conf, meta["members"])
             for member_id, info in membership.active(meta["members"]).items():
                 self._route(ctx, member_id, info)
-            ctx.log("info", "installed a snapshot", index=index, term=meta["term"])
-        if core.leader:
-            reply = {"t": "app_resp", "term": core.term, "index": core.commit, "reject": False, "hint": 0, "read_seq": 0}
-            ctx.send(f"{core.leader}/raft", {"t": "raft", "cid": self._cluster_id, "msg": reply})
+            ctx.log("info", "installed a snapshot", index=index, term=meta["term"], log_reset=reset)
+        self._applied = max(self._applied, index)  # the store is there now
+        core.ack_snapshot()  # through the Ready: after anything it acknowledges is durable
+
+    def _on_hello(self, ctx: Context, msg: dict[str, Any]) -> None:
+        """The apply actor started at `applied`; `snapshot`: the last snapshot it installed, if at `applied`.
+
+        A crash between installing a snapshot in the store and resetting the Raft log leaves the
+        store ahead of (or off) the log: finish the reset now, before anything is acknowledged.
+        """
+        core, log = self._core, self._log
+        assert core is not None and log is not None
+        applied, snap = msg["applied"], msg.get("snapshot")
+        self._applied = max(self._applied, applied)
+        if snap is not None and snap["index"] == applied and applied > core.commit:
+            conf = ConfState(tuple(snap["voters"]), tuple(snap["learners"]))
+            reset = core.restore_snapshot(applied, snap["term"], conf, snap["members"])
+            for member_id, info in membership.active(snap["members"]).items():
+                self._route(ctx, member_id, info)
+            ctx.log("warn", "finished installing a snapshot after a restart", index=applied, term=snap["term"], log_reset=reset)
+        elif applied > log.last_index:
+            raise RuntimeError(f"the state machine is at {applied}, past the Raft log's last index {log.last_index}, with no snapshot record")
+        core.restore_applied(applied)
 
     # ------------------------------------------------------------------ helpers
     def _after_step(self, ctx: Context, role_before: str, leader_before: str) -> None:

@@ -35,13 +35,30 @@ class ServerConfig:
     heartbeat_interval: int = 100  # ms
     election_timeout: int = 1000  # ms
     snapshot_count: int = 100000
-    quota_backend_bytes: int = 0
+    quota_backend_bytes: int = 0  # 0: etcd's default (2 GiB); < 0: no quota
+    auto_compaction_mode: str = "periodic"
+    auto_compaction_retention: str = "0"  # periodic: a duration, or hours; revision: revisions; 0: off
     log_level: str = "info"
     experimental_watch_progress_notify_interval: str = "10m"
     # petcd only, for fault tests (`petcd chaos`): a JSON file naming peers to cut off; off when empty.
     experimental_peer_fault_file: str = ""
     logger: str = "zap"
     config_file: str = ""
+
+    def auto_compaction(self) -> tuple[str, int]:
+        """(mode, retention): "periodic" and milliseconds, or "revision" and revisions; retention 0: off.
+
+        As etcd's parseCompactionRetention: a bare integer is hours (periodic) or revisions
+        (revision), anything else a Go duration."""
+        mode, text = self.auto_compaction_mode, self.auto_compaction_retention.strip() or "0"
+        if mode not in ("periodic", "revision"):
+            raise ConfigError(f'unknown auto-compaction-mode "{mode}"')
+        if re.fullmatch(r"\d+", text):
+            return mode, int(text) * (3_600_000 if mode == "periodic" else 1)
+        try:
+            return mode, parse_duration_ms(text)
+        except ConfigError:
+            raise ConfigError(f'error parsing CompactionRetention: time: invalid duration "{text}"') from None
 
     @property
     def watch_progress_notify_interval_ms(self) -> int:
@@ -66,8 +83,6 @@ _INT_FLAGS = {f.name for f in fields(ServerConfig) if f.type in ("int", int)}
 _ACCEPTED_AND_IGNORED = {
     # etcd flags that petcd accepts for compatibility but that change nothing yet.
     "enable-v2": "bool",
-    "auto-compaction-retention": "str",
-    "auto-compaction-mode": "str",
     "enable-pprof": "bool",
     "strict-reconfig-check": "bool",
     "debug": "bool",
@@ -144,6 +159,7 @@ def _finish(cfg: ServerConfig) -> ServerConfig:
         raise ConfigError(f"invalid value {cfg.initial_cluster_state!r} for flag -initial-cluster-state: want new or existing")
     if cfg.log_level not in ("debug", "info", "warn", "error", "panic", "fatal"):
         raise ConfigError(f"unknown log level {cfg.log_level!r}")
+    cfg.auto_compaction()  # validates
     if cfg.watch_progress_notify_interval_ms <= 0:
         raise ConfigError("--experimental-watch-progress-notify-interval must be positive")
     if cfg.max_txn_ops <= 0 or cfg.max_request_bytes <= 0:

@@ -11,7 +11,7 @@ import grpc
 from petcd.rpc.errors import status_of
 from petcd.rpc.link import LinkError, MemberLink
 from petcd.rpc.pb import rpc_pb2 as pb
-from petcd.store.mvcc import MvccStore
+from petcd.store.mvcc import ALARM_ACTIVATE, ALARM_NOSPACE, MvccStore
 
 
 @dataclass(slots=True)
@@ -24,6 +24,8 @@ class GatewayState:
     max_txn_ops: int = 128
     max_request_bytes: int = 1536 * 1024
     request_timeout_s: float = 7.0
+    # The space quota in bytes (etcd's --quota-backend-bytes, 0 resolved to its default); 0: none.
+    quota_bytes: int = 0
     # Refreshed from the Raft actor's status (a joining member learns its cluster id from the leader).
     cluster_id: int = 0
     is_learner: bool = False
@@ -37,6 +39,21 @@ class GatewayState:
             return await self.link.call(to or self.raft_address, msg, self.request_timeout_s)
         except LinkError as e:
             await abort(context, e.name, e.code, e.message)
+
+
+async def check_quota(state: GatewayState, context: grpc.aio.ServicerContext, req: dict[str, Any], cost: int) -> None:
+    """etcd's quotaKVServer/quotaLeaseServer check before proposing: a write that costs space is
+    refused with NOSPACE once this member's database file plus its cost reaches the quota, and
+    the NOSPACE alarm is raised through Raft for this member. A write that passes carries the
+    quota and this member's id, for the apply actor's own check (store.mvcc.MvccStore.apply)."""
+    if not state.quota_bytes or not cost:
+        return
+    if state.store.file_size_bytes() + cost >= state.quota_bytes:
+        alarm = {"op": "alarm", "action": ALARM_ACTIVATE, "memberID": state.member_id, "alarm": ALARM_NOSPACE}
+        await state.call(context, {"t": "propose", "req": alarm})
+        await abort(context, "no_space")
+    req["quota"] = state.quota_bytes
+    req["alarm_member"] = state.member_id
 
 
 async def abort(context: grpc.aio.ServicerContext, name: str, code: str | None = None, message: str | None = None) -> NoReturn:

@@ -13,10 +13,11 @@ import grpc
 
 from petcd.rpc import validate
 from petcd.rpc.convert import from_dict, to_dict
-from petcd.rpc.gateway_state import GatewayState, abort, refuse_on_learner
+from petcd.rpc.gateway_state import GatewayState, abort, check_quota, refuse_on_learner
 from petcd.rpc.pb import rpc_pb2 as pb
 from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
 from petcd.store.errors import StoreError
+from petcd.store.mvcc import request_cost
 
 
 class KVService(pb_grpc.KVServicer):
@@ -43,7 +44,10 @@ class KVService(pb_grpc.KVServicer):
         err = validate.check_put(req) or self._size_error(request)
         if err:
             await abort(context, err)
-        return await self._call(context, pb.PutResponse, "propose", {**req, "op": "put"})
+        req = {**req, "op": "put"}
+        await refuse_on_learner(self._s, context)
+        await check_quota(self._s, context, req, request_cost(req))
+        return await self._call(context, pb.PutResponse, "propose", req)
 
     async def DeleteRange(self, request: pb.DeleteRangeRequest, context: grpc.aio.ServicerContext) -> pb.DeleteRangeResponse:
         req = to_dict(request)
@@ -57,7 +61,10 @@ class KVService(pb_grpc.KVServicer):
         err = validate.check_txn(req, self._s.max_txn_ops) or self._size_error(request)
         if err:
             await abort(context, err)
-        return await self._call(context, pb.TxnResponse, "propose", {**req, "op": "txn"}, inner_headers)
+        req = {**req, "op": "txn"}
+        await refuse_on_learner(self._s, context)
+        await check_quota(self._s, context, req, request_cost(req))
+        return await self._call(context, pb.TxnResponse, "propose", req, inner_headers)
 
     async def Compact(self, request: pb.CompactionRequest, context: grpc.aio.ServicerContext) -> pb.CompactionResponse:
         req = to_dict(request)

@@ -9,9 +9,10 @@ from typing import Any
 
 import grpc
 
-from petcd.rpc.gateway_state import GatewayState, abort, refuse_on_learner
+from petcd.rpc.gateway_state import GatewayState, abort, check_quota, refuse_on_learner
 from petcd.rpc.pb import rpc_pb2 as pb
 from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
+from petcd.store.mvcc import LEASE_OVERHEAD_BYTES
 
 MAX_LEASE_TTL_S = 9_000_000_000  # etcd's MaxLeaseTTL
 
@@ -30,7 +31,9 @@ class LeaseService(pb_grpc.LeaseServicer):
         # etcd raises a short TTL to its minimum (derived from the election timeout).
         ttl = max(request.TTL, self._min_ttl_s)
         lease_id = request.ID or self._new_id()
-        answer = await self._s.call(context, {"t": "propose", "req": {"op": "lease_grant", "ID": lease_id, "TTL": ttl}})
+        req = {"op": "lease_grant", "ID": lease_id, "TTL": ttl}
+        await check_quota(self._s, context, req, LEASE_OVERHEAD_BYTES)
+        answer = await self._s.call(context, {"t": "propose", "req": req})
         resp = answer["resp"]
         return pb.LeaseGrantResponse(header=self._header(resp["revision"], answer), ID=resp["ID"], TTL=resp["TTL"])
 

@@ -23,9 +23,13 @@ class MaintenanceService(pb_grpc.MaintenanceServicer):
         self._s = state
 
     async def Alarm(self, request: pb.AlarmRequest, context: grpc.aio.ServicerContext) -> pb.AlarmResponse:
-        # No alarm can be raised yet (quota and corruption checks come later), so GET lists none
-        # and ACTIVATE/DEACTIVATE have nothing to change.
-        return pb.AlarmResponse(header=self._s.header(self._s.store.current_revision(), self._s.link.term))
+        """Through Raft, every action (GET too), as etcd: alarms live in the applied state."""
+        await refuse_on_learner(self._s, context)
+        req = {"op": "alarm", "action": request.action, "memberID": request.memberID, "alarm": request.alarm}
+        answer = await self._s.call(context, {"t": "propose", "req": req})
+        resp = answer["resp"]
+        return pb.AlarmResponse(header=self._s.header(resp["revision"], answer.get("term", self._s.link.term)),
+                                alarms=[pb.AlarmMember(memberID=a["memberID"], alarm=a["alarm"]) for a in resp["alarms"]])
 
     async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusResponse:
         raft = (await self._s.call(context, {"t": "status"}))["resp"]
@@ -41,7 +45,13 @@ class MaintenanceService(pb_grpc.MaintenanceServicer):
             raftAppliedIndex=store.applied_index(),
             dbSizeInUse=db_in_use,
             isLearner=raft["is_learner"],
+            errors=[f"memberID:{m} alarm:{pb.AlarmType.Name(a)} " for m, a in store.alarms()],
         )
+
+    async def Defragment(self, request: pb.DefragmentRequest, context: grpc.aio.ServicerContext) -> pb.DefragmentResponse:
+        """This member only (no Raft round, as etcd): the apply actor rewrites its store compactly."""
+        await self._s.call(context, {"t": "defrag"}, self._s.raft_address.replace("/raft", "/apply"))
+        return pb.DefragmentResponse(header=self._s.header(self._s.store.current_revision(), self._s.link.term))
 
     async def HashKV(self, request: pb.HashKVRequest, context: grpc.aio.ServicerContext) -> pb.HashKVResponse:
         """This member's hash of its MVCC history up to a revision (no Raft round, as etcd)."""

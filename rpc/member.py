@@ -27,7 +27,7 @@ from petcd.actors.runtime_log import LogLine
 from petcd.actors.proc_runtime import EXIT_MEMBER_STOPPED, peer_endpoint
 from petcd.rpc.config import ConfigError, ServerConfig, host_port
 from petcd.rpc.member_ids import cluster_id, member_id
-from petcd.store.mvcc import MvccStore
+from petcd.store.mvcc import DEFAULT_QUOTA_BYTES, MvccStore, map_size_for_quota
 
 _STOP_GRACE_S = 10.0
 _PR_SET_PDEATHSIG = 1
@@ -103,7 +103,10 @@ def run(cfg: ServerConfig) -> int:
     my_id = _identity(member_dir, ids[cfg.name])
     my_hex = f"{my_id:x}"
     restarted = my_id != ids[cfg.name] or os.path.exists(os.path.join(member_dir, "raft"))
-    MvccStore(os.path.join(member_dir, "mvcc")).close()  # exists before the gateway opens it read-only
+    map_size = map_size_for_quota(cfg.quota_backend_bytes)
+    quota = 0 if cfg.quota_backend_bytes < 0 else cfg.quota_backend_bytes or DEFAULT_QUOTA_BYTES
+    compaction_mode, compaction_retention = cfg.auto_compaction()
+    MvccStore(os.path.join(member_dir, "mvcc"), map_size_bytes=map_size).close()  # exists before the gateway opens it read-only
     for leftover in glob.glob(os.path.join(member_dir, "backup-*")):
         os.remove(leftover)  # a snapshot copy whose stream a crash cut short (see store/backup.py)
 
@@ -130,15 +133,15 @@ def run(cfg: ServerConfig) -> int:
         "raft": ["-m", "petcd.actors.proc_runtime", "raft", json.dumps({**common, "address": f"{my_hex}/raft", "binds": peer_binds,
                                                                           "fault_file": cfg.experimental_peer_fault_file, "config": raft_config})],
         "apply": ["-m", "petcd.actors.proc_runtime", "apply", json.dumps({**common, "address": f"{my_hex}/apply", "config": {
-            "member_id": my_hex, "data_dir": member_dir}})],
+            "member_id": my_hex, "data_dir": member_dir, "map_size_bytes": map_size}})],
         "watch": ["-m", "petcd.actors.proc_runtime", "watch", json.dumps({**common, "address": f"{my_hex}/watch", "config": {
             "member_id": my_hex, "progress_notify_interval_ms": cfg.watch_progress_notify_interval_ms}})],
         "lease": ["-m", "petcd.actors.proc_runtime", "lease", json.dumps({**common, "address": f"{my_hex}/lease", "config": {
-            "member_id": my_hex}})],
+            "member_id": my_hex, "auto_compaction_mode": compaction_mode, "auto_compaction_retention": compaction_retention}})],
         "gw0": ["-m", "petcd.rpc.gateway", json.dumps({**common, "address": f"{my_hex}/gw0", "raft_address": f"{my_hex}/raft",
             "mvcc_dir": os.path.join(member_dir, "mvcc"), "member_id": my_id, "cluster_token": cfg.initial_cluster_token,
-            "listen": listen, "max_txn_ops": cfg.max_txn_ops, "max_request_bytes": cfg.max_request_bytes,
-            "request_timeout_s": 5 + 2 * cfg.election_timeout / 1000,
+            "listen": listen, "grpc_socket": os.path.join(sock_dir, "grpc"), "max_txn_ops": cfg.max_txn_ops, "max_request_bytes": cfg.max_request_bytes,
+            "quota_bytes": quota, "map_size_bytes": map_size, "request_timeout_s": 5 + 2 * cfg.election_timeout / 1000,
             "min_lease_ttl_s": -(-3 * cfg.election_timeout // 2000)})],
     }
     stopping = False

@@ -37,8 +37,12 @@ Pair = tuple[str, str]  # (from member, to member)
 PARTITION_KINDS = ("isolate", "split", "one_way", "bridge", "leader")
 MEMBER_KINDS = ("crash", "pause", "clock")
 NETWORK_KINDS = ("drop", "duplicate", "delay", "reorder")
-ALL_KINDS = PARTITION_KINDS + MEMBER_KINDS + NETWORK_KINDS
-KIND_GROUPS = {"partition": PARTITION_KINDS, "network": NETWORK_KINDS, "all": ALL_KINDS}
+# Aimed at Raft's corners: a snapshot arriving late, across a leader change (from a deposed
+# leader); a leader cut off while its timers run slow, so it believes it leads (and answers lease
+# keep-alives) while the others elect a new leader.
+RAFT_KINDS = ("late_snapshot", "stale_leader")
+ALL_KINDS = PARTITION_KINDS + MEMBER_KINDS + NETWORK_KINDS + RAFT_KINDS
+KIND_GROUPS = {"partition": PARTITION_KINDS, "network": NETWORK_KINDS, "raft": RAFT_KINDS, "all": ALL_KINDS}
 _PARTITION_TAG = "partition"
 
 
@@ -75,7 +79,10 @@ class FaultyNetwork(Network):
         self._blocks: dict[str, frozenset[Pair]] = {}
         self._blocked: frozenset[Pair] = frozenset()
         self._held_until_ms: dict[str, int] = {}
-        self.counts: Counter[str] = Counter()  # "blocked", "dropped", "delayed", "duplicated", "held"
+        # Snapshot chunks between members arrive this much later (0: off); later messages on the
+        # same link wait behind them (a congested link), as FIFO links do.
+        self.snapshot_delay_ms = 0
+        self.counts: Counter[str] = Counter()  # "blocked", "dropped", "delayed", "duplicated", "held", "snapshot_delayed"
 
     def configure(
         self, *, drop: float | None = None, duplicate: float | None = None, delay: float | None = None, reorder: bool | None = None
@@ -107,6 +114,14 @@ class FaultyNetwork(Network):
     def fifo(self, sender: str, to: str) -> bool:
         src, dst = member_of(sender), member_of(to)
         return not (self.reorder and src != dst and self._faulty(src, dst))
+
+    def extra_delay_ms(self, sender: str, to: str, msgs: list[Any]) -> int:
+        if self.snapshot_delay_ms <= 0 or member_of(sender) == member_of(to):
+            return 0
+        if not any(isinstance(m, dict) and m.get("t") == "snap" for m in msgs):
+            return 0
+        self.counts["snapshot_delayed"] += 1
+        return self.snapshot_delay_ms
 
     # -- partitions
     def block(self, pairs: Iterable[Pair], tag: str = _PARTITION_TAG) -> frozenset[Pair]:
@@ -393,8 +408,11 @@ class Nemesis:
         active_kinds = {f.kind for f in self._active}
         if kind in active_kinds:
             return False
+        partitioned = active_kinds & {*PARTITION_KINDS, "stale_leader"}  # one partition at a time
         if kind in PARTITION_KINDS:
-            return not active_kinds & set(PARTITION_KINDS) and len(self.members) >= (3 if kind == "bridge" else 2)
+            return not partitioned and len(self.members) >= (3 if kind == "bridge" else 2)
+        if kind == "stale_leader":
+            return not partitioned and current_leader(self._rt, self.members) in self._free_members()
         if kind in ("crash", "pause"):
             down = sum(1 for f in self._active if f.kind in ("crash", "pause"))
             return down < self._max_down and bool(self._free_members())
@@ -471,6 +489,28 @@ class Nemesis:
         lo, hi = self._clock_rates
         rate = round(self._rng.uniform(lo, hi), 2)
         return f"{member} timers at rate {rate}", member, skew_timers(self._rt, member, rate)
+
+    def _start_late_snapshot(self, until_ms: int) -> tuple[str, str | None, Callable[[], None]]:
+        # Every snapshot sent while this lasts arrives after it ends: other faults (a leader
+        # partition, a crash) get the time to depose its sender before it lands.
+        delay = max(1, until_ms - self._rt.now_ms)
+        self._net.snapshot_delay_ms = delay
+        return f"snapshots delayed {delay}ms", None, lambda: setattr(self._net, "snapshot_delay_ms", 0)
+
+    def _start_stale_leader(self, until_ms: int) -> tuple[str, str | None, Callable[[], None]]:
+        # The leader is cut off from the other members (its clients still reach it) and its timers
+        # run slow: it goes on believing it leads -- answering lease keep-alives, serving reads --
+        # while the others elect a new leader (etcd issue #15247).
+        leader = current_leader(self._rt, self.members)
+        assert leader is not None
+        self._net.isolate_leader(leader)
+        undo_clock = skew_timers(self._rt, leader, 0.25)
+
+        def undo() -> None:
+            undo_clock()
+            self._heal_partition()
+
+        return f"{leader} (leader) cut off, timers at rate 0.25", leader, undo
 
     def _start_network(self, kind: str) -> tuple[str, str | None, Callable[[], None]]:
         net = self._net

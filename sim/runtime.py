@@ -43,6 +43,10 @@ class Network:
         """Whether this pair keeps order (ZeroMQ does between two sockets)."""
         return True
 
+    def extra_delay_ms(self, sender: str, to: str, msgs: list[Message]) -> int:
+        """Extra latency for this batch, judged by its content (a fault may slow snapshots); 0: none."""
+        return 0
+
 
 @dataclass(order=True, slots=True)
 class _Event:
@@ -235,7 +239,9 @@ class SimRuntime:
         outbox, ctx.outbox = ctx.outbox, {}
         for to, msgs in outbox.items():
             raw = msgpack.packb([address, msgs])
+            extra_ms = self.network.extra_delay_ms(address, to, msgs)
             for arrival in self.network.deliveries(self._rng, self.now_ms, address, to):
+                arrival += extra_ms
                 if self.network.fifo(address, to):
                     arrival = max(arrival, self._last_arrival.get((address, to), 0))
                     self._last_arrival[(address, to)] = arrival

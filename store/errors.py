@@ -47,3 +47,8 @@ def key_too_long(max_key_bytes: int) -> StoreError:
 
 def lease_exists() -> StoreError:
     return StoreError("lease_exists", "etcdserver: lease already exists", "FAILED_PRECONDITION")
+
+
+def no_space() -> StoreError:
+    """etcd's ErrNoSpace: the NOSPACE alarm is raised (or this write does not fit)."""
+    return StoreError("no_space", "etcdserver: mvcc: database space exceeded", "RESOURCE_EXHAUSTED")

@@ -8,6 +8,7 @@ Known differences from etcd:
 """
 
 import os
+import shutil
 import zlib
 
 
@@ -15,7 +16,7 @@ import lmdb
 
 from . import txn as txns
 from . import writes
-from .errors import StoreError, compacted, future_rev, lease_exists, lease_not_found
+from .errors import StoreError, compacted, future_rev, lease_exists, lease_not_found, no_space
 from .history import events
 from .reads import range_response
 from .tables import DB_COUNT, StoreTxn, open_databases
@@ -24,6 +25,44 @@ from .writes import WriteTxn
 
 # How far back (in log entries) a duplicated proposal is recognised.
 DEDUP_WINDOW_ENTRIES = 100_000
+
+# etcd's AlarmType and AlarmRequest.AlarmAction values.
+ALARM_NONE, ALARM_NOSPACE, ALARM_CORRUPT = 0, 1, 2
+ALARM_GET, ALARM_ACTIVATE, ALARM_DEACTIVATE = 0, 1, 2
+# etcd's quota cost estimates (etcdserver/quota.go): per put and per lease.
+KV_OVERHEAD_BYTES = 256
+LEASE_OVERHEAD_BYTES = 64
+DEFAULT_QUOTA_BYTES = 2 << 30  # etcd's DefaultQuotaBytes
+
+
+def map_size_for_quota(quota_bytes: int) -> int:
+    """The LMDB map for a member with this space quota (0: etcd's default, < 0: none).
+
+    The apply actor refuses a write once the store's logical size (see StoreTxn.logical_bytes)
+    would pass the quota; LMDB pages hold that at most about twice over (half-full B-tree pages,
+    overflow pages rounded up), so four times the quota plus 64 MiB leaves room for whatever
+    must always fit afterwards: deletes, compactions, alarms, lease revocations."""
+    if quota_bytes < 0:
+        return 8 << 30
+    return 4 * (quota_bytes or DEFAULT_QUOTA_BYTES) + (64 << 20)
+
+
+def request_cost(req: dict) -> int:
+    """etcd's quota cost of a request: puts (top-level txn puts: the larger branch) and lease
+    grants weigh something, everything else (reads, deletes, compactions, revocations) nothing."""
+    op = req.get("op")
+    if op == "put":
+        return _put_cost(req)
+    if op == "lease_grant":
+        return LEASE_OVERHEAD_BYTES
+    if op == "txn":
+        return max(sum(_put_cost(o["request_put"]) for o in req.get(branch, []) if "request_put" in o)
+                   for branch in ("success", "failure"))
+    return 0
+
+
+def _put_cost(put: dict) -> int:
+    return KV_OVERHEAD_BYTES + len(put.get("key", b"")) + len(put.get("value", b"")) + 16
 
 
 class MvccStore:
@@ -38,19 +77,82 @@ class MvccStore:
         Readers should use the writer's map_size_bytes.
         """
         self._readonly = readonly
-        self._env = lmdb.open(
-            path, subdir=True, readonly=readonly, create=not readonly, map_size=map_size_bytes,
-            max_dbs=DB_COUNT, sync=sync,
+        self._dir = path
+        self._map_size = map_size_bytes
+        self._sync = sync
+        self._retired: lmdb.Environment | None = None  # a reader's previous env, after a defragmentation
+        if not readonly:
+            _finish_defragment(path)
+        self._open()
+
+    def _open(self) -> None:
+        env = lmdb.open(
+            self._dir, subdir=True, readonly=self._readonly, create=not self._readonly, map_size=self._map_size,
+            max_dbs=DB_COUNT, sync=self._sync,
         )
-        self._dbs = open_databases(self._env, create=not readonly)
+        try:
+            dbs = open_databases(env, create=not self._readonly)
+            inode = os.stat(os.path.join(self._dir, "data.mdb")).st_ino
+        except BaseException:
+            env.close()
+            raise
+        self._env, self._dbs, self._inode = env, dbs, inode
+
+    def _follow_writer(self) -> None:
+        """A read-only store follows its writer's defragmentation (a new file under the same path);
+        until the writer has reopened it, reads see the old copy, which is still whole."""
+        if not self._readonly:
+            return
+        try:
+            inode = os.stat(os.path.join(self._dir, "data.mdb")).st_ino
+        except FileNotFoundError:
+            return
+        if inode == self._inode:
+            return
+        old = self._env
+        try:
+            self._open()
+        except lmdb.Error:
+            return
+        if self._retired is not None:
+            self._retired.close()
+        self._retired = old  # a backup thread may still be copying from it
+
+    def _begin(self) -> lmdb.Transaction:
+        self._follow_writer()
+        return self._env.begin()
 
     def close(self) -> None:
         self._env.close()
+        if self._retired is not None:
+            self._retired.close()
+            self._retired = None
 
     @property
     def path(self) -> str:
         """The store's directory."""
-        return self._env.path()
+        return self._dir
+
+    def defragment(self) -> None:
+        """etcd's Defragment: the store rewritten compactly (LMDB's compacting copy) into a new
+        file that replaces the old one, so the file shrinks to what the data needs. The copy is
+        durable before it replaces the store; _finish_defragment completes a swap a crash cut short."""
+        if self._readonly:
+            raise RuntimeError("defragment: a read-only store cannot be defragmented")
+        new_dir, old_dir = self._dir + ".defrag", self._dir + ".old"
+        shutil.rmtree(new_dir, ignore_errors=True)
+        os.makedirs(new_dir)
+        with open(os.path.join(new_dir, "data.mdb"), "wb") as f:
+            self._env.copyfd(f.fileno(), compact=True)
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(new_dir)
+        self._env.close()
+        os.rename(self._dir, old_dir)
+        os.rename(new_dir, self._dir)
+        _fsync_dir(os.path.dirname(os.path.abspath(self._dir)))
+        shutil.rmtree(old_dir, ignore_errors=True)
+        self._open()
 
     # --- writer side
     def apply(self, entries: list[tuple[int, dict]] | list[tuple[int, dict, bytes | None]]) -> list[dict | None]:
@@ -62,8 +164,34 @@ class MvccStore:
         with StoreError changes nothing and yields {"error": name, "code": grpc_code,
         "message": message}. {"op": "noop"} (an empty raft entry) only advances the
         applied index. Unknown ops raise ValueError and nothing of the batch is applied.
+
+        Space (etcd's quota): while a NOSPACE alarm is raised, requests that cost space (see
+        request_cost) fail with no_space; so does one carrying "quota" that would take the store's
+        logical size past it, and it raises the alarm for "alarm_member" -- both decided from the
+        store alone, so every member decides alike. Should the LMDB map still fill up, the batch is
+        redone one entry per transaction and an entry that does not fit fails with no_space (its
+        response carries "map_full": True) and raises the alarm: it is applied, as a failure, so
+        replaying the log never meets it again.
         """
         assert not self._readonly
+        try:
+            return self._apply_batch(entries, map_full=False)
+        except lmdb.MapFullError:
+            pass
+        responses: list[dict | None] = []
+        for entry in entries:
+            try:
+                responses += self._apply_batch([entry], map_full=False)
+            except lmdb.MapFullError:
+                try:
+                    responses += self._apply_batch([entry], map_full=True)
+                except lmdb.MapFullError:
+                    raise RuntimeError(
+                        f"apply: the LMDB map of {self.path} is full even for recording entry {entry[0]} as failed; "
+                        "restart the member with a larger --quota-backend-bytes") from None
+        return responses
+
+    def _apply_batch(self, entries: list, *, map_full: bool) -> list[dict | None]:
         responses: list[dict | None] = []
         with self._env.begin(write=True) as parent:
             applied_index = StoreTxn(parent, self._dbs).applied_index()
@@ -80,37 +208,53 @@ class MvccStore:
                     responses.append(None)
                     applied_index = raft_index
                     continue
+                applied_index = raft_index
+                if map_full and request.get("op", "noop") not in ("noop", "range", "alarm"):
+                    tables.activate_alarm(request.get("alarm_member", 0), ALARM_NOSPACE)
+                    responses.append({**_error(no_space()), "map_full": True})
+                    continue
+                cost = request_cost(request)
+                if cost and tables.has_alarm(ALARM_NOSPACE):
+                    responses.append(_error(no_space()))
+                    continue
+                if cost and "quota" in request and tables.logical_bytes() + cost > request["quota"]:
+                    tables.activate_alarm(request.get("alarm_member", 0), ALARM_NOSPACE)
+                    responses.append(_error(no_space()))
+                    continue
                 try:
                     with self._env.begin(write=True, parent=parent) as child:
                         responses.append(_apply_request(StoreTxn(child, self._dbs), request))
                 except StoreError as err:
-                    responses.append(
-                        {"error": err.name, "code": err.grpc_code, "message": err.message}
-                    )
-                applied_index = raft_index
+                    responses.append(_error(err))
             if applied_index > tables.applied_index():
                 tables.set_applied_index(applied_index)
                 tables.forget_requests_before(applied_index - DEDUP_WINDOW_ENTRIES)
-        assert len(responses) == len(entries)
+        if len(responses) != len(entries):
+            raise RuntimeError(f"apply: {len(responses)} responses for {len(entries)} entries")
         return responses
+
+    def alarms(self) -> list[tuple[int, int]]:
+        """(member id, alarm type) of every raised alarm."""
+        with self._begin() as txn:
+            return StoreTxn(txn, self._dbs).alarms()
 
     # --- both sides
     def applied_index(self) -> int:
-        with self._env.begin() as txn:
+        with self._begin() as txn:
             return StoreTxn(txn, self._dbs).applied_index()
 
     def current_revision(self) -> int:
-        with self._env.begin() as txn:
+        with self._begin() as txn:
             return StoreTxn(txn, self._dbs).current_revision()
 
     def compact_revision(self) -> int:
         """0 if never compacted."""
-        with self._env.begin() as txn:
+        with self._begin() as txn:
             return max(StoreTxn(txn, self._dbs).compact_revision(), 0)
 
     def range(self, req: dict) -> dict:
         """A RangeResponse; raises StoreError (compacted, future_rev)."""
-        with self._env.begin() as txn:
+        with self._begin() as txn:
             tables = StoreTxn(txn, self._dbs)
             return range_response(tables, req, tables.current_revision())
 
@@ -120,7 +264,7 @@ class MvccStore:
         The hash is zlib crc32 (IEEE, not etcd's Castagnoli) over every stored
         revision <= `revision`: equal on members that applied the same log.
         """
-        with self._env.begin() as txn:
+        with self._begin() as txn:
             tables = StoreTxn(txn, self._dbs)
             current_rev, compact_rev = tables.current_revision(), tables.compact_revision()
             if 0 < revision <= compact_rev:
@@ -133,7 +277,7 @@ class MvccStore:
         """(hash, current_revision, entries) for etcd's Hash and `snapshot status`: crc32 over every
         table of the store, the bookkeeping (applied index) included, so members agree only at the
         same log position; entries counts the records of all tables."""
-        with self._env.begin() as txn:
+        with self._begin() as txn:
             crc, entries = 0, 0
             for name, db in self._dbs._asdict().items():
                 if not isinstance(db, lmdb._Database):
@@ -159,17 +303,22 @@ class MvccStore:
             f.flush()
             os.fsync(f.fileno())
 
+    def file_size_bytes(self) -> int:
+        """The database file's size (etcd's backend Size, which its space quota is checked against)."""
+        self._follow_writer()
+        return os.path.getsize(os.path.join(self._dir, "data.mdb"))
+
     def db_size_bytes(self) -> tuple[int, int]:
         """(file size, bytes in pages holding data), for etcd Status's dbSize and dbSizeInUse."""
-        with self._env.begin() as txn:
+        with self._begin() as txn:
             used_pages = StoreTxn(txn, self._dbs).used_pages(self._env.stat())
-        size_bytes = os.path.getsize(os.path.join(self._env.path(), "data.mdb"))
+        size_bytes = os.path.getsize(os.path.join(self._dir, "data.mdb"))
         return size_bytes, used_pages * self._env.stat()["psize"]
 
     # --- watch history and leases
     def events(self, from_rev: int, to_rev: int, max_revisions: int = 1000) -> list[list]:
         """Watch events of revisions [from_rev, to_rev] (see history.events); raises compacted."""
-        with self._env.begin() as txn:
+        with self._begin() as txn:
             tables = StoreTxn(txn, self._dbs)
             if from_rev < tables.compact_revision():  # the compaction revision itself is whole
                 raise compacted()
@@ -177,12 +326,12 @@ class MvccStore:
 
     def leases(self) -> list[tuple[int, int]]:
         """(lease id, granted TTL seconds) of every lease."""
-        with self._env.begin() as txn:
+        with self._begin() as txn:
             return StoreTxn(txn, self._dbs).leases()
 
     def lease_info(self, lease_id: int) -> tuple[int, list[bytes]] | None:
         """(granted TTL, attached keys) of a lease, or None."""
-        with self._env.begin() as txn:
+        with self._begin() as txn:
             tables = StoreTxn(txn, self._dbs)
             ttl = tables.lease_ttl(lease_id)
             return None if ttl is None else (ttl, tables.lease_keys(lease_id))
@@ -191,7 +340,7 @@ class MvccStore:
     def create_snapshot(self, path: str) -> int:
         """Write a consistent copy of the store to the file `path`; returns its applied index."""
         assert not self._readonly
-        with self._env.begin() as txn:
+        with self._begin() as txn:
             applied = StoreTxn(txn, self._dbs).applied_index()
         # Only this (single-writer) process writes, and not while copying: the copy is at `applied`.
         with open(path, "wb") as f:
@@ -216,6 +365,25 @@ class MvccStore:
             src_env.close()
 
 
+def _finish_defragment(path: str) -> None:
+    """After a crash during MvccStore.defragment: the durable copy replaces the store if the
+    store had already been moved aside; otherwise the store is whole and the copy is dropped."""
+    new_dir, old_dir = path + ".defrag", path + ".old"
+    if not os.path.exists(path) and os.path.exists(os.path.join(new_dir, "data.mdb")):
+        os.rename(new_dir, path)
+        _fsync_dir(os.path.dirname(os.path.abspath(path)))
+    shutil.rmtree(new_dir, ignore_errors=True)
+    shutil.rmtree(old_dir, ignore_errors=True)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _apply_request(tables: StoreTxn, req: dict) -> dict:
     op = req.get("op")
     if op == "put":
@@ -237,9 +405,30 @@ def _apply_request(tables: StoreTxn, req: dict) -> dict:
         return {"revision": tables.current_revision(), "ID": req["ID"], "TTL": req["TTL"]}
     if op == "lease_revoke":
         return _lease_revoke(tables, req["ID"])
+    if op == "alarm":
+        return _alarm(tables, req)
     if op == "noop":  # an empty Raft entry (a new leader's first): only the applied index moves
         return {"revision": tables.current_revision()}
     raise ValueError(f"not a KV request: {op!r}")
+
+
+def _error(err: StoreError) -> dict:
+    return {"error": err.name, "code": err.grpc_code, "message": err.message}
+
+
+def _alarm(tables: StoreTxn, req: dict) -> dict:
+    """etcd's applierV3 Alarm: GET lists every alarm; ACTIVATE and DEACTIVATE answer the alarm they
+    changed (none if it was already in that state)."""
+    action, member, alarm = req.get("action", ALARM_GET), req.get("memberID", 0), req.get("alarm", ALARM_NONE)
+    if action == ALARM_GET:
+        changed = tables.alarms()
+    elif action == ALARM_ACTIVATE:
+        changed = [(member, alarm)] if tables.activate_alarm(member, alarm) else []
+    elif action == ALARM_DEACTIVATE:
+        changed = [(member, alarm)] if tables.deactivate_alarm(member, alarm) else []
+    else:
+        raise ValueError(f"not an alarm action: {action!r}")
+    return {"revision": tables.current_revision(), "alarms": [{"memberID": m, "alarm": a} for m, a in changed]}
 
 
 def _lease_revoke(tables: StoreTxn, lease_id: int) -> dict:

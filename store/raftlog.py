@@ -70,6 +70,9 @@ class RaftLog:
         self._env = lmdb.open(path, map_size=_MAP_SIZE_BYTES, max_dbs=4, sync=sync, metasync=sync)
         self._log = self._env.open_db(b"log")
         self._meta = self._env.open_db(b"meta")
+        # Membership history: index -> (voters, learners, members) as of that entry, so that a
+        # snapshot at some applied index ships the membership as of that index.
+        self._confs = self._env.open_db(b"confs")
         with self._env.begin() as txn:
             raw = txn.get(_HARD_STATE_KEY, db=self._meta)
             self._hard_state = HardState(*msgpack.unpackb(raw)) if raw else HardState()
@@ -164,8 +167,12 @@ class RaftLog:
         conf: ConfState | None = None,
         members: dict[str, dict] | None = None,
         cluster_id: int | None = None,
+        conf_index: int | None = None,
     ) -> None:
-        """Durably store entries (replacing any conflicting suffix), hard state and membership, in one synced txn."""
+        """Durably store entries (replacing any conflicting suffix), hard state and membership, in one synced txn.
+
+        `conf_index`: the log index the membership change took effect at (kept in the history `conf_at` reads).
+        """
         if hard_state is None and not entries and conf is None and members is None and cluster_id is None:
             return
         with self._env.begin(write=True) as txn:
@@ -186,6 +193,10 @@ class RaftLog:
                 txn.put(_MEMBERS_KEY, msgpack.packb(members), db=self._meta)
             if cluster_id is not None:
                 txn.put(_CLUSTER_KEY, msgpack.packb(cluster_id), db=self._meta)
+            if conf_index is not None and (conf is not None or members is not None):
+                c = conf if conf is not None else (self._conf or ConfState(()))
+                m = members if members is not None else self._members
+                txn.put(_INDEX.pack(conf_index), msgpack.packb((c.voters, c.learners, m)), db=self._confs)
         if entries:
             self._last_index = entries[-1].index
             self._last_term = entries[-1].term
@@ -208,6 +219,14 @@ class RaftLog:
             for i in range(self._snap_index + 1, index + 1):
                 txn.delete(_INDEX.pack(i), db=self._log)
             txn.put(_SNAPSHOT_KEY, msgpack.packb((index, term)), db=self._meta)
+            # Membership history before the last change at or below `index` is no longer needed.
+            cursor = txn.cursor(db=self._confs)
+            found = cursor.prev() if cursor.set_range(_INDEX.pack(index + 1)) else cursor.last()
+            keep = cursor.key() if found else None
+            if keep is not None:
+                stale = [k for k, _ in txn.cursor(db=self._confs) if k < keep]
+                for k in stale:
+                    txn.delete(k, db=self._confs)
         self._snap_index, self._snap_term = index, term
 
     def reset_to_snapshot(self, index: int, term: int, conf: ConfState, members: dict[str, dict], hard_state: HardState) -> None:
@@ -219,11 +238,26 @@ class RaftLog:
             txn.put(_SNAPSHOT_KEY, msgpack.packb((index, term)), db=self._meta)
             txn.put(_CONF_KEY, msgpack.packb((conf.voters, conf.learners)), db=self._meta)
             txn.put(_HARD_STATE_KEY, msgpack.packb((hard_state.term, hard_state.vote, hard_state.commit)), db=self._meta)
+            txn.drop(self._confs, delete=False)
+            txn.put(_INDEX.pack(index), msgpack.packb((conf.voters, conf.learners, members)), db=self._confs)
         self._snap_index, self._snap_term = index, term
         self._last_index, self._last_term = index, term
         self._conf = conf
         self._members = members
         self._hard_state = hard_state
+
+    def conf_at(self, index: int) -> tuple[ConfState, dict[str, dict]] | None:
+        """The membership (conf state, member table) as of log index `index`; None if no history reaches back there."""
+        with self._env.begin() as txn:
+            cursor = txn.cursor(db=self._confs)
+            if cursor.set_range(_INDEX.pack(index + 1)):
+                found = cursor.prev()
+            else:
+                found = cursor.last()
+            if not found:
+                return None
+            voters, learners, members = msgpack.unpackb(cursor.value())
+            return ConfState(tuple(voters), tuple(learners)), members
 
     # -- helpers
     def _read_term(self, txn: lmdb.Transaction, index: int) -> int:

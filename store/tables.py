@@ -3,6 +3,7 @@
 Everything lives on disk (no in-memory index) so read-only processes see it all.
 """
 
+import struct
 import zlib
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -13,10 +14,17 @@ import msgpack
 from . import keys
 from .records import Record, pack, unpack
 
-DB_COUNT = 7
+DB_COUNT = 8
 _APPLIED_INDEX = b"applied_index"
+# Bytes the stored revisions take, as the store counts them (record + key + RECORD_OVERHEAD_BYTES
+# each): the same on every member that applied the same log, unlike the LMDB file's size.
+_LOGICAL_BYTES = b"logical_bytes"
+RECORD_OVERHEAD_BYTES = 256  # etcd's kvOverhead
 _CURRENT_REVISION = b"current_revision"
 _COMPACT_REVISION = b"compact_revision"
+
+
+_ALARM = struct.Struct(">QI")
 
 
 class Databases(NamedTuple):
@@ -27,6 +35,7 @@ class Databases(NamedTuple):
     lease_keys: "lmdb._Database"  # lease id + user key -> b"": the keys attached to each lease
     requests: "lmdb._Database"  # request key -> raft index: proposals applied lately (duplicates are skipped)
     request_log: "lmdb._Database"  # raft index -> request key, to forget old ones in order
+    alarms: "lmdb._Database"  # member id (u64) + alarm type (u32), big-endian -> b"": the raised alarms
     max_key_bytes: int
 
 
@@ -39,6 +48,7 @@ def open_databases(env: lmdb.Environment, *, create: bool) -> Databases:
         lease_keys=env.open_db(b"lease_keys", create=create),
         requests=env.open_db(b"requests", create=create),
         request_log=env.open_db(b"request_log", create=create),
+        alarms=env.open_db(b"alarms", create=create),
         max_key_bytes=env.max_key_size(),
     )
 
@@ -83,6 +93,29 @@ class StoreTxn:
     def set_compact_revision(self, revision: int) -> None:
         assert self.compact_revision() < revision <= self.current_revision()
         self._set_meta(_COMPACT_REVISION, revision)
+
+    def logical_bytes(self) -> int:
+        """What the stored revisions weigh (see _LOGICAL_BYTES); deterministic across members."""
+        return self._meta(_LOGICAL_BYTES, 0)
+
+    def _add_logical_bytes(self, delta: int) -> None:
+        self._set_meta(_LOGICAL_BYTES, max(0, self.logical_bytes() + delta))
+
+    # --- alarms (etcd's alarm bucket)
+    def alarms(self) -> list[tuple[int, int]]:
+        """(member id, alarm type) of every raised alarm, in (member, type) order."""
+        return [_ALARM.unpack(k) for k in self._txn.cursor(self._dbs.alarms).iternext(keys=True, values=False)]
+
+    def has_alarm(self, alarm: int) -> bool:
+        return any(a == alarm for _, a in self.alarms())
+
+    def activate_alarm(self, member: int, alarm: int) -> bool:
+        """Raise an alarm; False if it was raised already."""
+        return self._txn.put(_ALARM.pack(member, alarm), b"", db=self._dbs.alarms, overwrite=False)
+
+    def deactivate_alarm(self, member: int, alarm: int) -> bool:
+        """Disarm an alarm; False if it was not raised."""
+        return self._txn.delete(_ALARM.pack(member, alarm), db=self._dbs.alarms)
 
     def _meta(self, name: bytes, default: int) -> int:
         data = self._txn.get(name, db=self._dbs.meta)
@@ -213,9 +246,11 @@ class StoreTxn:
     def add(self, main: int, sub: int, record: Record) -> None:
         """Writes a new revision; revisions only grow."""
         assert 0 < len(record.key) <= self._dbs.max_key_bytes
+        packed = pack(record)
         appended = self._txn.put(
-            keys.rev_to_bytes(main, sub), pack(record), db=self._dbs.revs, append=True
+            keys.rev_to_bytes(main, sub), packed, db=self._dbs.revs, append=True
         )
+        self._add_logical_bytes(len(packed) + len(record.key) + RECORD_OVERHEAD_BYTES)
         assert appended, (main, sub)
         indexed = self._txn.put(  # dupdata=False: MDB_NODUPDATA, fails on an equal value
             record.key, keys.index_value(main, sub, record.tombstone), db=self._dbs.keys,
@@ -232,16 +267,19 @@ class StoreTxn:
         probe = self._txn.cursor(self._dbs.keys)
         cursor.first()
         dropped = 0
+        freed = 0
         for _ in range(self._txn.stat(self._dbs.revs)["entries"] + 1):
             if not cursor.key():
                 break
             main, sub = keys.rev_from_bytes(cursor.key())
             if main > at_rev:
                 break
-            record = unpack(cursor.value())
+            packed = cursor.value()
+            record = unpack(packed)
             if self._newest(record.key, at_rev, probe) == (main, sub, False):
                 cursor.next()
                 continue
+            freed += len(packed) + len(record.key) + RECORD_OVERHEAD_BYTES
             unindexed = self._txn.delete(
                 record.key, keys.index_value(main, sub, record.tombstone), db=self._dbs.keys
             )
@@ -250,6 +288,7 @@ class StoreTxn:
             dropped += 1
         else:
             raise AssertionError("compaction visited more revisions than exist")
+        self._add_logical_bytes(-freed)
         return dropped
 
     def used_pages(self, main_db_stat: dict) -> int:

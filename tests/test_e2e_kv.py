@@ -89,8 +89,8 @@ def test_unimplemented_services_say_so(member):
         stub.UserList(pb.AuthUserListRequest())
     assert (err.value.code(), err.value.details()) == (grpc.StatusCode.UNIMPLEMENTED, "petcd: Auth.UserList is not implemented yet")
     with pytest.raises(grpc.RpcError) as err:
-        pb_grpc.MaintenanceStub(grpc.insecure_channel(member.endpoint)).Defragment(pb.DefragmentRequest())
-    assert (err.value.code(), err.value.details()) == (grpc.StatusCode.UNIMPLEMENTED, "petcd: Maintenance.Defragment is not implemented yet")
+        pb_grpc.MaintenanceStub(grpc.insecure_channel(member.endpoint)).Downgrade(pb.DowngradeRequest())
+    assert (err.value.code(), err.value.details()) == (grpc.StatusCode.UNIMPLEMENTED, "petcd: Maintenance.Downgrade is not implemented yet")
     with pytest.raises(grpc.RpcError) as err:
         stub.Authenticate(pb.AuthenticateRequest(name="root", password="x"))
     assert (err.value.code(), err.value.details()) == (grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: authentication is not enabled")

@@ -339,3 +339,247 @@ def test_learners_replicate_but_never_vote_or_count(tmp_path):
 def test_roles_are_the_documented_ones(net3):
     assert {FOLLOWER, PRECANDIDATE, CANDIDATE, LEADER} == {"follower", "precandidate", "candidate", "leader"}
     assert HardState() == HardState(0, "", 0)
+
+
+# ---------------------------------------------------------------- issue 8: Raft-side safety
+
+
+class FakeCtx:
+    """Just enough of a Context to drive one actor by hand."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.sent: list[tuple[str, dict]] = []
+        self.now = 0
+        self.lines: list[str] = []
+
+    def send(self, to, msg):
+        self.sent.append((to, msg))
+
+    def set_timer(self, name, delay_ms):
+        pass
+
+    def cancel_timer(self, name):
+        pass
+
+    def now_ms(self):
+        return self.now
+
+    def random(self):
+        return 0.5
+
+    def log(self, level, msg, **fields):
+        self.lines.append(msg)
+
+    def set_route(self, address, url):
+        pass
+
+    def stop_member(self, reason):
+        pass
+
+
+def _raft_actor(tmp_path, me="b"):
+    from petcd.actors.raft_actor import RaftActor, RaftConfig
+
+    members = {m: {"name": m, "peer_urls": [f"http://{m}"], "client_urls": []} for m in "abc"}
+    actor = RaftActor(RaftConfig(member_id=me, data_dir=str(tmp_path / me), initial_members=members, sync=False))
+    ctx = FakeCtx(f"{me}/raft")
+    actor.start(ctx)
+    actor.receive(ctx, [(f"{me}/apply", {"t": "hello", "applied": 0})])
+    return actor, ctx
+
+
+def test_snapshot_chunk_from_a_deposed_leader_is_not_installed(tmp_path):
+    actor, ctx = _raft_actor(tmp_path)
+    core = actor._core
+    # b follows c in term 5.
+    heartbeat = {"t": "app", "term": 5, "prev_index": 3, "prev_term": 1, "entries": [], "commit": 3, "read_seq": 0}
+    actor.receive(ctx, [("c/raft", {"t": "raft", "cid": 0, "msg": heartbeat})])
+    assert core.term == 5 and core.leader == "c"
+    ctx.sent.clear()
+    meta = {"index": 10, "term": 2, "voters": ["a", "b", "c"], "learners": [], "members": {}}
+    # a led in term 2; its snapshot arrives late.
+    actor.receive(ctx, [("a/raft", {"t": "snap", "cid": 0, "term": 2, "meta": meta, "seq": 0, "data": b"x", "last": True})])
+    assert not [m for to, m in ctx.sent if m["t"] == "snap_install"], "a deposed leader's snapshot went to the store"
+    # One from the current leader is taken; one from a newer term makes b follow its sender.
+    actor.receive(ctx, [("c/raft", {"t": "snap", "cid": 0, "term": 5, "meta": meta, "seq": 0, "data": b"x", "last": True})])
+    assert [m for to, m in ctx.sent if m["t"] == "snap_install"]
+    actor.receive(ctx, [("a/raft", {"t": "snap", "cid": 0, "term": 7, "meta": meta, "seq": 0, "data": b"x", "last": True})])
+    assert core.term == 7 and core.leader == "a"
+
+
+def test_restore_snapshot_keeps_a_log_that_holds_the_snapshot_entry(net3):
+    net3.elect("a")
+    a = net3.cores["a"]
+    for i in range(4):
+        a.propose([f"e{i}".encode()])
+    net3.flush("a")
+    net3.deliver(lambda f, t, m: t == "b" and m["t"] == "app")  # b holds the entries, commit not yet known
+    b = net3.cores["b"]
+    last = b.last_index()
+    assert b.commit < last - 1
+    snap_index = last - 1
+    b.restore_snapshot(snap_index, net3.logs["b"].term(snap_index), b.conf, {})
+    assert b.commit == snap_index
+    assert b.last_index() == last and net3.logs["b"].last_index == last, "the log was wiped though it held the entry"
+    assert net3.logs["b"].term(last) == a.term
+
+
+def test_no_append_ack_beyond_the_durable_log_after_a_snapshot_restore(net3):
+    net3.elect("a")
+    a = net3.cores["a"]
+    a.propose([b"1", b"2"])
+    net3.flush("a")
+    msg = next(m for f, t, m in net3.queue if t == "b" and m["t"] == "app" and m["entries"])
+    net3.queue = []
+    b = net3.cores["b"]
+    b.step("a", msg)  # the ack for the new entries is queued, the entries not yet durable
+    # Before the Ready is taken, a snapshot that does not match b's log is installed.
+    snap_index = msg["prev_index"] + 1
+    assert snap_index > b.commit
+    b.restore_snapshot(snap_index, a.term + 1, b.conf, {})
+    net3.flush("b")
+    durable = net3.logs["b"].last_index
+    acks = [m for f, t, m in net3.queue if f == "b" and m["t"] == "app_resp" and not m["reject"]]
+    assert all(m["index"] <= durable for m in acks), f"acked {[m['index'] for m in acks]} with a durable log ending at {durable}"
+
+
+def test_no_append_ack_for_entries_truncated_before_they_were_persisted(net3):
+    net3.elect("a")
+    b = net3.cores["b"]
+    last = b.last_index()
+    old = {"t": "app", "term": b.term, "prev_index": last, "prev_term": b._term_at(last),
+           "entries": [[last + 1, b.term, b"x", 0], [last + 2, b.term, b"y", 0]], "commit": b.commit, "read_seq": 0}
+    b.step("a", old)  # ack for last+2 queued
+    new = {"t": "app", "term": b.term + 1, "prev_index": last, "prev_term": b._term_at(last),
+           "entries": [[last + 1, b.term + 1, b"z", 0]], "commit": b.commit, "read_seq": 0}
+    b.step("c", new)  # c leads a newer term and replaces the suffix before it was persisted
+    net3.flush("b")
+    stale = [m for f, t, m in net3.queue if f == "b" and t == "a" and m["t"] == "app_resp" and not m["reject"]]
+    assert not [m for m in stale if m["index"] > last], "acked entries that were never persisted"
+
+
+def test_prevote_winner_campaigns_without_the_transfer_flag(net3):
+    net3.elect("a")
+    b = net3.cores["b"]
+    for i in "bc":
+        net3.cores[i]._election_elapsed = 100
+    net3.queue = []
+    b._start_election(transfer=False)  # as a timeout does
+    net3.flush("b")
+    assert b.role == "precandidate"
+    net3.deliver(lambda f, t, m: t == "c")
+    net3.flush("c")
+    net3.deliver(lambda f, t, m: t == "b")
+    net3.flush("b")
+    votes = [m for f, t, m in net3.queue if f == "b" and m["t"] == "vote"]
+    assert votes and not any(m["transfer"] for m in votes), "the real vote after a pre-vote claimed a leader transfer"
+
+
+def test_lower_term_prevote_is_rejected_and_lower_term_vote_ignored(net3):
+    net3.elect("a")
+    b = net3.cores["b"]
+    net3.queue = []
+    b.step("c", {"t": "prevote", "term": b.term - 1, "last_index": 0, "last_term": 0, "transfer": False})
+    b.step("c", {"t": "vote", "term": b.term - 1, "last_index": 0, "last_term": 0, "transfer": False})
+    net3.flush("b")
+    out = [m for f, t, m in net3.queue if f == "b" and t == "c"]
+    assert [m["t"] for m in out] == ["prevote_resp"], out
+    assert out[0]["term"] == b.term and not out[0]["granted"]
+
+
+def test_a_higher_term_vote_in_lease_is_ignored_only_without_transfer(net3):
+    net3.elect("a")
+    b = net3.cores["b"]
+    term = b.term
+    b.step("c", {"t": "vote", "term": term + 1, "last_index": 100, "last_term": 100, "transfer": False})
+    assert b.term == term, "a vote in the leader's lease changed the term"
+    b.step("c", {"t": "vote", "term": term + 1, "last_index": 100, "last_term": 100, "transfer": True})
+    assert b.term == term + 1 and b.vote == "c"
+
+
+def test_pending_reads_are_bounded(net3, monkeypatch):
+    import petcd.actors.raft as raft_mod
+
+    monkeypatch.setattr(raft_mod, "MAX_PENDING_READS", 3)
+    net3.elect("a")
+    a = net3.cores["a"]
+    assert all(a.read_index(i) for i in range(3))
+    assert not a.read_index("one too many")
+
+
+def test_remote_reads_are_bounded_and_proposals_refused_past_the_apply_gap(tmp_path, monkeypatch):
+    import petcd.actors.raft_actor as ra
+
+    monkeypatch.setattr(ra, "MAX_REMOTE_READS", 2)
+    actor, ctx = _raft_actor(tmp_path)
+    heartbeat = {"t": "app", "term": 5, "prev_index": 3, "prev_term": 1, "entries": [], "commit": 3, "read_seq": 0}
+    actor.receive(ctx, [("c/raft", {"t": "raft", "cid": 0, "msg": heartbeat})])
+    ctx.sent.clear()
+    actor.receive(ctx, [("g", {"t": "read", "req": {}, "origin": ["g", i]}) for i in range(3)])
+    refused = [m for to, m in ctx.sent if m.get("t") == "resp" and m["resp"].get("error") == "too_many_requests"]
+    assert len(refused) == 1 and len(actor._remote_reads) == 2
+    # Committed far beyond what the apply actor reports applied: proposals are refused.
+    monkeypatch.setattr(ra, "MAX_APPLY_GAP", 0)
+    actor.receive(ctx, [("b/apply", {"t": "applied", "index": 1})])
+    ctx.sent.clear()
+    actor.receive(ctx, [("g", {"t": "propose", "req": {"op": "put"}, "origin": ["g", 9]})])
+    assert [m["resp"] for to, m in ctx.sent if m.get("t") == "resp"] == [{"error": "too_many_requests"}]
+
+
+def test_snapshot_ships_the_membership_as_of_its_index(tmp_path):
+    from petcd.actors.raft_actor import RaftActor, RaftConfig
+
+    members = {"a": {"name": "a", "peer_urls": ["http://a"], "client_urls": []}}
+    actor = RaftActor(RaftConfig(member_id="a", data_dir=str(tmp_path / "a"), initial_members=members, sync=False))
+    ctx = FakeCtx("a/raft")
+    actor.start(ctx)
+    actor.receive(ctx, [("a/apply", {"t": "hello", "applied": 0})])
+    assert actor._core.role == LEADER
+    snap_index = actor._core.commit  # the state machine is at this index when the snapshot is made
+    change = {"op": "add_learner", "id": "d", "name": "d", "peer_urls": ["http://d"], "client_urls": []}
+    actor.receive(ctx, [("g", {"t": "conf", "change": change, "origin": ["g", 1]})])
+    assert "d" in actor._core.conf.learners and actor._core.commit > snap_index
+    ctx.sent.clear()
+    actor.receive(ctx, [("a/apply", {"t": "snap_chunk", "peer": "d", "index": snap_index, "seq": 0, "data": b"x", "last": True})])
+    meta = next(m["meta"] for to, m in ctx.sent if m["t"] == "snap")
+    assert meta["learners"] == [] and meta["voters"] == ["a"], "the snapshot carried a later membership"
+    assert "d" not in meta["members"]
+
+
+def test_restart_after_a_crash_between_snapshot_install_and_log_reset(tmp_path):
+    """The apply actor installed a snapshot at 50 (store at 50, record written); the Raft log was not reset."""
+    from petcd.actors.raft_actor import RaftActor, RaftConfig
+
+    members = {m: {"name": m, "peer_urls": [f"http://{m}"], "client_urls": []} for m in "abc"}
+    actor = RaftActor(RaftConfig(member_id="b", data_dir=str(tmp_path / "b"), initial_members=members, sync=False))
+    ctx = FakeCtx("b/raft")
+    actor.start(ctx)
+    assert actor._log.last_index == 3
+    snap = {"index": 50, "term": 4, "voters": ["a", "b", "c"], "learners": [], "members": members}
+    actor.receive(ctx, [("b/apply", {"t": "hello", "applied": 50, "snapshot": snap})])
+    core, log = actor._core, actor._log
+    assert (log.snapshot_index, log.last_index, log.snapshot_term) == (50, 50, 4)
+    assert core.commit <= core.last_index(), f"commit {core.commit} above the last index {core.last_index()}"
+    # The leader of term 4 appends after the snapshot: b takes it and acknowledges only what it holds.
+    ctx.sent.clear()
+    app = {"t": "app", "term": 4, "prev_index": 50, "prev_term": 4, "entries": [[51, 4, b"", 0]], "commit": 51, "read_seq": 0}
+    actor.receive(ctx, [("a/raft", {"t": "raft", "cid": 0, "msg": app})])
+    acks = [m["msg"] for to, m in ctx.sent if m["t"] == "raft" and m["msg"]["t"] == "app_resp"]
+    assert acks and acks[-1]["index"] == 51 == log.last_index and not acks[-1]["reject"]
+    actor.stop()
+
+
+def test_raftlog_keeps_the_membership_history_a_snapshot_needs(tmp_path):
+    log = RaftLog(str(tmp_path / "x"), sync=False)
+    log.save(HardState(1, "", 0), [Entry(i, 1, b"") for i in range(1, 8)])
+    for index, voters in ((1, ("a",)), (3, ("a", "b")), (5, ("a", "b", "c"))):
+        log.save(None, [], ConfState(voters), {v: {} for v in voters}, conf_index=index)
+    assert log.conf_at(0) is None
+    assert log.conf_at(4)[0].voters == ("a", "b") and set(log.conf_at(4)[1]) == {"a", "b"}
+    assert log.conf_at(7)[0].voters == ("a", "b", "c")
+    log.compact(4)
+    assert log.conf_at(4)[0].voters == ("a", "b"), "compaction keeps the change in force at its index"
+    log.reset_to_snapshot(20, 2, ConfState(("a", "c")), {"a": {}, "c": {}}, HardState(2, "", 20))
+    assert log.conf_at(20)[0].voters == ("a", "c") and log.conf_at(5) is None
+    log.close()

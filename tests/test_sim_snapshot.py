@@ -21,3 +21,77 @@ def test_a_crashed_member_catches_up_by_snapshot(tmp_path):
     assert rt.run(until=lambda: len({s.hash_kv(0) for s in stores}) == 1, until_ms=rt.now_ms + 20_000), "m3 caught up"
     rt.run(until_ms=rt.now_ms + 100)
     assert any("installed a snapshot" in line for line in rt.log_lines if line.split()[1] == "m3/raft")
+
+
+def test_a_deposed_leaders_late_snapshot_is_dropped(tmp_path):
+    from petcd.sim.faults import FaultyNetwork, current_leader
+
+    members = ["m1", "m2", "m3"]
+    net = FaultyNetwork(members)
+    cluster = build(5, 3, str(tmp_path), net, trace=True, snapshot_count=50)
+    rt = cluster.runtime
+    rt.run(until_ms=3000)
+    old, lagging = current_leader(rt, members), "m3"
+    assert old != lagging
+    rt.crash_member(lagging)
+    cluster.add_clients(count=2, ops_per_client=150, keys=KEYS)
+    assert rt.run(until=cluster.clients_done, until_ms=120_000)
+    assert rt.actor(f"{old}/raft")._log.snapshot_index > 0, "the live members compacted their logs"
+    # The old leader's snapshot to the restarted member is slow to arrive...
+    net.snapshot_delay_ms = 5000
+    rt.restart_member(lagging)
+    assert rt.run(until=lambda: net.counts["snapshot_delayed"] > 0, until_ms=rt.now_ms + 10_000)
+    net.snapshot_delay_ms = 0
+    # ...and meanwhile its sender is deposed: the other two elect a leader of a newer term.
+    old_term = rt.actor(f"{old}/raft")._core.term
+    net.isolate(old)
+    new_leader = lambda: (current_leader(rt, [m for m in members if m != old]) or "")  # noqa: E731
+    assert rt.run(until=lambda: new_leader() != "" and rt.actor(f"{new_leader()}/raft")._core.term > old_term,
+                  until_ms=rt.now_ms + 20_000)
+    stores = [rt.actor(f"{m}/apply")._store for m in members if m != old]
+    assert rt.run(until=lambda: len({s.hash_kv(0) for s in stores}) == 1, until_ms=rt.now_ms + 20_000)
+    rt.run(until_ms=rt.now_ms + 6000)  # the late snapshot lands
+    lines = [line for line in rt.log_lines if line.split()[1] == f"{lagging}/raft"]
+    assert any("dropped a snapshot chunk of a past term" in line for line in lines), "the late snapshot was not seen"
+    net.heal()
+    stores = [rt.actor(f"{m}/apply")._store for m in members]
+    assert rt.run(until=lambda: len({s.hash_kv(0) for s in stores}) == 1, until_ms=rt.now_ms + 20_000), "all caught up"
+
+
+def test_restart_after_a_crash_between_snapshot_install_and_log_reset(tmp_path):
+    from petcd.sim.faults import current_leader
+
+    cluster = build(5, 3, str(tmp_path), trace=True, snapshot_count=50)
+    rt = cluster.runtime
+    rt.run(until_ms=3000)
+    rt.crash_member("m3")
+    cluster.add_clients(count=2, ops_per_client=150, keys=KEYS)
+    assert rt.run(until=cluster.clients_done, until_ms=120_000)
+    rt.restart_member("m3")
+    raft_log = rt.actor("m3/raft")._log
+    last_before = raft_log.last_index
+    store = rt.actor("m3/apply")._store
+    # Crash m3 the moment its store holds the snapshot, before its Raft actor hears of it.
+    assert rt.run(until=lambda: store.applied_index() > last_before, until_ms=rt.now_ms + 20_000)
+    assert raft_log.last_index == last_before, "the Raft log was reset in the same step (nothing to test)"
+    rt.crash_member("m3")
+    rt.run(until_ms=rt.now_ms + 50)  # what was on its way to m3 ("snapshot installed") is lost
+    rt.restart_member("m3")
+    core = rt.actor("m3/raft")._core
+    assert rt.run(until=lambda: core._applied_known, until_ms=rt.now_ms + 1000)
+    assert core.commit <= core.last_index(), f"restarted with commit {core.commit} above the last index {core.last_index()}"
+    assert current_leader(rt, ["m1", "m2", "m3"]) is not None
+    stores = [rt.actor(f"{m}/apply")._store for m in ("m1", "m2", "m3")]
+    assert rt.run(until=lambda: len({s.hash_kv(0) for s in stores}) == 1, until_ms=rt.now_ms + 20_000), "m3 caught up"
+    core = rt.actor("m3/raft")._core
+    assert core.commit <= core.last_index()
+
+
+def test_the_nemesis_makes_snapshots_late_and_leaders_stale():
+    from petcd.sim.run import run
+
+    for seed in (1, 2):
+        report = run(seed, 3, 300, ["raft", "partition", "crash"])
+        assert report.ok, f"{report.command()}: " + "; ".join(v.summary for v in report.verdicts if not v.ok)
+        assert any("start late_snapshot" in line for line in report.fault_log)
+        assert any("start stale_leader" in line for line in report.fault_log)
