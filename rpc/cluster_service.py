@@ -66,7 +66,8 @@ class ClusterService(pb_grpc.ClusterServicer):
         return sorted(answer["resp"]["members"], key=lambda m: int(m["id"], 16))
 
     def _header(self) -> pb.ResponseHeader:
-        return self._s.header(self._s.store.current_revision(), self._s.link.term)
+        # etcd's Cluster answers carry no revision (v3rpc/member.go: cluster id, member id, term)
+        return self._s.header(0, self._s.link.term)
 
 
 def _valid_url(url: str) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from typing import Any
@@ -17,7 +18,9 @@ from petcd.actors.runtime_log import LogLine
 from petcd.rpc.auth_service import AuthService
 from petcd.rpc.cluster_service import ClusterService
 from petcd.rpc.election_service import ElectionService
+from petcd.rpc.front import Front
 from petcd.rpc.gateway_state import GatewayState
+from petcd.rpc.http_gateway import HttpGateway
 from petcd.rpc.kv_service import KVService
 from petcd.rpc.link import LinkError, MemberLink
 from petcd.rpc.lock_service import LockService
@@ -53,16 +56,9 @@ def _unimplemented(rpc: str) -> Any:
     return answer
 
 
-def _self_target(host_port: str) -> str:
-    """A listen address made dialable: wildcard hosts become loopback."""
-    host, _, port = host_port.rpartition(":")
-    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "[::]": "[::1]", "::": "[::1]"}.get(host, host)
-    return f"{host}:{port}"
-
-
 async def serve(spec: dict[str, Any], log: LogLine) -> int:
     link = MemberLink(spec["address"], spec["endpoints"])
-    store = MvccStore(spec["mvcc_dir"], readonly=True)
+    store = MvccStore(spec["mvcc_dir"], readonly=True, map_size_bytes=spec.get("map_size_bytes", 8 << 30))
     state = GatewayState(
         member_id=spec["member_id"],
         cluster_token=spec["cluster_token"],
@@ -72,6 +68,7 @@ async def serve(spec: dict[str, Any], log: LogLine) -> int:
         max_txn_ops=spec["max_txn_ops"],
         max_request_bytes=spec["max_request_bytes"],
         request_timeout_s=spec["request_timeout_s"],
+        quota_bytes=spec.get("quota_bytes", 0),
     )
     server = grpc.aio.server(
         options=[
@@ -80,22 +77,35 @@ async def serve(spec: dict[str, Any], log: LogLine) -> int:
             ("grpc.max_send_message_length", 2**31 - 1),
         ]
     )
-    pb_grpc.add_KVServicer_to_server(_missing_rpcs_say_so(KVService(state)), server)
-    pb_grpc.add_MaintenanceServicer_to_server(_missing_rpcs_say_so(MaintenanceService(state)), server)
-    pb_grpc.add_ClusterServicer_to_server(_missing_rpcs_say_so(ClusterService(state)), server)
-    pb_grpc.add_AuthServicer_to_server(_missing_rpcs_say_so(AuthService(state)), server)
-    pb_grpc.add_WatchServicer_to_server(_missing_rpcs_say_so(WatchService(state)), server)
-    pb_grpc.add_LeaseServicer_to_server(_missing_rpcs_say_so(LeaseService(state, spec["min_lease_ttl_s"])), server)
+    # The gRPC server listens on a private unix socket; the client ports are the front's, which
+    # splices gRPC (HTTP/2) connections to it and serves HTTP/1.1 itself (rpc/front.py).
+    grpc_socket = spec.get("grpc_socket") or os.path.join(os.path.dirname(spec["endpoints"][spec["address"]].removeprefix("ipc://")), "grpc")
+    services = {
+        "kv": KVService(state), "maintenance": MaintenanceService(state), "cluster": ClusterService(state), "auth": AuthService(state),
+        "watch": WatchService(state), "lease": LeaseService(state, spec["min_lease_ttl_s"]),
+    }
+    pb_grpc.add_KVServicer_to_server(_missing_rpcs_say_so(services["kv"]), server)
+    pb_grpc.add_MaintenanceServicer_to_server(_missing_rpcs_say_so(services["maintenance"]), server)
+    pb_grpc.add_ClusterServicer_to_server(_missing_rpcs_say_so(services["cluster"]), server)
+    pb_grpc.add_AuthServicer_to_server(_missing_rpcs_say_so(services["auth"]), server)
+    pb_grpc.add_WatchServicer_to_server(_missing_rpcs_say_so(services["watch"]), server)
+    pb_grpc.add_LeaseServicer_to_server(_missing_rpcs_say_so(services["lease"]), server)
     # Lock and Election run on the member's own KV, Lease and Watch API, as etcd's do (v3lock, v3election).
-    self_channel = grpc.aio.insecure_channel(_self_target(spec["listen"][0]), options=[("grpc.max_receive_message_length", -1)])
-    v3lock_pb2_grpc.add_LockServicer_to_server(_missing_rpcs_say_so(LockService(self_channel)), server)
-    v3election_pb2_grpc.add_ElectionServicer_to_server(_missing_rpcs_say_so(ElectionService(self_channel)), server)
+    self_channel = grpc.aio.insecure_channel(f"unix:{grpc_socket}", options=[("grpc.max_receive_message_length", -1)])
+    services["lock"] = LockService(self_channel)
+    services["election"] = ElectionService(self_channel)
+    v3lock_pb2_grpc.add_LockServicer_to_server(_missing_rpcs_say_so(services["lock"]), server)
+    v3election_pb2_grpc.add_ElectionServicer_to_server(_missing_rpcs_say_so(services["election"]), server)
+    if server.add_insecure_port(f"unix:{grpc_socket}") == 0:
+        print(f"petcd: listen unix {grpc_socket}: bind failed", file=sys.stderr, flush=True)
+        return EXIT_LISTEN_FAILED
+    http = HttpGateway(state, services, spec["max_request_bytes"] + _GRPC_OVERHEAD_BYTES)
+    front = Front(grpc_socket, http.serve)
     for host_port in spec["listen"]:
         try:
-            port = server.add_insecure_port(host_port)
-        except RuntimeError:
-            port = 0
-        if port == 0:
+            await front.listen(host_port)
+        except OSError:
+            await front.close()
             print(f"petcd: listen tcp {host_port}: bind: address already in use", file=sys.stderr, flush=True)
             return EXIT_LISTEN_FAILED
     link.start()
@@ -109,6 +119,7 @@ async def serve(spec: dict[str, Any], log: LogLine) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     poller.cancel()
+    await front.close()
     await server.stop(grace=1.0)
     await self_channel.close()
     link.close()

@@ -1,0 +1,337 @@
+"""etcd 3.4's HTTP/1.1 endpoints on the client port (/version, /health, /metrics, the v3 JSON
+gateway), next to gRPC on the same port.
+
+Every request is sent, the same, to a fresh real etcd 3.4 and a fresh petcd member (both
+single-member, started by tests/servers.py), in the same order, and the two answers (status code
+and JSON body) must agree after masking what legitimately differs: cluster and member ids, raft
+terms, header revisions, the member's URLs, Status's version and sizes, a lease's remaining TTL.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import time
+from typing import Any
+
+import grpc
+import pytest
+
+from petcd.rpc.maintenance_service import SERVER_VERSION
+from petcd.rpc.pb import rpc_pb2 as pb
+from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
+from tests.servers import petcd_command, start_etcd, start_petcd, _start
+from petcd.sim.ports import free_port
+
+STREAM_WAIT_S = 15.0
+
+
+def b64(s: str | bytes) -> str:
+    return base64.b64encode(s.encode() if isinstance(s, str) else s).decode()
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    base = tmp_path_factory.mktemp("http-gw")
+    etcd = start_etcd(str(base / "etcd.data"))
+    petcd = start_petcd(str(base / "petcd.data"))
+    yield {"etcd": etcd, "petcd": petcd}
+    for s in (etcd, petcd):
+        s.stop()
+
+
+def request(endpoint: str, method: str, path: str, body: bytes | str | None = None,
+            headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    host, port = endpoint.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request(method, path, body=body.encode() if isinstance(body, str) else body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+HEADER_MASKED = ("cluster_id", "member_id", "raft_term", "revision")
+
+
+def mask(value: Any, parent: str = "") -> Any:
+    """Values that legitimately differ between the two servers become placeholders (their presence stays)."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if parent == "header" and k in HEADER_MASKED:
+                out[k] = "<masked>"
+            elif k in ("ID", "leader", "dbSize", "dbSizeInUse", "raftIndex", "raftTerm", "raftAppliedIndex", "version") and parent != "kvs":
+                out[k] = "<masked>"
+            elif k in ("peerURLs", "clientURLs"):
+                out[k] = ["<url>"] * len(v)
+            elif k == "TTL" and parent == "ttl":
+                out[k] = "<ttl>" if int(v) > 0 else v
+            else:
+                out[k] = mask(v, k)
+        return out
+    if isinstance(value, list):
+        return [mask(v, parent) for v in value]
+    return value
+
+
+def both(servers, path: str, body: Any, method: str = "POST", parent: str = "") -> tuple[int, Any]:
+    """The same request to etcd then petcd; asserts the masked answers agree and returns etcd's."""
+    raw = body if isinstance(body, (str, bytes)) or body is None else json.dumps(body)
+    answers = {}
+    for name, server in servers.items():
+        status, headers, data = request(server.endpoint, method, path, raw)
+        try:
+            parsed = mask(json.loads(data), parent)
+        except ValueError:
+            parsed = data
+        answers[name] = (status, parsed)
+    assert answers["petcd"] == answers["etcd"], f"{method} {path} {raw!r}"
+    return answers["etcd"]
+
+
+def test_version_and_health(servers):
+    for name, server in servers.items():
+        status, headers, data = request(server.endpoint, "GET", "/version")
+        assert status == 200 and headers["content-type"] == "application/json"
+        answer = json.loads(data)
+        assert set(answer) == {"etcdserver", "etcdcluster"}, name
+        assert answer["etcdcluster"].endswith(".0")
+        if name == "petcd":
+            assert answer["etcdserver"] == SERVER_VERSION
+        status, headers, data = request(server.endpoint, "GET", "/health")
+        assert (status, data) == (200, b'{"health":"true"}'), name
+    # only GET
+    assert both(servers, "/health", "", method="POST") == (405, b"Method Not Allowed\n")
+    assert both(servers, "/version", "", method="PUT") == (405, b"Method Not Allowed\n")
+
+
+def test_kv_endpoints_answer_as_etcd(servers):
+    k, v = b64("kv/a"), b64("one")
+    both(servers, "/v3/kv/put", {"key": k, "value": v})
+    both(servers, "/v3/kv/put", {"key": b64("kv/b"), "value": b64("two"), "prev_kv": True})
+    both(servers, "/v3/kv/put", {"key": k, "value": b64("uno"), "prev_kv": True})
+    both(servers, "/v3/kv/range", {"key": k})
+    both(servers, "/v3/kv/range", {"key": b64("kv/"), "range_end": b64("kv0"), "keys_only": True, "sort_order": "DESCEND"})
+    both(servers, "/v3/kv/range", {"key": b64("kv/"), "range_end": b64("kv0"), "count_only": True, "serializable": True})
+    both(servers, "/v3/kv/range", {"key": b64("nothing")})
+    both(servers, "/v3/kv/range", {"key": k, "limit": "1", "unknown_field": 7})  # unknown fields are ignored
+    both(servers, "/v3/kv/txn", {
+        "compare": [{"key": k, "result": "EQUAL", "target": "VALUE", "value": b64("uno")}],
+        "success": [{"request_put": {"key": k, "value": b64("eins")}}, {"request_range": {"key": k}}],
+        "failure": [{"request_range": {"key": b64("kv/b")}}],
+    })
+    both(servers, "/v3/kv/txn", {"compare": [{"key": k, "target": "VERSION", "version": "99"}], "failure": [{"request_delete_range": {"key": k}}]})
+    # Patroni's create-if-absent and compare-and-delete (its etcd3 client speaks only this gateway)
+    both(servers, "/v3/kv/txn", {"compare": [{"target": "CREATE", "create_revision": "0", "key": b64("kv/leader")}],
+                                 "success": [{"request_put": {"key": b64("kv/leader"), "value": b64("me")}}]})
+    both(servers, "/v3/kv/txn", {"compare": [{"target": "MOD", "mod_revision": "1", "key": b64("kv/leader")}],
+                                 "success": [{"request_delete_range": {"key": b64("kv/leader")}}]})
+    both(servers, "/v3/kv/deleterange", {"key": b64("kv/"), "range_end": b64("kv0"), "prev_kv": True})
+    both(servers, "/v3/kv/compaction", {"revision": "2", "physical": True})
+    both(servers, "/v3/kv/range", {"key": k, "revision": "1"})  # compacted: 400, code 11
+    both(servers, "/v3/kv/compaction", {"revision": "1000"})  # future revision
+    both(servers, "/v3beta/kv/range", {"key": k})  # etcd 3.4 still serves /v3beta/
+
+
+def test_lease_endpoints_answer_as_etcd(servers):
+    both(servers, "/v3/lease/grant", {"TTL": "60", "ID": "4660"})
+    both(servers, "/v3/kv/put", {"key": b64("leased"), "value": b64("x"), "lease": "4660"})
+    both(servers, "/v3/lease/timetolive", {"ID": "4660", "keys": True}, parent="ttl")
+    both(servers, "/v3/kv/lease/timetolive", {"ID": "4660"}, parent="ttl")
+    both(servers, "/v3/lease/timetolive", {"ID": "999"})
+    both(servers, "/v3/lease/leases", {})
+    both(servers, "/v3/lease/grant", {"TTL": "60", "ID": "4660"})  # lease already exists: 412
+    both(servers, "/v3/lease/grant", {"TTL": "9000000001"})  # too large TTL
+    both(servers, "/v3/lease/revoke", {"ID": "4660"})
+    both(servers, "/v3/kv/lease/revoke", {"ID": "4660"})  # not found: 404, code 5
+    both(servers, "/v3/kv/range", {"key": b64("leased")})
+
+
+def test_cluster_maintenance_auth_endpoints_answer_as_etcd(servers):
+    both(servers, "/v3/cluster/member/list", {})
+    both(servers, "/v3/maintenance/status", {})
+    both(servers, "/v3/auth/authenticate", {"name": "root", "password": "secret"})  # auth not enabled: 412
+
+
+@pytest.mark.parametrize("body", ["", "null", "xx", '{"key":', '{"key" 1}', "[1]", '"text"', '{"key":"Zm9v"} trailing'])
+def test_bad_json_answers_as_etcd(servers, body):
+    both(servers, "/v3/kv/range", body)
+
+
+def test_unknown_paths_and_methods_answer_as_etcd(servers):
+    assert both(servers, "/v3/nope", "{}") == (404, b"Not Found\n")
+    assert both(servers, "/v3/auth/status", "{}") == (404, b"Not Found\n")  # not in etcd 3.4's gateway
+    assert both(servers, "/nope", None, method="GET") == (404, b"404 page not found\n")
+    assert both(servers, "/v3/kv/range", None, method="GET") == (405, b"Method Not Allowed\n")
+
+
+def test_expect_100_continue_and_keep_alive(servers):
+    """curl sends `Expect: 100-continue` for bodies over 1 KiB; two requests on one connection."""
+    big = {"key": b64("big"), "value": b64("v" * 4096)}
+    for name, server in servers.items():
+        host, port = server.endpoint.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            conn.request("POST", "/v3/kv/put", body=json.dumps(big), headers={"Expect": "100-continue"})
+            first = conn.getresponse()
+            assert first.status == 200, name
+            first.read()
+            conn.request("POST", "/v3/kv/range", body=json.dumps({"key": b64("big")}))
+            second = json.loads(conn.getresponse().read())
+            assert base64.b64decode(second["kvs"][0]["value"]) == b"v" * 4096, name
+        finally:
+            conn.close()
+
+
+def test_a_chunked_request_body(servers):
+    answers = {}
+    for name, server in servers.items():
+        host, port = server.endpoint.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            conn.request("POST", "/v3/kv/range", body=iter([b'{"key":', b'"', b64("kv/a").encode(), b'"}']), encode_chunked=True)
+            resp = conn.getresponse()
+            answers[name] = (resp.status, mask(json.loads(resp.read())))
+        finally:
+            conn.close()
+    assert answers["petcd"] == answers["etcd"]
+
+
+class Stream:
+    """A streaming POST (/v3/watch, /v3/lease/keepalive): its JSON lines as they come."""
+
+    def __init__(self, endpoint: str, path: str, body: str) -> None:
+        host, port = endpoint.rsplit(":", 1)
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=STREAM_WAIT_S)
+        self.conn.request("POST", path, body=body.encode())
+        self.resp = self.conn.getresponse()
+
+    def next(self) -> Any:
+        line = self.resp.readline()  # http.client undoes the chunked encoding
+        assert line, "the stream ended"
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def test_watch_stream_answers_as_etcd(servers):
+    results = {}
+    for name, server in servers.items():
+        watch = Stream(server.endpoint, "/v3/watch", json.dumps({"create_request": {"key": b64("w/"), "range_end": b64("w0"), "prev_kv": True}}))
+        try:
+            assert watch.resp.status == 200 and watch.resp.getheader("Content-Type") == "application/json"
+            created = watch.next()
+            request(server.endpoint, "POST", "/v3/kv/put", json.dumps({"key": b64("w/1"), "value": b64("a")}))
+            request(server.endpoint, "POST", "/v3/kv/put", json.dumps({"key": b64("w/1"), "value": b64("b")}))
+            request(server.endpoint, "POST", "/v3/kv/deleterange", json.dumps({"key": b64("w/1")}))
+            events = []
+            while len(events) < 3:
+                events += watch.next()["result"]["events"]
+            results[name] = (mask(created), [mask(e) for e in events])
+        finally:
+            watch.close()
+    assert results["petcd"] == results["etcd"]
+    created, events = results["etcd"]
+    assert created["result"]["created"] is True
+    assert [e.get("type", "PUT") for e in events] == ["PUT", "PUT", "DELETE"]
+
+
+def test_two_watches_in_one_body_and_a_bad_watch_body(servers):
+    body = json.dumps({"create_request": {"key": b64("x")}}) + json.dumps({"create_request": {"key": b64("y")}})
+    results = {}
+    for name, server in servers.items():
+        watch = Stream(server.endpoint, "/v3/watch", body)
+        try:
+            results[name] = [mask(watch.next()), mask(watch.next())]
+        finally:
+            watch.close()
+    assert results["petcd"] == results["etcd"]
+    # a body that is not JSON fails before the stream opens: "Unknown", 500
+    assert both(servers, "/v3/watch", "xx")[0] == 500
+
+
+def test_keepalive_stream_answers_as_etcd(servers):
+    both(servers, "/v3/lease/grant", {"TTL": "100", "ID": "777"})
+    results = {}
+    for name, server in servers.items():
+        keepalive = Stream(server.endpoint, "/v3/lease/keepalive", json.dumps({"ID": "777"}) + json.dumps({"ID": "778"}))
+        try:
+            # the stream ends once the body's requests are answered (Patroni reads it as one response)
+            results[name] = [mask(json.loads(line)) for line in keepalive.resp.read().splitlines()]
+        finally:
+            keepalive.close()
+    assert results["petcd"] == results["etcd"] and len(results["etcd"]) == 2
+    assert results["etcd"][0]["result"]["TTL"] == "100" and "TTL" not in results["etcd"][1]["result"]
+
+
+def test_grpc_still_works_on_the_same_port_with_large_messages(servers):
+    value = bytes(range(256)) * 4096  # 1 MiB: many frames through the splice
+    with grpc.insecure_channel(servers["petcd"].endpoint) as channel:
+        kv = pb_grpc.KVStub(channel)
+        kv.Put(pb.PutRequest(key=b"large", value=value), timeout=10)
+        assert kv.Range(pb.RangeRequest(key=b"large"), timeout=10).kvs[0].value == value
+    status, _, data = request(servers["petcd"].endpoint, "POST", "/v3/kv/range", json.dumps({"key": b64("large")}))
+    assert status == 200 and base64.b64decode(json.loads(data)["kvs"][0]["value"]) == value
+
+
+def test_metrics_is_prometheus_text(servers):
+    for name, server in servers.items():
+        status, headers, data = request(server.endpoint, "GET", "/metrics")
+        assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4"), name
+        text = data.decode()
+        for metric in ("etcd_server_has_leader 1", "etcd_server_is_leader 1"):
+            assert f"\n{metric}\n" in text, (name, metric)
+        assert "\netcd_mvcc_db_total_size_in_bytes " in text
+
+
+def _wait_answering(endpoint: str, path: str) -> tuple[int, bytes]:
+    """The first answer to GET path once the member listens (polled until a deadline, as wait_ready does)."""
+    deadline = time.monotonic() + STREAM_WAIT_S
+    while True:
+        try:
+            status, _, data = request(endpoint, "GET", path)
+            return status, data
+        except ConnectionRefusedError:
+            assert time.monotonic() < deadline, f"nothing listens on {endpoint}"
+            time.sleep(0.05)
+
+
+def test_health_is_false_without_a_leader_and_sigterm_ends_open_streams(tmp_path):
+    """A member of a two-member cluster whose peer never starts has no leader: 503 {"health":"false"}
+    (etcd 3.4 serves no client request before it has one, so this one is petcd's alone).
+    An open watch stream does not hold up SIGTERM."""
+    port, peer, other = free_port(), free_port(), free_port()
+    argv = [*petcd_command(), "--name", "a", "--data-dir", str(tmp_path / "a"),
+            "--listen-client-urls", f"http://127.0.0.1:{port}", "--advertise-client-urls", f"http://127.0.0.1:{port}",
+            "--listen-peer-urls", f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+            "--initial-cluster", f"a=http://127.0.0.1:{peer},b=http://127.0.0.1:{other}"]
+    server = _start(argv, f"127.0.0.1:{port}", str(tmp_path / "a"), ready=False)
+    try:
+        assert _wait_answering(server.endpoint, "/health") == (503, b'{"health":"false"}\n')
+        watch = Stream(server.endpoint, "/v3/watch", json.dumps({"create_request": {"key": b64("k")}}))
+        assert watch.next()["result"]["created"] is True
+        assert server.stop(timeout_s=15) == 0
+        watch.close()
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
+
+
+def test_health_is_false_with_an_active_alarm_unless_excluded(servers):
+    """As etcd 3.4: an alarm makes /health 503 {"health":"false"}; `?exclude=NOSPACE` ignores that alarm."""
+    for name, server in servers.items():
+        with grpc.insecure_channel(server.endpoint) as channel:
+            maintenance = pb_grpc.MaintenanceStub(channel)
+            me = maintenance.Status(pb.StatusRequest(), timeout=10).header.member_id
+            maintenance.Alarm(pb.AlarmRequest(action=pb.AlarmRequest.ACTIVATE, memberID=me, alarm=pb.NOSPACE), timeout=10)
+            try:
+                assert request(server.endpoint, "GET", "/health")[::2] == (503, b'{"health":"false"}\n'), name
+                assert request(server.endpoint, "GET", "/health?exclude=NOSPACE")[::2] == (200, b'{"health":"true"}'), name
+            finally:
+                maintenance.Alarm(pb.AlarmRequest(action=pb.AlarmRequest.DEACTIVATE, memberID=me, alarm=pb.NOSPACE), timeout=10)
+        assert request(server.endpoint, "GET", "/health")[::2] == (200, b'{"health":"true"}'), name
