@@ -231,6 +231,10 @@ class LeaseActor:
             return
         for msg in renewals:
             lease = self._leases.get(msg["id"])
+            if lease is not None and (lease.deadline_ms <= now or msg["id"] in self._pending):
+                # It expired while the round ran (etcd: an expired lease is not renewed; its
+                # revocation is decided or about to be): the lease is gone for the client.
+                lease = None
             if lease is not None:
                 lease.deadline_ms = now + lease.ttl_s * 1000
             self._answer(ctx, msg, {"TTL": lease.ttl_s if lease else 0})

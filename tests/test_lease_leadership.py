@@ -58,3 +58,19 @@ def test_keepalives_pending_at_one_moment_share_one_confirmation_round():
     actor.receive(ctx, [("a/raft", {"t": "resp", "id": rid2, "resp": {"error": "not_leader"}})])
     assert [m["resp"] for to, m in ctx.sent if to == "g"][-1] == {"error": "not_leader"}
     assert actor._leases[LEASE].deadline_ms == 5100 + 10_000
+
+
+def test_a_lease_that_expired_while_its_keepalive_was_confirmed_is_not_renewed():
+    """Found by the simulator (seed 1172): a round that took longer than the lease had left (the
+    leader lost its quorum, then got it back) renewed a lease whose revocation was already decided."""
+    actor, ctx = _leader()
+    deadline = actor._leases[LEASE].deadline_ms  # 10 s from 0
+    ctx.now = 9000
+    _keepalive(ctx, actor, 1)
+    rid = [m for to, m in ctx.sent if m["t"] == "confirm"][0]["origin"][1]
+    ctx.now = deadline + 500
+    actor.on_timer(ctx, "check")  # the reaper decides the revocation
+    assert [m["req"]["op"] for to, m in ctx.sent if m["t"] == "propose"] == ["lease_revoke"]
+    actor.receive(ctx, [("a/raft", {"t": "resp", "id": rid, "resp": {"index": 9, "term": 3}})])
+    assert [m["resp"] for to, m in ctx.sent if to == "g"] == [{"TTL": 0}], "the client must not count it as renewed"
+    assert actor._leases[LEASE].deadline_ms == deadline
