@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import lmdb
 
+from .bbolt import BboltError, BboltFile, looks_like_bbolt
+from .etcd_import import EtcdImportError, ImportResult, import_bbolt
 from .mvcc import MvccStore
 
 SHA256_BYTES = 32
@@ -127,6 +129,63 @@ def restore(path: str, store_dir: str) -> int:
         return store.current_revision()
     finally:
         store.close()
+
+
+def is_etcd_snapshot(path: str) -> bool:
+    """True if the file is etcd's bbolt database (by content: bbolt's magic in a meta page), as
+    `etcdctl snapshot save` writes it or as `member/snap/db` of a stopped etcd member."""
+    return looks_like_bbolt(path)
+
+
+def _etcd_db_size(path: str, skip_hash_check: bool) -> int:
+    """The database part of an etcd snapshot file, its sha256 trailer checked as etcd's restore
+    does (a file whose size is a multiple of 512 plus 32 has one; one without is refused unless
+    skip_hash_check, as for a `member/snap/db` copied from a data dir)."""
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:
+        raise BackupError(f"cannot read snapshot file {path}: {e.strerror}") from None
+    has_hash = size % 512 == SHA256_BYTES
+    if not has_hash:
+        if not skip_hash_check:
+            raise BackupError("snapshot missing hash but --skip-hash-check=false")
+        return size
+    db_size = size - SHA256_BYTES
+    if skip_hash_check:
+        return db_size
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        left = db_size
+        while left:
+            blob = f.read(min(CHUNK_BYTES * 32, left))
+            if not blob:
+                raise BackupError(f"snapshot file {path} is shorter than it says")
+            digest.update(blob)
+            left -= len(blob)
+        trailer = f.read(SHA256_BYTES)
+    if trailer != digest.digest():
+        go = lambda b: "[" + " ".join(str(x) for x in b) + "]"  # Go's %v of a []byte
+        raise BackupError(f"expected sha256 {go(trailer)}, got {go(digest.digest())}")
+    return db_size
+
+
+def restore_etcd(path: str, store_dir: str, *, skip_hash_check: bool = False) -> ImportResult:
+    """A new member's store directory from etcd's bbolt database: every key with its revisions,
+    the history that was not compacted, and the leases (see store/etcd_import.py), written in one
+    transaction; its applied index is 0, ready to be the first state of a new cluster."""
+    db_size = _etcd_db_size(path, skip_hash_check)
+    try:
+        with BboltFile(path, db_size) as db:
+            os.makedirs(store_dir, mode=0o700)
+            store = MvccStore(store_dir)
+            try:
+                result = import_bbolt(db, store)
+                store.forget_raft_position()
+            finally:
+                store.close()
+    except (BboltError, EtcdImportError, lmdb.Error) as e:
+        raise BackupError(f"cannot restore etcd snapshot {path}: {e}") from None
+    return result
 
 
 def status(path: str) -> BackupStatus:

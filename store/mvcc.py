@@ -288,6 +288,16 @@ class MvccStore:
                     entries += 1
             return crc, StoreTxn(txn, self._dbs).current_revision(), entries
 
+    def bulk_load(self, fill) -> None:
+        """Fill a new, empty store in one LMDB write transaction: fill(StoreTxn) writes the tables
+        directly (an import, see store/etcd_import.py), not through apply; an exception commits nothing."""
+        assert not self._readonly
+        with self._env.begin(write=True) as txn:
+            tables = StoreTxn(txn, self._dbs)
+            if tables.applied_index() or tables.current_revision() != 1 or txn.stat(self._dbs.revs)["entries"]:
+                raise RuntimeError(f"bulk_load: the store {self._dir} is not empty")
+            fill(tables)
+
     def forget_raft_position(self) -> None:
         """For a store restored from a backup into a new cluster: its entries count from 0 again
         (the applied index) and the proposals it remembers belong to the old log."""

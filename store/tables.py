@@ -94,6 +94,15 @@ class StoreTxn:
         assert self.compact_revision() < revision <= self.current_revision()
         self._set_meta(_COMPACT_REVISION, revision)
 
+    def set_imported_revisions(self, current_revision: int, compact_revision: int) -> None:
+        """For a new store filled by an import (store/etcd_import.py, through MvccStore.bulk_load):
+        the current and compact revisions the source had (compact -1: never compacted)."""
+        assert self.current_revision() == 1 and self.compact_revision() == -1
+        assert current_revision >= 1 and -1 <= compact_revision <= current_revision
+        self._set_meta(_CURRENT_REVISION, current_revision)
+        if compact_revision >= 0:
+            self._set_meta(_COMPACT_REVISION, compact_revision)
+
     def logical_bytes(self) -> int:
         """What the stored revisions weigh (see _LOGICAL_BYTES); deterministic across members."""
         return self._meta(_LOGICAL_BYTES, 0)

@@ -3,7 +3,8 @@
 ``save`` streams Maintenance.Snapshot from one endpoint into ``FILE.part``, checks that a sha256
 trailer came with it (etcd's size test), fsyncs and renames, logging as etcdctl's zap loggers do.
 ``status`` reads a petcd snapshot file (an LMDB store plus its sha256, see store/backup.py); it
-refuses a file whose checksum does not match. A bbolt file from etcd is not a petcd snapshot.
+refuses a file whose checksum does not match. ``restore`` takes a petcd snapshot file or etcd's
+bbolt database (told apart by content), see store/etcd_import.py.
 """
 
 from __future__ import annotations
@@ -55,7 +56,10 @@ def _log(level: str, caller: str, msg: str, fields: list[tuple[str, object]], ep
     ts = _go_float(time.time()) if epoch_ts else goutil.zap_string(zap_iso_ts())
     parts = ['"level":"%s"' % level, '"ts":%s' % ts, '"caller":"%s"' % caller, '"msg":%s' % goutil.zap_string(msg)]
     for name, value in fields:
-        parts.append('"%s":%s' % (name, _go_float(value) if isinstance(value, float) else goutil.zap_string(str(value))))
+        if isinstance(value, int) and not isinstance(value, bool):
+            parts.append('"%s":%d' % (name, value))
+        else:
+            parts.append('"%s":%s' % (name, _go_float(value) if isinstance(value, float) else goutil.zap_string(str(value))))
     errors.err("{" + ",".join(parts) + "}\n")
 
 
@@ -135,7 +139,7 @@ def snapshot_restore_command_func(ctl, cmd: Command, args: list[str]) -> None:
     started as the first member of a new cluster with the same --name, --initial-cluster,
     --initial-cluster-token and --initial-advertise-peer-urls (petcd bootstraps its membership
     from those flags when it first starts, as a new cluster does)."""
-    from petcd.store.backup import BackupError, restore
+    from petcd.store.backup import BackupError, is_etcd_snapshot, restore, restore_etcd
 
     if len(args) != 1:
         errors.exit_with_error(errors.EXIT_BAD_ARGS, "snapshot restore requires exactly one argument")
@@ -144,7 +148,9 @@ def snapshot_restore_command_func(ctl, cmd: Command, args: list[str]) -> None:
     data_dir = fs.lookup("data-dir").v or name + ".etcd"
     if fs.lookup("wal-dir").v:
         errors.exit_with_error(errors.EXIT_BAD_FEATURE, "snapshot restore --wal-dir is not supported by petcdctl (petcd keeps its log in the data dir)")
-    if fs.lookup("skip-hash-check").v:
+    skip_hash_check = fs.lookup("skip-hash-check").v
+    from_etcd = is_etcd_snapshot(args[0])  # etcd's bbolt file (snapshot save, or member/snap/db)
+    if skip_hash_check and not from_etcd:
         errors.exit_with_error(errors.EXIT_BAD_FEATURE, "snapshot restore --skip-hash-check is not supported by petcdctl (a petcd data dir is not a snapshot file)")
     cluster: dict[str, list[str]] = {}
     for item in [i for i in fs.lookup("initial-cluster").v.split(",") if i]:
@@ -163,12 +169,34 @@ def snapshot_restore_command_func(ctl, cmd: Command, args: list[str]) -> None:
     member_dir = os.path.join(data_dir, "member")
     fields = [("path", args[0]), ("data-dir", data_dir), ("member-dir", member_dir)]
     _log("info", "snapshot/v3_snapshot.go:296", "restoring snapshot", fields, True)
+    imported = None
     try:
         os.makedirs(member_dir, mode=0o700)
-        restore(args[0], os.path.join(member_dir, "mvcc"))
+        if from_etcd:
+            imported = restore_etcd(args[0], os.path.join(member_dir, "mvcc"), skip_hash_check=skip_hash_check)
+        else:
+            restore(args[0], os.path.join(member_dir, "mvcc"))
     except (BackupError, OSError) as e:
         if os.path.isdir(data_dir):
             import shutil
             shutil.rmtree(data_dir, ignore_errors=True)  # nothing half restored is left behind
         errors.exit_with_error(errors.EXIT_ERROR, str(e) if isinstance(e, BackupError) else "%s: %s" % (e.filename, goutil.errno_text(e)))
+    if imported is not None:
+        _report_etcd_import(imported, fields)
     _log("info", "snapshot/v3_snapshot.go:309", "restored snapshot", fields, True)
+
+
+def _report_etcd_import(imported, fields: list[tuple[str, object]]) -> None:
+    """What came over from etcd's database, and a warning for what petcd cannot take yet."""
+    _log("info", "petcdctl/snapshot_command.go", "imported etcd database", fields + [
+        ("revision", imported.revision), ("compact-revision", imported.compact_revision),
+        ("revisions", imported.revisions), ("keys", imported.keys), ("leases", imported.leases),
+        ("keys-attached-to-leases", imported.attached)], True)
+    skipped = []
+    if imported.users or imported.roles or imported.auth_enabled:
+        skipped.append("%d users and %d roles (auth %s): petcd has no auth store yet"
+                       % (imported.users, imported.roles, "enabled" if imported.auth_enabled else "disabled"))
+    if imported.alarms:
+        skipped.append("%d alarms" % imported.alarms)
+    if skipped:
+        errors.err("Warning: the etcd snapshot holds %s; they are not imported\n" % "; and ".join(skipped))

@@ -1,0 +1,225 @@
+"""A petcd store from etcd's backend database (a bbolt file: `etcdctl snapshot save` or `member/snap/db`).
+
+What etcd keeps (etcd 3.4, mvcc/kvstore.go restore, lease/lessor.go) and where it goes:
+- bucket `key`: revision bytes (main u64 BE, '_', sub u64 BE, 't' for a tombstone) -> a marshalled
+  mvccpb.KeyValue; every revision becomes the same revision in petcd's revs/keys tables, so
+  `get --rev=R` answers as etcd did;
+- bucket `meta`: finishedCompactRev -> petcd's compact revision; a scheduledCompactRev past it is
+  a compaction etcd had not finished, which etcd resumes on start: petcd does it now. The current
+  revision is the highest main revision in `key` (at least the compact revision), as etcd's;
+- bucket `lease`: lease id (i64 BE) -> leasepb.Lease{ID, TTL}; a key is attached to the lease its
+  newest live revision names, if that lease exists (etcd logs and skips the others);
+- buckets `authUsers`, `authRoles`, `auth`: counted, not imported (petcd has no auth store yet);
+  `alarm`: counted, not imported; `members`, `members_removed`, `cluster`: the new cluster's own.
+
+The store layer must not import the rpc layer, so KeyValue and Lease are read by the small
+protobuf decoder below.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from . import keys
+from .bbolt import BboltError, BboltFile
+from .mvcc import MvccStore
+from .records import Record, tombstone
+from .tables import StoreTxn
+
+_MAIN = struct.Struct(">Q")
+_REV_BYTES = 17  # main, '_', sub
+_MAX_I64 = (1 << 63) - 1
+
+
+class EtcdImportError(Exception):
+    """An etcd database whose contents petcd cannot take; the message says which record and why."""
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    revision: int
+    compact_revision: int  # -1: never compacted
+    revisions: int  # revisions written (tombstones included)
+    keys: int  # live keys at the current revision
+    leases: int
+    attached: int  # keys attached to a lease
+    users: int  # not imported
+    roles: int  # not imported
+    auth_enabled: bool
+    alarms: int  # not imported
+
+
+# --- protobuf (proto3 wire format), just enough for mvccpb.KeyValue and leasepb.Lease
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = 0
+    for shift in range(0, 70, 7):
+        if pos >= len(data):
+            raise EtcdImportError("truncated varint")
+        b = data[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result & ((1 << 64) - 1), pos
+    raise EtcdImportError("varint longer than 10 bytes")
+
+
+def _int64(u: int) -> int:
+    return u - (1 << 64) if u > _MAX_I64 else u
+
+
+def decode_fields(data: bytes) -> dict[int, int | bytes]:
+    """Field number -> value (varints as int64, length-delimited as bytes; the last one wins, as
+    proto3 has it for scalars). Fixed 32/64-bit fields are skipped; groups are refused."""
+    fields: dict[int, int | bytes] = {}
+    pos = 0
+    for _ in range(len(data) + 1):
+        if pos >= len(data):
+            return fields
+        tag, pos = _varint(data, pos)
+        number, wire = tag >> 3, tag & 7
+        if number == 0:
+            raise EtcdImportError("field number 0")
+        if wire == 0:
+            value, pos = _varint(data, pos)
+            fields[number] = _int64(value)
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            if pos + length > len(data):
+                raise EtcdImportError(f"field {number} runs past the end of the message")
+            fields[number] = data[pos:pos + length]
+            pos += length
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        else:
+            raise EtcdImportError(f"unsupported wire type {wire} (field {number})")
+        if pos > len(data):
+            raise EtcdImportError(f"field {number} runs past the end of the message")
+    raise EtcdImportError("message does not end")  # unreachable: every field consumes a byte
+
+
+def _int_field(fields: dict, number: int) -> int:
+    value = fields.get(number, 0)
+    if not isinstance(value, int):
+        raise EtcdImportError(f"field {number} is not a varint")
+    return value
+
+
+def _bytes_field(fields: dict, number: int) -> bytes:
+    value = fields.get(number, b"")
+    if not isinstance(value, bytes):
+        raise EtcdImportError(f"field {number} is not length-delimited")
+    return value
+
+
+def parse_revision(rev: bytes) -> tuple[int, int, bool]:
+    """(main, sub, tombstone) of a `key` bucket key."""
+    if len(rev) not in (_REV_BYTES, _REV_BYTES + 1) or rev[8:9] != b"_" or (len(rev) == _REV_BYTES + 1 and rev[-1:] != b"t"):
+        raise EtcdImportError(f"revision key {rev.hex()} is not main_sub[t]")
+    return _MAIN.unpack_from(rev, 0)[0], _MAIN.unpack_from(rev, 9)[0], len(rev) == _REV_BYTES + 1
+
+
+def _record(main: int, sub: int, is_tombstone: bool, value: bytes, max_key_bytes: int) -> Record:
+    where = f"revision {main}_{sub}"
+    try:
+        kv = decode_fields(value)
+    except EtcdImportError as e:
+        raise EtcdImportError(f"{where}: not a mvccpb.KeyValue: {e}") from None
+    key = _bytes_field(kv, 1)
+    if not key:
+        raise EtcdImportError(f"{where}: empty key")
+    if len(key) > max_key_bytes:
+        raise EtcdImportError(f"{where}: key {key[:40]!r}... is {len(key)} bytes, longer than petcd's {max_key_bytes}")
+    if not 1 <= main <= _MAX_I64:
+        raise EtcdImportError(f"{where}: main revision out of range")
+    if is_tombstone:
+        return tombstone(key)
+    create, mod, version, lease = (_int_field(kv, n) for n in (2, 3, 4, 6))
+    if mod != main:
+        raise EtcdImportError(f"{where}: mod_revision {mod} differs from the bucket key's revision")
+    if not 2 <= create <= main or version < 1 or lease < 0:
+        raise EtcdImportError(f"{where}: create_revision {create}, version {version}, lease {lease} are not valid")
+    return Record(key, False, _bytes_field(kv, 5), create, version, lease)
+
+
+def _compact_rev(db: BboltFile, name: bytes) -> int:
+    for k, v in db.items(b"meta"):
+        if k == name:
+            if v is None or len(v) not in (8, _REV_BYTES):
+                raise EtcdImportError(f"meta/{name.decode()} is not a revision")
+            return _MAIN.unpack_from(v, 0)[0]
+    return -1
+
+
+def _count(db: BboltFile, bucket: bytes) -> int:
+    return sum(1 for _ in db.items(bucket)) if db.has_bucket(bucket) else 0
+
+
+def import_bbolt(db: BboltFile, store: MvccStore) -> ImportResult:
+    """Write etcd's keys, history, compaction and leases from `db` into the new, empty `store`, in
+    one LMDB write transaction. Raises EtcdImportError (and BboltError) with nothing committed."""
+    for bucket in (b"key", b"meta"):
+        if not db.has_bucket(bucket):
+            raise EtcdImportError(f"{db.path} is a bbolt database but not etcd's: it has no {bucket.decode()!r} bucket")
+    finished = _compact_rev(db, b"finishedCompactRev")
+    scheduled = _compact_rev(db, b"scheduledCompactRev")
+    leases: list[tuple[int, int]] = []
+    if db.has_bucket(b"lease"):
+        for k, v in db.items(b"lease"):
+            if v is None or len(k) != 8:
+                raise EtcdImportError(f"lease bucket entry {k.hex()} is not a lease")
+            try:
+                fields = decode_fields(v)
+            except EtcdImportError as e:
+                raise EtcdImportError(f"lease {k.hex()}: not a leasepb.Lease: {e}") from None
+            lease_id, ttl = _int_field(fields, 1), _int_field(fields, 2)
+            if lease_id != keys.i64_from_bytes(k) or lease_id <= 0:
+                raise EtcdImportError(f"lease {k.hex()}: its ID {lease_id} does not match its key")
+            leases.append((lease_id, ttl))
+    auth_enabled = False
+    if db.has_bucket(b"auth"):
+        auth_enabled = any(k == b"authEnabled" and v == b"\x01" for k, v in db.items(b"auth"))
+
+    counts: dict[str, int] = {}
+
+    def fill(tables: StoreTxn) -> None:
+        highest, written = 0, 0
+        for rev, value in db.items(b"key"):
+            if value is None:
+                raise EtcdImportError("the key bucket holds a nested bucket")
+            main, sub, is_tombstone = parse_revision(rev)
+            if (main, sub) <= (highest, counts.get("sub", -1)):
+                raise EtcdImportError(f"revision {main}_{sub} is out of order")
+            tables.add(main, sub, _record(main, sub, is_tombstone, value, tables.max_key_bytes))
+            highest, counts["sub"] = main, sub
+            written += 1
+        current = max(highest, finished, 1)
+        if scheduled > current:
+            raise EtcdImportError(f"meta/scheduledCompactRev {scheduled} is past the current revision {current}")
+        tables.set_imported_revisions(current, finished)
+        if scheduled > finished:
+            written -= tables.compact(scheduled)
+            tables.set_compact_revision(scheduled)
+        for lease_id, ttl in leases:
+            tables.put_lease(lease_id, ttl)
+        live, attached = 0, 0
+        for key, main, sub in tables.scan(b"\0", b"", current):
+            live += 1
+            lease = tables.record(main, sub).lease
+            if lease and tables.lease_exists(lease):
+                tables.attach(lease, key)
+                attached += 1
+        counts.update(revision=current, compact=max(finished, scheduled), revisions=written, keys=live, attached=attached)
+
+    store.bulk_load(fill)
+    return ImportResult(
+        revision=counts["revision"], compact_revision=counts["compact"], revisions=counts["revisions"],
+        keys=counts["keys"], leases=len(leases), attached=counts["attached"],
+        users=_count(db, b"authUsers"), roles=_count(db, b"authRoles"), auth_enabled=auth_enabled,
+        alarms=_count(db, b"alarm"),
+    )
+
+
+__all__ = ["BboltError", "EtcdImportError", "ImportResult", "decode_fields", "import_bbolt", "parse_revision"]
