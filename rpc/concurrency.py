@@ -118,7 +118,7 @@ def create_revision_is(key: bytes, revision: int) -> pb.Compare:
 class Watcher:
     """One watch on its own Watch stream; `async with` cancels it on exit."""
 
-    def __init__(self, stub: pb_grpc.WatchStub, key: bytes, start_revision: int, range_end: bytes = b"") -> None:
+    def __init__(self, stub: Any, key: bytes, start_revision: int, range_end: bytes = b"") -> None:
         self._stub = stub
         self._create = pb.WatchCreateRequest(key=key, range_end=range_end, start_revision=start_revision)
         self._call: Any = None
@@ -143,13 +143,30 @@ class Watcher:
                 return resp
 
 
-class Client:
-    """The KV, Lease and Watch calls the recipes make, over one channel to the member."""
+def caller_metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str], ...]:
+    """The caller's token, to send along: the recipes act as the caller, and its permissions apply
+    (etcd's v3lock and v3election servers use a client carrying the caller's token too)."""
+    return tuple((k, v) for k, v in context.invocation_metadata() or () if k in ("token", "authorization"))
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        self.kv = pb_grpc.KVStub(channel)
-        self.lease = pb_grpc.LeaseStub(channel)
-        self.watch = pb_grpc.WatchStub(channel)
+
+class _WithMetadata:
+    """A stub whose every call carries the given metadata."""
+
+    def __init__(self, stub: Any, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._stub = stub
+        self._metadata = metadata
+
+    def __getattr__(self, name: str) -> Any:
+        return functools.partial(getattr(self._stub, name), metadata=self._metadata)
+
+
+class Client:
+    """The KV, Lease and Watch calls the recipes make, over one channel to the member, for one caller."""
+
+    def __init__(self, channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...] = ()) -> None:
+        self.kv = _WithMetadata(pb_grpc.KVStub(channel), metadata)
+        self.lease = _WithMetadata(pb_grpc.LeaseStub(channel), metadata)
+        self.watch = _WithMetadata(pb_grpc.WatchStub(channel), metadata)
         self._detached: set[asyncio.Task[Any]] = set()
 
     async def session_lease(self, lease: int) -> int:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import grpc
 
+from petcd.store.errors import AUTH_ERRORS
+
 _C = grpc.StatusCode
 
 ERRORS: dict[str, tuple[grpc.StatusCode, str]] = {
@@ -50,10 +52,10 @@ ERRORS: dict[str, tuple[grpc.StatusCode, str]] = {
     # one membership change at a time: etcd's Raft drops the second, and the client times out
     "conf_change_pending": (_C.UNAVAILABLE, "etcdserver: request timed out"),
     "learner_rpc": (_C.UNAVAILABLE, "etcdserver: rpc not supported for learner"),
-    # auth (etcd's ErrGRPCAuthNotEnabled: Authenticate while auth is disabled; clientv3 then
-    # carries on without a token, so etcdctl --user works against a cluster without auth)
-    "auth_not_enabled": (_C.FAILED_PRECONDITION, "etcdserver: authentication is not enabled"),
 }
+# auth (e.g. "auth_not_enabled": Authenticate while auth is disabled; clientv3 then carries on
+# without a token, so etcdctl --user works against a cluster without auth)
+ERRORS.update({name: (getattr(_C, code), message) for name, (message, code) in AUTH_ERRORS.items()})
 
 
 def status_of(name: str, code: str | None = None, message: str | None = None) -> tuple[grpc.StatusCode, str]:

@@ -3,14 +3,17 @@ and the one way to ask the member's actors and answer a failure with etcd's stat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import grpc
 
+from petcd.rpc.auth_tokens import JwtTokens, SimpleTokens
 from petcd.rpc.errors import status_of
 from petcd.rpc.link import LinkError, MemberLink
 from petcd.rpc.pb import rpc_pb2 as pb
+from petcd.store.errors import StoreError, auth_error
 from petcd.store.mvcc import ALARM_ACTIVATE, ALARM_NOSPACE, MvccStore
 
 
@@ -29,16 +32,92 @@ class GatewayState:
     # Refreshed from the Raft actor's status (a joining member learns its cluster id from the leader).
     cluster_id: int = 0
     is_learner: bool = False
+    # --client-cert-auth: a request without a token acts as the user its verified client
+    # certificate names (etcd's AuthInfoFromTLS). `common_name_of(context.peer())` gives that
+    # Common Name, or None (no TLS, or no verified certificate); set by the front (rpc/front.py).
+    client_cert_auth: bool = False
+    common_name_of: Callable[[str], str | None] | None = None
+    tokens: SimpleTokens | JwtTokens = field(default_factory=lambda: SimpleTokens(300))
+    bcrypt_cost: int = 10
 
     def header(self, revision: int, term: int) -> pb.ResponseHeader:
         return pb.ResponseHeader(cluster_id=self.cluster_id, member_id=self.member_id, revision=revision, raft_term=term)
 
     async def call(self, context: grpc.aio.ServicerContext, msg: dict[str, Any], to: str | None = None) -> dict[str, Any]:
-        """Ask an actor of this member (the Raft actor unless `to`); a failure ends the RPC with etcd's status."""
+        """Ask an actor of this member (the Raft actor unless `to`); a failure ends the RPC with etcd's status.
+
+        A proposal or a read made for the client carries who the client is ("auth", see
+        store/auth.py), for the store to check when it applies or serves it."""
+        if msg.get("t") in ("propose", "read") and "req" in msg:
+            msg["req"]["auth"] = await self.who(context)
         try:
             return await self.link.call(to or self.raft_address, msg, self.request_timeout_s)
         except LinkError as e:
             await abort(context, e.name, e.code, e.message)
+
+
+    async def barrier(self, context: grpc.aio.ServicerContext) -> None:
+        """Wait until this member's store has applied everything committed when called (etcd's
+        linearizableReadNotify): a linearizable read of nothing, made by the member itself."""
+        req = {"op": "range", "key": b"\x00", "count_only": True}
+        try:
+            await self.link.call(self.raft_address, {"t": "read", "req": req}, self.request_timeout_s)
+        except LinkError as e:
+            await abort(context, e.name, e.code, e.message)
+
+    def identify(self, context: grpc.aio.ServicerContext) -> list[Any]:
+        """[user, auth revision] of the client making this call (etcd's AuthInfoFromCtx): from its
+        token, else with --client-cert-auth from its certificate, else ["", 0] (nobody). Raises
+        StoreError "invalid auth token" for a token that does not verify while auth is enabled."""
+        enabled, revision, secret = self.store.auth_state()
+        token = token_of(context)
+        if not enabled:
+            # etcd's simple-token provider is off then: any simple token is refused.
+            if token and isinstance(self.tokens, SimpleTokens):
+                raise auth_error("invalid_auth_token")
+            return ["", 0]
+        if token:
+            found = self.tokens.verify(secret, token)
+            if found is None:
+                raise auth_error("invalid_auth_token")
+            name, token_revision = found
+            if not isinstance(self.tokens, SimpleTokens):
+                return [name, token_revision]  # a JWT's revision is its own (and may be old)
+            # etcd's simple tokens stand for their user at the current auth revision, until the
+            # user is deleted or given a new password (etcd's invalidateUser).
+            user, revision = self.store.auth_user(name)
+            if user is None or token_revision < user.password_revision:
+                raise auth_error("invalid_auth_token")
+            return [name, revision]
+        if self.client_cert_auth and self.common_name_of is not None:
+            common_name = self.common_name_of(context.peer())
+            if common_name:
+                return [common_name, revision]
+        return ["", 0]
+
+    async def who(self, context: grpc.aio.ServicerContext) -> list[Any]:
+        """identify(), ending the call with etcd's status if the token does not verify."""
+        try:
+            return self.identify(context)
+        except StoreError as e:
+            await abort(context, e.name, e.grpc_code, e.message)
+
+    async def check_admin(self, context: grpc.aio.ServicerContext) -> None:
+        """etcd's authMaintenanceServer check (Snapshot, Defragment, Hash, HashKV, MoveLeader).
+        etcd 3.4 returns the auth store's own error there, untranslated: code Unknown and
+        "auth: ..." in place of "etcdserver: ..."; clients see exactly that."""
+        try:
+            self.store.check_admin(self.identify(context))
+        except StoreError as e:
+            await abort(context, e.name, "UNKNOWN", "auth: " + e.message.removeprefix("etcdserver: "))
+
+
+def token_of(context: grpc.aio.ServicerContext) -> str:
+    """The client's token: gRPC metadata "token" (clientv3), or "authorization" (the HTTP gateway)."""
+    for key, value in context.invocation_metadata() or ():
+        if key in ("token", "authorization"):
+            return value
+    return ""
 
 
 async def check_quota(state: GatewayState, context: grpc.aio.ServicerContext, req: dict[str, Any], cost: int) -> None:

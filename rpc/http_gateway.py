@@ -112,13 +112,18 @@ class _Abort(Exception):
 
 
 class _Context:
-    """The part of grpc.aio.ServicerContext the servicers use: abort() ends the call."""
+    """The part of grpc.aio.ServicerContext the servicers use: abort() ends the call. The
+    token travels in the Authorization header, as with etcd's gateway."""
+
+    def __init__(self, headers: dict[str, str] | None = None) -> None:
+        token = (headers or {}).get("authorization", "")
+        self._metadata = (("authorization", token),) if token else ()
 
     async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = None) -> NoReturn:
         raise _Abort(code, details)
 
     def invocation_metadata(self) -> tuple:
-        return ()
+        return self._metadata
 
     def cancelled(self) -> bool:
         return False
@@ -290,7 +295,7 @@ class HttpGateway:
             self._grpc_error(writer, e.code, e.message)
             return
         try:
-            response = await getattr(self._services[service], method)(request, _Context())
+            response = await getattr(self._services[service], method)(request, _Context(req.headers))
         except _Abort as e:
             self._grpc_error(writer, e.code, e.message)
             return
@@ -321,9 +326,9 @@ class HttpGateway:
         requests = _parse_prefix(cls, req.body)
         call = getattr(self._services[service], method)
         if kind == STREAM_IN_OUT:
-            responses = _as_stream(call(_iterate(requests), _Context()))
+            responses = _as_stream(call(_iterate(requests), _Context(req.headers)))
         else:
-            responses = _as_stream(call(first_request, _Context()))
+            responses = _as_stream(call(first_request, _Context(req.headers)))
         started = False
 
         def start() -> None:
@@ -385,7 +390,8 @@ class HttpGateway:
         try:
             if not (await self._status())["leader"]:
                 return False
-            await asyncio.wait_for(self._services["kv"].Range(pb.RangeRequest(key=b"health"), _Context()), HEALTH_TIMEOUT_S)
+            # The member's own linearizable read (etcd's is a v2 QGET): no user, so auth cannot refuse it.
+            await asyncio.wait_for(self._s.barrier(_Context()), HEALTH_TIMEOUT_S)
         except (_Abort, LinkError, asyncio.TimeoutError):
             return False
         return True

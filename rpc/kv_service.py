@@ -32,6 +32,7 @@ class KVService(pb_grpc.KVServicer):
         if not req.get("serializable"):
             await refuse_on_learner(self._s, context)
         if req.get("serializable"):
+            req["auth"] = await self._s.who(context)
             try:
                 resp = self._s.store.range(req)
             except StoreError as e:

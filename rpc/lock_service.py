@@ -13,6 +13,7 @@ import grpc
 from petcd.rpc.concurrency import (
     ERR_SESSION_EXPIRED,
     Client,
+    caller_metadata,
     ConcurrencyError,
     create_revision_is,
     etcd_errors,
@@ -27,24 +28,26 @@ class LockService(v3lock_pb2_grpc.LockServicer):
     """Lock and Unlock over the member's own KV, Lease and Watch (a channel to its client URL)."""
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
-        self._c = Client(channel)
+        self._channel = channel
 
     @etcd_errors
     async def Lock(self, request: v3lock_pb2.LockRequest, context: grpc.aio.ServicerContext) -> v3lock_pb2.LockResponse:
-        lease = await self._c.session_lease(request.lease)
+        c = Client(self._channel, caller_metadata(context))
+        lease = await c.session_lease(request.lease)
         prefix = request.name + b"/"
         key = session_key(prefix, lease)
-        header = await self._lock(prefix, key, lease)
+        header = await self._lock(c, prefix, key, lease)
         return v3lock_pb2.LockResponse(header=header, key=key)
 
     @etcd_errors
     async def Unlock(self, request: v3lock_pb2.UnlockRequest, context: grpc.aio.ServicerContext) -> v3lock_pb2.UnlockResponse:
-        resp = await self._c.kv.DeleteRange(pb.DeleteRangeRequest(key=request.key))
+        c = Client(self._channel, caller_metadata(context))
+        resp = await c.kv.DeleteRange(pb.DeleteRangeRequest(key=request.key))
         return v3lock_pb2.UnlockResponse(header=resp.header)
 
-    async def _lock(self, prefix: bytes, key: bytes, lease: int) -> pb.ResponseHeader:
+    async def _lock(self, c: Client, prefix: bytes, key: bytes, lease: int) -> pb.ResponseHeader:
         """Mutex.Lock: queue up (or find our key), wait for older keys to go, then check we still hold it."""
-        resp = await self._c.kv.Txn(pb.TxnRequest(
+        resp = await c.kv.Txn(pb.TxnRequest(
             compare=[create_revision_is(key, 0)],
             success=[pb.RequestOp(request_put=pb.PutRequest(key=key, lease=lease)),
                      pb.RequestOp(request_range=first_create(prefix))],
@@ -56,21 +59,21 @@ class LockService(v3lock_pb2_grpc.LockServicer):
         if not owner or owner[0].create_revision == my_rev:
             return resp.header
         try:
-            await self._c.wait_deletes(prefix, my_rev - 1)
+            await c.wait_deletes(prefix, my_rev - 1)
         except (Exception, asyncio.CancelledError):
             # etcd releases the key when the wait fails, the client's cancel included
-            await self._c.detached(self._c.kv.DeleteRange(pb.DeleteRangeRequest(key=key)))
+            await c.detached(c.kv.DeleteRange(pb.DeleteRangeRequest(key=key)))
             raise
-        return await self._still_held(key, lease, my_rev)
+        return await self._still_held(c, key, lease, my_rev)
 
-    async def _still_held(self, key: bytes, lease: int, my_rev: int) -> pb.ResponseHeader:
+    async def _still_held(self, c: Client, key: bytes, lease: int, my_rev: int) -> pb.ResponseHeader:
         """After waiting, the lease may have expired and taken the key with it (Jepsen's finding).
         etcd 3.4 answers such a Lock as granted; later etcd (issue 16221) checks that the key is
         still there. Here: the lease must be alive and the key still our incarnation, else our key
         (if left) is released and the Lock fails as later etcd's does."""
-        ttl = await self._c.lease.LeaseTimeToLive(pb.LeaseTimeToLiveRequest(ID=lease))
-        got = await self._c.kv.Range(pb.RangeRequest(key=key))
+        ttl = await c.lease.LeaseTimeToLive(pb.LeaseTimeToLiveRequest(ID=lease))
+        got = await c.kv.Range(pb.RangeRequest(key=key))
         if ttl.TTL > 0 and got.kvs and got.kvs[0].create_revision == my_rev:
             return got.header
-        await self._c.detached(self._c.delete_if_created_at(key, my_rev))
+        await c.detached(c.delete_if_created_at(key, my_rev))
         raise ConcurrencyError(ERR_SESSION_EXPIRED)

@@ -50,11 +50,13 @@ class MaintenanceService(pb_grpc.MaintenanceServicer):
 
     async def Defragment(self, request: pb.DefragmentRequest, context: grpc.aio.ServicerContext) -> pb.DefragmentResponse:
         """This member only (no Raft round, as etcd): the apply actor rewrites its store compactly."""
+        await self._s.check_admin(context)
         await self._s.call(context, {"t": "defrag"}, self._s.raft_address.replace("/raft", "/apply"))
         return pb.DefragmentResponse(header=self._s.header(self._s.store.current_revision(), self._s.link.term))
 
     async def HashKV(self, request: pb.HashKVRequest, context: grpc.aio.ServicerContext) -> pb.HashKVResponse:
         """This member's hash of its MVCC history up to a revision (no Raft round, as etcd)."""
+        await self._s.check_admin(context)
         try:
             hash_value, compact_rev, current_rev = self._s.store.hash_kv(request.revision)
         except StoreError as e:
@@ -62,11 +64,13 @@ class MaintenanceService(pb_grpc.MaintenanceServicer):
         return pb.HashKVResponse(header=self._s.header(current_rev, self._s.link.term), hash=hash_value, compact_revision=compact_rev)
 
     async def Hash(self, request: pb.HashRequest, context: grpc.aio.ServicerContext) -> pb.HashResponse:
+        await self._s.check_admin(context)
         hash_value, current_rev, _ = self._s.store.digest()
         return pb.HashResponse(header=self._s.header(current_rev, self._s.link.term), hash=hash_value)
 
     async def Snapshot(self, request: pb.SnapshotRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.SnapshotResponse]:
         """The whole store at one revision, then its sha256, as etcd streams it (no header)."""
+        await self._s.check_admin(context)
         work_dir = os.path.dirname(self._s.store.path)
         _, chunks = await asyncio.to_thread(backup.stream, self._s.store, work_dir)
         try:
@@ -76,6 +80,7 @@ class MaintenanceService(pb_grpc.MaintenanceServicer):
             chunks.close()  # a client that went away: the copy is removed
 
     async def MoveLeader(self, request: pb.MoveLeaderRequest, context: grpc.aio.ServicerContext) -> pb.MoveLeaderResponse:
+        await self._s.check_admin(context)
         await refuse_on_learner(self._s, context)
         await self._s.call(context, {"t": "transfer", "target": f"{request.targetID:x}"})
         return pb.MoveLeaderResponse(header=self._s.header(self._s.store.current_revision(), self._s.link.term))

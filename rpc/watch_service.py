@@ -21,10 +21,13 @@ from petcd.rpc.gateway_state import GatewayState
 from petcd.rpc.pb import kv_pb2
 from petcd.rpc.pb import rpc_pb2 as pb
 from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
+from petcd.store import auth
+from petcd.store.errors import StoreError
 
 # Responses queued for one stream before its watchers are sent back to catch up from history.
 MAX_QUEUED_RESPONSES = 1024
 PROGRESS_WATCH_ID = -1
+INVALID_WATCH_ID = -1  # clientv3.InvalidWatchID: a watch refused at creation
 
 
 @dataclass(slots=True)
@@ -46,7 +49,7 @@ class WatchService(pb_grpc.WatchServicer):
     async def Watch(self, request_iterator: AsyncIterator[pb.WatchRequest], context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchResponse]:
         sid = next(self._ids)
         stream = self._streams[sid] = _Stream()
-        reader = asyncio.get_running_loop().create_task(self._read(sid, stream, request_iterator))
+        reader = asyncio.get_running_loop().create_task(self._read(sid, stream, request_iterator, context))
         try:
             while True:
                 resp = await stream.queue.get()
@@ -59,12 +62,13 @@ class WatchService(pb_grpc.WatchServicer):
             self._s.link.send(self._watch_addr, {"t": "watch_drop", "stream": sid})
 
     # ------------------------------------------------------------------ requests
-    async def _read(self, sid: int, stream: _Stream, requests: AsyncIterator[pb.WatchRequest]) -> None:
+    async def _read(self, sid: int, stream: _Stream, requests: AsyncIterator[pb.WatchRequest],
+                    context: grpc.aio.ServicerContext) -> None:
         try:
             async for req in requests:
                 kind = req.WhichOneof("request_union")
                 if kind == "create_request":
-                    self._create(sid, stream, req.create_request)
+                    self._create(sid, stream, req.create_request, context)
                 elif kind == "cancel_request":
                     wid = req.cancel_request.watch_id
                     if stream.watch_ids.pop(wid, None) is not None:
@@ -76,8 +80,14 @@ class WatchService(pb_grpc.WatchServicer):
             stream.queue.put_nowait(None)  # the client went away
         # A client that half-closes keeps its watches, as with etcd: the stream ends when the RPC does.
 
-    def _create(self, sid: int, stream: _Stream, creq: pb.WatchCreateRequest) -> None:
+    def _create(self, sid: int, stream: _Stream, creq: pb.WatchCreateRequest, context: grpc.aio.ServicerContext) -> None:
         current = self._s.store.current_revision()
+        try:  # etcd's isWatchPermitted: read permission on the range, checked once, at creation
+            self._s.store.check_permission(self._s.identify(context), creq.key or b"\x00", creq.range_end, auth.READ)
+        except StoreError as e:
+            stream.queue.put_nowait(pb.WatchResponse(header=self._header(current), watch_id=INVALID_WATCH_ID, created=True,
+                                                     canceled=True, cancel_reason=go_status_text(e.grpc_code, e.message)))
+            return
         wid = creq.watch_id
         if wid == 0:  # etcd's AutoWatchID: the next free id of this stream
             while stream.next_id in stream.watch_ids:
@@ -151,3 +161,8 @@ class WatchService(pb_grpc.WatchServicer):
 
     def _header(self, revision: int | None = None) -> pb.ResponseHeader:
         return self._s.header(self._s.store.current_revision() if revision is None else revision, self._s.link.term)
+
+
+def go_status_text(code: str, message: str) -> str:
+    """A gRPC status as Go prints it (etcd puts this in a refused watch's cancel_reason)."""
+    return f"rpc error: code = {code.title().replace('_', '')} desc = {message}"

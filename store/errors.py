@@ -52,3 +52,30 @@ def lease_exists() -> StoreError:
 def no_space() -> StoreError:
     """etcd's ErrNoSpace: the NOSPACE alarm is raised (or this write does not fit)."""
     return StoreError("no_space", "etcdserver: mvcc: database space exceeded", "RESOURCE_EXHAUSTED")
+
+
+# etcd's auth errors (auth/store.go, mapped to gRPC by api/v3rpc/rpctypes): name -> (message, code).
+AUTH_ERRORS = {
+    "user_empty": ("etcdserver: user name is empty", "INVALID_ARGUMENT"),
+    "role_empty": ("etcdserver: role name is empty", "INVALID_ARGUMENT"),
+    "auth_failed": ("etcdserver: authentication failed, invalid user ID or password", "INVALID_ARGUMENT"),
+    "permission_not_given": ("etcdserver: permission not given", "INVALID_ARGUMENT"),
+    "invalid_auth_mgmt": ("etcdserver: invalid auth management", "INVALID_ARGUMENT"),
+    "auth_old_revision": ("etcdserver: revision of auth store is old", "INVALID_ARGUMENT"),
+    "root_user_not_exist": ("etcdserver: root user does not exist", "FAILED_PRECONDITION"),
+    "root_role_not_exist": ("etcdserver: root user does not have root role", "FAILED_PRECONDITION"),
+    "user_already_exist": ("etcdserver: user name already exists", "FAILED_PRECONDITION"),
+    "user_not_found": ("etcdserver: user name not found", "FAILED_PRECONDITION"),
+    "role_already_exist": ("etcdserver: role name already exists", "FAILED_PRECONDITION"),
+    "role_not_found": ("etcdserver: role name not found", "FAILED_PRECONDITION"),
+    "role_not_granted": ("etcdserver: role is not granted to the user", "FAILED_PRECONDITION"),
+    "permission_not_granted": ("etcdserver: permission is not granted to the role", "FAILED_PRECONDITION"),
+    "auth_not_enabled": ("etcdserver: authentication is not enabled", "FAILED_PRECONDITION"),
+    "permission_denied": ("etcdserver: permission denied", "PERMISSION_DENIED"),
+    "invalid_auth_token": ("etcdserver: invalid auth token", "UNAUTHENTICATED"),
+}
+
+
+def auth_error(name: str) -> StoreError:
+    message, code = AUTH_ERRORS[name]
+    return StoreError(name, message, code)

@@ -9,7 +9,8 @@ What etcd keeps (etcd 3.4, mvcc/kvstore.go restore, lease/lessor.go) and where i
   revision is the highest main revision in `key` (at least the compact revision), as etcd's;
 - bucket `lease`: lease id (i64 BE) -> leasepb.Lease{ID, TTL}; a key is attached to the lease its
   newest live revision names, if that lease exists (etcd logs and skips the others);
-- buckets `authUsers`, `authRoles`, `auth`: counted, not imported (petcd has no auth store yet);
+- buckets `authUsers`, `authRoles`, `auth`: users (bcrypt hashes as they are), roles, the enabled
+  flag and the auth revision, into petcd's auth store (store/auth.py);
   `alarm`: counted, not imported; `members`, `members_removed`, `cluster`: the new cluster's own.
 
 The store layer must not import the rpc layer, so KeyValue and Lease are read by the small
@@ -18,10 +19,11 @@ protobuf decoder below.
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 
-from . import keys
+from . import auth, keys
 from .bbolt import BboltError, BboltFile
 from .mvcc import MvccStore
 from .records import Record, tombstone
@@ -44,8 +46,8 @@ class ImportResult:
     keys: int  # live keys at the current revision
     leases: int
     attached: int  # keys attached to a lease
-    users: int  # not imported
-    roles: int  # not imported
+    users: int
+    roles: int
     auth_enabled: bool
     alarms: int  # not imported
 
@@ -71,7 +73,12 @@ def _int64(u: int) -> int:
 def decode_fields(data: bytes) -> dict[int, int | bytes]:
     """Field number -> value (varints as int64, length-delimited as bytes; the last one wins, as
     proto3 has it for scalars). Fixed 32/64-bit fields are skipped; groups are refused."""
-    fields: dict[int, int | bytes] = {}
+    return dict(field_list(data))
+
+
+def field_list(data: bytes) -> list[tuple[int, int | bytes]]:
+    """Every (field number, value) in wire order, repeated fields included (see decode_fields)."""
+    fields: list[tuple[int, int | bytes]] = []
     pos = 0
     for _ in range(len(data) + 1):
         if pos >= len(data):
@@ -82,12 +89,12 @@ def decode_fields(data: bytes) -> dict[int, int | bytes]:
             raise EtcdImportError("field number 0")
         if wire == 0:
             value, pos = _varint(data, pos)
-            fields[number] = _int64(value)
+            fields.append((number, _int64(value)))
         elif wire == 2:
             length, pos = _varint(data, pos)
             if pos + length > len(data):
                 raise EtcdImportError(f"field {number} runs past the end of the message")
-            fields[number] = data[pos:pos + length]
+            fields.append((number, data[pos:pos + length]))
             pos += length
         elif wire == 1:
             pos += 8
@@ -157,6 +164,56 @@ def _count(db: BboltFile, bucket: bytes) -> int:
     return sum(1 for _ in db.items(bucket)) if db.has_bucket(bucket) else 0
 
 
+def _auth_store(db: BboltFile) -> tuple[list[auth.User], dict[str, list[auth.Permission]], bool, int]:
+    """etcd's auth buckets: users (authpb.User), roles (authpb.Role), the enabled flag and the
+    auth revision. bcrypt hashes carry over as they are: passwords keep working."""
+    users: list[auth.User] = []
+    for name, value in db.items(b"authUsers") if db.has_bucket(b"authUsers") else ():
+        fields = _message(value, f"user {name!r}", "authpb.User")
+        roles = sorted(_text(v, "role name") for n, v in fields if n == 3)
+        options = next((v for n, v in fields if n == 4), b"")
+        no_password = bool(options) and _int_field(decode_fields(options), 1) == 1
+        users.append(auth.User(_text(name, "user name"), _bytes_field(dict(fields), 2), roles, no_password))
+    for user in users:  # etcd's simple tokens do not carry over: nothing to invalidate
+        user.password_revision = 0
+    roles: dict[str, list[auth.Permission]] = {}
+    for name, value in db.items(b"authRoles") if db.has_bucket(b"authRoles") else ():
+        fields = _message(value, f"role {name!r}", "authpb.Role")
+        perms = []
+        for number, perm in fields:
+            if number == 2:
+                p = decode_fields(_as_bytes(perm))
+                perms.append(auth.Permission(_int_field(p, 1), _bytes_field(p, 2), _bytes_field(p, 3)))
+        roles[_text(name, "role name")] = perms
+    enabled, revision = False, 1
+    for k, v in db.items(b"auth") if db.has_bucket(b"auth") else ():
+        if k == b"authEnabled":
+            enabled = v == b"\x01"
+        elif k == b"authRevision" and v is not None and len(v) == 8:
+            revision = _MAIN.unpack(v)[0]
+    return users, roles, enabled, revision
+
+
+def _message(value: bytes | None, where: str, kind: str) -> list[tuple[int, int | bytes]]:
+    try:
+        return field_list(_as_bytes(value))
+    except EtcdImportError as e:
+        raise EtcdImportError(f"{where}: not a {kind}: {e}") from None
+
+
+def _as_bytes(value: object) -> bytes:
+    if not isinstance(value, bytes):
+        raise EtcdImportError("expected a length-delimited field or a bucket value")
+    return value
+
+
+def _text(value: object, what: str) -> str:
+    try:
+        return _as_bytes(value).decode()
+    except UnicodeDecodeError:
+        raise EtcdImportError(f"{what} {value!r} is not UTF-8") from None
+
+
 def import_bbolt(db: BboltFile, store: MvccStore) -> ImportResult:
     """Write etcd's keys, history, compaction and leases from `db` into the new, empty `store`, in
     one LMDB write transaction. Raises EtcdImportError (and BboltError) with nothing committed."""
@@ -178,9 +235,7 @@ def import_bbolt(db: BboltFile, store: MvccStore) -> ImportResult:
             if lease_id != keys.i64_from_bytes(k) or lease_id <= 0:
                 raise EtcdImportError(f"lease {k.hex()}: its ID {lease_id} does not match its key")
             leases.append((lease_id, ttl))
-    auth_enabled = False
-    if db.has_bucket(b"auth"):
-        auth_enabled = any(k == b"authEnabled" and v == b"\x01" for k, v in db.items(b"auth"))
+    users, roles, auth_enabled, auth_revision = _auth_store(db)
 
     counts: dict[str, int] = {}
 
@@ -204,6 +259,8 @@ def import_bbolt(db: BboltFile, store: MvccStore) -> ImportResult:
             tables.set_compact_revision(scheduled)
         for lease_id, ttl in leases:
             tables.put_lease(lease_id, ttl)
+        # Simple tokens of the new store are signed with a fresh secret: etcd's tokens do not carry over.
+        auth.restore(tables.auth(), users, roles, auth_enabled, auth_revision, os.urandom(32))
         live, attached = 0, 0
         for key, main, sub in tables.scan(b"\0", b"", current):
             live += 1
@@ -217,7 +274,7 @@ def import_bbolt(db: BboltFile, store: MvccStore) -> ImportResult:
     return ImportResult(
         revision=counts["revision"], compact_revision=counts["compact"], revisions=counts["revisions"],
         keys=counts["keys"], leases=len(leases), attached=counts["attached"],
-        users=_count(db, b"authUsers"), roles=_count(db, b"authRoles"), auth_enabled=auth_enabled,
+        users=len(users), roles=len(roles), auth_enabled=auth_enabled,
         alarms=_count(db, b"alarm"),
     )
 

@@ -14,6 +14,7 @@ import zlib
 
 import lmdb
 
+from . import auth
 from . import txn as txns
 from . import writes
 from .errors import StoreError, compacted, future_rev, lease_exists, lease_not_found, no_space
@@ -253,10 +254,36 @@ class MvccStore:
             return max(StoreTxn(txn, self._dbs).compact_revision(), 0)
 
     def range(self, req: dict) -> dict:
-        """A RangeResponse; raises StoreError (compacted, future_rev)."""
+        """A RangeResponse; raises StoreError (compacted, future_rev, and the auth errors when the
+        request carries "auth" and its user may not read the range)."""
         with self._begin() as txn:
             tables = StoreTxn(txn, self._dbs)
+            if "auth" in req:
+                auth.check_op(tables.auth(), req["auth"], req.get("key", b""), req.get("range_end", b""), auth.READ)
             return range_response(tables, req, tables.current_revision())
+
+    # --- auth (read side, for the gateway)
+    def auth_state(self) -> tuple[bool, int, bytes]:
+        """(enabled, auth revision, token secret)."""
+        with self._begin() as txn:
+            t = StoreTxn(txn, self._dbs).auth()
+            return t.enabled(), t.revision(), t.secret()
+
+    def auth_user(self, name: str) -> tuple[auth.User | None, int]:
+        """The user (None if there is none) and the auth revision, read together."""
+        with self._begin() as txn:
+            t = StoreTxn(txn, self._dbs).auth()
+            return t.user(name), t.revision()
+
+    def check_permission(self, who: list, key: bytes, range_end: bytes, perm: int) -> None:
+        """Raises the auth StoreError etcd gives if `who` ([user, auth revision]) may not."""
+        with self._begin() as txn:
+            auth.check_op(StoreTxn(txn, self._dbs).auth(), who, key, range_end, perm)
+
+    def check_admin(self, who: list) -> None:
+        """Raises the auth StoreError etcd gives if `who` is not root (auth enabled)."""
+        with self._begin() as txn:
+            auth.check_admin(StoreTxn(txn, self._dbs).auth(), who)
 
     def hash_kv(self, revision: int) -> tuple[int, int, int]:
         """(hash, compact_revision, current_revision) as etcd's HashKV; revision 0 = current.
@@ -396,6 +423,9 @@ def _fsync_dir(path: str) -> None:
 
 def _apply_request(tables: StoreTxn, req: dict) -> dict:
     op = req.get("op")
+    auth.check_request(tables.auth(), req, tables.lease_keys)
+    if op in auth.AUTH_OPS:
+        return auth.apply(tables.auth(), req, tables.current_revision())
     if op == "put":
         return _put(tables, req)
     if op == "delete_range":

@@ -12,9 +12,10 @@ import lmdb
 import msgpack
 
 from . import keys
+from .auth import AuthTables
 from .records import Record, pack, unpack
 
-DB_COUNT = 8
+DB_COUNT = 9
 _APPLIED_INDEX = b"applied_index"
 # Bytes the stored revisions take, as the store counts them (record + key + RECORD_OVERHEAD_BYTES
 # each): the same on every member that applied the same log, unlike the LMDB file's size.
@@ -36,6 +37,7 @@ class Databases(NamedTuple):
     requests: "lmdb._Database"  # request key -> raft index: proposals applied lately (duplicates are skipped)
     request_log: "lmdb._Database"  # raft index -> request key, to forget old ones in order
     alarms: "lmdb._Database"  # member id (u64) + alarm type (u32), big-endian -> b"": the raised alarms
+    auth: "lmdb._Database"  # users, roles, the enabled flag and the auth revision (see auth.py)
     max_key_bytes: int
 
 
@@ -49,6 +51,7 @@ def open_databases(env: lmdb.Environment, *, create: bool) -> Databases:
         requests=env.open_db(b"requests", create=create),
         request_log=env.open_db(b"request_log", create=create),
         alarms=env.open_db(b"alarms", create=create),
+        auth=env.open_db(b"auth", create=create),
         max_key_bytes=env.max_key_size(),
     )
 
@@ -109,6 +112,10 @@ class StoreTxn:
 
     def _add_logical_bytes(self, delta: int) -> None:
         self._set_meta(_LOGICAL_BYTES, max(0, self.logical_bytes() + delta))
+
+    def auth(self) -> AuthTables:
+        """The auth store's table in this transaction."""
+        return AuthTables(self._txn, self._dbs.auth)
 
     # --- alarms (etcd's alarm bucket)
     def alarms(self) -> list[tuple[int, int]]:

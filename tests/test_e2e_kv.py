@@ -86,9 +86,6 @@ def test_history_compaction_through_grpc(member):
 def test_unimplemented_services_say_so(member):
     stub = pb_grpc.AuthStub(grpc.insecure_channel(member.endpoint))
     with pytest.raises(grpc.RpcError) as err:
-        stub.UserList(pb.AuthUserListRequest())
-    assert (err.value.code(), err.value.details()) == (grpc.StatusCode.UNIMPLEMENTED, "petcd: Auth.UserList is not implemented yet")
-    with pytest.raises(grpc.RpcError) as err:
         pb_grpc.MaintenanceStub(grpc.insecure_channel(member.endpoint)).Downgrade(pb.DowngradeRequest())
     assert (err.value.code(), err.value.details()) == (grpc.StatusCode.UNIMPLEMENTED, "petcd: Maintenance.Downgrade is not implemented yet")
     with pytest.raises(grpc.RpcError) as err:

@@ -12,6 +12,7 @@ import subprocess
 import grpc
 import pytest
 
+from petcd.rpc.pb import auth_pb2
 from petcd.rpc.pb import rpc_pb2 as pb
 from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
 from petcd.store.bbolt import BboltError, BboltFile
@@ -103,8 +104,15 @@ def etcd_files(tmp_path_factory):
             put(b"gone", b"1", l1)
             current = delete(b"gone")
             auth.UserAdd(pb.AuthUserAddRequest(name="root", password="pw"), timeout=10)
+            auth.UserGrantRole(pb.AuthUserGrantRoleRequest(user="root", role="root"), timeout=10)
             auth.RoleAdd(pb.AuthRoleAddRequest(name="r"), timeout=10)
+            for key, end in ((b"k/", b"k0"), (b"one", b"")):
+                auth.RoleGrantPermission(pb.AuthRoleGrantPermissionRequest(
+                    name="r", perm=auth_pb2.Permission(permType=auth_pb2.Permission.READWRITE, key=key, range_end=end)), timeout=10)
+            auth.UserAdd(pb.AuthUserAddRequest(name="u", password="upw"), timeout=10)
+            auth.UserGrantRole(pb.AuthUserGrantRoleRequest(user="u", role="r"), timeout=10)
         answers = _answers(etcd.endpoint, compact_at, current)
+        answers["auth"] = _auth_answers(etcd.endpoint)
         snap = str(root / "snap.db")
         out = ctl(ETCDCTL, "snapshot", "save", snap, endpoint=etcd.endpoint)
         assert out.returncode == 0, out.stderr
@@ -130,8 +138,7 @@ def test_an_etcd_snapshot_restores_into_petcd_with_its_revisions_history_and_lea
     out, peer = _restore(etcd_files["snap"], data_dir)
     assert out.returncode == 0, out.stderr
     assert '"msg":"restored snapshot"' in out.stderr
-    assert ("Warning: the etcd snapshot holds 1 users and 1 roles (auth disabled): petcd has no auth store yet; "
-            "they are not imported\n") in out.stderr
+    assert "Warning" not in out.stderr
     imported = json.loads(next(line for line in out.stderr.splitlines() if "imported etcd database" in line))
     assert (imported["revision"], imported["compact-revision"], imported["leases"]) == (
         etcd_files["current"], etcd_files["compact"], 3)
@@ -158,8 +165,22 @@ def test_an_etcd_snapshot_restores_into_petcd_with_its_revisions_history_and_lea
         assert compacted.stderr.endswith("Error: etcdserver: mvcc: required revision has been compacted\n")
         put = _json(ETCDCTL, restored.endpoint, "put", "after", "restore")
         assert put["header"]["revision"] == etcd_files["current"] + 1
+        # Users, roles and their permissions came over; so did the passwords (bcrypt hashes).
+        assert _auth_answers(restored.endpoint) == want["auth"]
+        assert ctl(ETCDCTL, "auth", "enable", endpoint=restored.endpoint).stdout == "Authentication Enabled\n"
+        assert ctl(ETCDCTL, "--user", "u:upw", "put", "k/9", "v", endpoint=restored.endpoint).stdout == "OK\n"
+        denied = ctl(ETCDCTL, "--user", "u:upw", "put", "other", "v", endpoint=restored.endpoint)
+        assert denied.stderr.endswith("Error: etcdserver: permission denied\n")
+        wrong = ctl(ETCDCTL, "--user", "u:nope", "get", "k/9", endpoint=restored.endpoint)
+        assert wrong.stderr.endswith("Error: etcdserver: authentication failed, invalid user ID or password\n")
     finally:
         restored.stop()
+
+
+def _auth_answers(endpoint: str) -> list[str]:
+    """What etcdctl says about the users and roles (auth disabled: no credentials needed)."""
+    asks = (["user", "list"], ["role", "list"], ["user", "get", "u"], ["user", "get", "root"], ["role", "get", "r"])
+    return [ctl(ETCDCTL, *ask, endpoint=endpoint).stdout for ask in asks]
 
 
 def _store_view(store_dir: str) -> tuple:
@@ -232,7 +253,7 @@ def test_the_bbolt_reader_on_real_etcd_files(etcd_files):
         meta = dict(db.items(b"meta"))
         assert set(meta) >= {b"consistent_index", b"finishedCompactRev", b"scheduledCompactRev"}
         assert len(list(db.items(b"lease"))) == 3
-        assert len(list(db.items(b"authUsers"))) == 1 and [k for k, _ in db.items(b"authRoles")] == [b"r"]
+        assert [k for k, _ in db.items(b"authUsers")] == [b"root", b"u"] and [k for k, _ in db.items(b"authRoles")] == [b"r"]
         with pytest.raises(KeyError):
             list(db.items(b"nope"))
         # every kind of page was read: branch pages (many keys), overflow pages (the big value),

@@ -191,11 +191,9 @@ def _report_etcd_import(imported, fields: list[tuple[str, object]]) -> None:
     _log("info", "petcdctl/snapshot_command.go", "imported etcd database", fields + [
         ("revision", imported.revision), ("compact-revision", imported.compact_revision),
         ("revisions", imported.revisions), ("keys", imported.keys), ("leases", imported.leases),
-        ("keys-attached-to-leases", imported.attached)], True)
+        ("keys-attached-to-leases", imported.attached), ("users", imported.users), ("roles", imported.roles),
+        ("auth-enabled", imported.auth_enabled)], True)
     skipped = []
-    if imported.users or imported.roles or imported.auth_enabled:
-        skipped.append("%d users and %d roles (auth %s): petcd has no auth store yet"
-                       % (imported.users, imported.roles, "enabled" if imported.auth_enabled else "disabled"))
     if imported.alarms:
         skipped.append("%d alarms" % imported.alarms)
     if skipped:
