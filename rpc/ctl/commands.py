@@ -51,6 +51,8 @@ def _leaf(use: str, short: str) -> Command:
 
 
 def build_root(gflags: list[pflag.Flag]) -> Command:
+    from .auth_command import RUN_FUNCS as AUTH_RUN_FUNCS
+    from .auth_command import new_auth_command, new_role_command, new_user_command
     from .ep_command import new_endpoint_command
     from .kv_commands import new_del_command, new_get_command, new_put_command
     from .lease_command import new_lease_command
@@ -70,6 +72,9 @@ def build_root(gflags: list[pflag.Flag]) -> Command:
             "grant": "lease_grant_command_func", "revoke": "lease_revoke_command_func",
             "timetolive": "lease_time_to_live_command_func", "list": "lease_list_command_func",
             "keep-alive": "lease_keep_alive_command_func"}[name])
+
+    def auth_run(group):
+        return lambda name: _lazy("auth_command", AUTH_RUN_FUNCS[group][name])
 
     root = Command("etcdctl", "A simple command line client for etcd3.", persistent_flags=gflags)
     endpoint = new_endpoint_command(_lazy("ep_command", "ep_health_command_func"),
@@ -97,19 +102,9 @@ def build_root(gflags: list[pflag.Flag]) -> Command:
         _leaf("migrate", "Migrates keys in a v2 store to a mvcc store"),
         new_lock_command(_lazy("lock_command", "lock_command_func")),
         new_elect_command(_lazy("lock_command", "elect_command_func")),
-        _group("auth <enable or disable>", "Enable or disable authentication",
-               [("enable", "Enables authentication"), ("disable", "Disables authentication")]),
-        _group("user <subcommand>", "User related commands",
-               [("add <user name or user:password> [options]", "Adds a new user"),
-                ("delete <user name>", "Deletes a user"), ("get <user name> [options]", "Gets detailed information of a user"),
-                ("list", "Lists all users"), ("passwd <user name> [options]", "Changes password of user"),
-                ("grant-role <user name> <role name>", "Grants a role to a user"),
-                ("revoke-role <user name> <role name>", "Revokes a role from a user")]),
-        _group("role <subcommand>", "Role related commands",
-               [("add <role name>", "Adds a new role"), ("delete <role name>", "Deletes a role"),
-                ("get <role name>", "Gets detailed information of a role"), ("list", "Lists all roles"),
-                ("grant-permission [options] <role name> <permission type> <key> [endkey]", "Grants a key to a role"),
-                ("revoke-permission <role name> <key> [endkey]", "Revokes a key from a role")]),
+        new_auth_command(auth_run("auth")),
+        new_user_command(auth_run("user")),
+        new_role_command(auth_run("role")),
         _group("check <subcommand>", "commands for checking properties of the etcd cluster",
                [("perf [options]", "Check the performance of the etcd cluster"),
                 ("datascale [options]", "Check the memory usage of holding data for different "

@@ -209,6 +209,47 @@ class Printer:
     def db_status(self, ds) -> None:
         self.unsupported()
 
+    # the auth printers (role and user commands)
+
+    def role_add(self, role: str, resp) -> None:
+        self.unsupported()
+
+    def role_get(self, role: str, resp) -> None:
+        self.unsupported()
+
+    def role_delete(self, role: str, resp) -> None:
+        self.unsupported()
+
+    def role_list(self, resp) -> None:
+        self.unsupported()
+
+    def role_grant_permission(self, role: str, resp) -> None:
+        self.unsupported()
+
+    def role_revoke_permission(self, role: str, key: bytes, end: bytes, resp) -> None:
+        self.unsupported()
+
+    def user_add(self, user: str, resp) -> None:
+        self.unsupported()
+
+    def user_get(self, user: str, resp) -> None:
+        self.unsupported()
+
+    def user_list(self, resp) -> None:
+        self.unsupported()
+
+    def user_change_password(self, resp) -> None:
+        self.unsupported()
+
+    def user_grant_role(self, user: str, role: str, resp) -> None:
+        self.unsupported()
+
+    def user_revoke_role(self, user: str, role: str, resp) -> None:
+        self.unsupported()
+
+    def user_delete(self, user: str, resp) -> None:
+        self.unsupported()
+
 
 def new_printer(fmt: str, is_hex: bool) -> Printer | None:
     if fmt == "simple":

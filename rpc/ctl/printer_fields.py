@@ -139,3 +139,25 @@ class FieldsPrinter(Printer):
                 errors.out('"ClientURL" : %s\n' % goutil.quote(u.encode("utf-8", "surrogateescape")))
             errors.out('"IsLearner" : %s\n' % _b(m.isLearner))
             errors.out("\n")
+
+    # the auth printers; etcdctl 3.4 has none for user get and user list in this format
+
+    def _auth_hdr(self, *args) -> None:
+        self.hdr(args[-1].header)
+
+    role_add = role_delete = role_grant_permission = role_revoke_permission = _auth_hdr
+    user_add = user_change_password = user_grant_role = user_revoke_role = user_delete = _auth_hdr
+
+    def role_get(self, role: str, resp) -> None:
+        self.hdr(resp.header)
+        for p in resp.perm:
+            v = p.DESCRIPTOR.fields_by_name["permType"].enum_type.values_by_number.get(p.permType)
+            name = v.name if v is not None else str(p.permType)
+            errors.out('"PermType" :  %s\n' % name)  # Println after a label ending in a space
+            errors.out('"Key" : %s\n' % goutil.quote(p.key))
+            errors.out('"RangeEnd" : %s\n' % goutil.quote(p.range_end))
+
+    def role_list(self, resp) -> None:
+        self.hdr(resp.header)
+        errors.out('"Roles" :' + "".join(" " + goutil.quote(r.encode("utf-8", "surrogateescape"))
+                                         for r in resp.roles) + "\n")

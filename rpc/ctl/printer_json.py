@@ -94,3 +94,12 @@ class JSONPrinter(Printer):
     def leases(self, resp) -> None:
         items = ",".join('{"id":%d}' % item.ID for item in resp.leases)
         self._lease(resp, ['"leases":[%s]' % items])
+
+    # the auth printers: the protobuf responses as they are
+
+    def _auth(self, *args) -> None:
+        self._pb(args[-1])
+
+    role_add = role_get = role_delete = role_list = role_grant_permission = role_revoke_permission = _auth
+    user_add = user_get = user_list = user_change_password = user_grant_role = user_revoke_role = _auth
+    user_delete = _auth

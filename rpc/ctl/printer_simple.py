@@ -129,3 +129,75 @@ class SimplePrinter(Printer):
     def alarm(self, resp) -> None:
         for a in resp.alarms:  # Go's %+v of *pb.AlarmMember: its compact text form
             errors.out(compact_text(a) + "\n")
+
+    # the auth printers (role and user commands)
+
+    def role_add(self, role: str, resp) -> None:
+        errors.out("Role %s created\n" % role)
+
+    def role_get(self, role: str, resp) -> None:
+        from .auth_command import get_prefix_range_end
+
+        errors.out("Role %s\nKV Read:\n" % role)
+
+        def print_range(perm) -> None:
+            if perm.range_end != b"\x00":
+                txt = b"\t[" + perm.key + b", " + perm.range_end + b")"
+            else:
+                txt = b"\t[" + perm.key + b", <open ended>"
+            if get_prefix_range_end(perm.key) == perm.range_end:
+                txt += b" (prefix " + perm.key + b")"
+            errors.out(txt + b"\n")
+
+        def print_perms(types) -> None:
+            for perm in resp.perm:
+                if perm.permType in types:
+                    if len(perm.range_end) == 0:
+                        errors.out(b"\t" + perm.key + b"\n")
+                    else:
+                        print_range(perm)
+
+        print_perms((0, 2))  # READ, READWRITE
+        errors.out("KV Write:\n")
+        print_perms((1, 2))  # WRITE, READWRITE
+
+    def role_list(self, resp) -> None:
+        for role in resp.roles:
+            errors.out("%s\n" % role)
+
+    def role_delete(self, role: str, resp) -> None:
+        errors.out("Role %s deleted\n" % role)
+
+    def role_grant_permission(self, role: str, resp) -> None:
+        errors.out("Role %s updated\n" % role)
+
+    def role_revoke_permission(self, role: str, key: bytes, end: bytes, resp) -> None:
+        r = role.encode("utf-8", "surrogateescape")
+        if len(end) == 0:
+            errors.out(b"Permission of key " + key + b" is revoked from role " + r + b"\n")
+        elif end != b"\x00":
+            errors.out(b"Permission of range [" + key + b", " + end + b") is revoked from role " + r + b"\n")
+        else:
+            errors.out(b"Permission of range [" + key + b", <open ended> is revoked from role " + r + b"\n")
+
+    def user_add(self, user: str, resp) -> None:
+        errors.out("User %s created\n" % user)
+
+    def user_get(self, user: str, resp) -> None:
+        errors.out("User: %s\nRoles:%s\n" % (user, "".join(" " + role for role in resp.roles)))
+
+    def user_change_password(self, resp) -> None:
+        errors.out("Password updated\n")
+
+    def user_grant_role(self, user: str, role: str, resp) -> None:
+        errors.out("Role %s is granted to user %s\n" % (role, user))
+
+    def user_revoke_role(self, user: str, role: str, resp) -> None:
+        errors.out("Role %s is revoked from user %s\n" % (role, user))
+
+    def user_delete(self, user: str, resp) -> None:
+        errors.out("User %s deleted\n" % user)
+
+    def user_list(self, resp) -> None:
+        for user in resp.users:
+            errors.out("%s\n" % user)
