@@ -14,8 +14,8 @@ USAGE = """Usage:
     Start a petcd member (etcd's flags and config-file keys).
   petcd --version
     Show the version.
-  petcd sim run --seed S [--members N] [--ops K] [--faults LIST] [--trace]
-  petcd sim swarm --seeds A-B
+  petcd sim run --seed S [--members N] [--ops K] [--faults LIST] [--trace] [--history FILE] [--report FILE|DIR/]
+  petcd sim swarm --seeds A-B [--faults LIST] [--progress]
     Simulate a whole cluster under faults, reproducibly from a seed (see README).
   petcd check HISTORY [--report out.html]
     Run the checkers (linearizability, watch, lease, lock) on a recorded history.

@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma list of kill, pause, partition, or none (default: all the server supports; partition is petcd only)")
     p.add_argument("--workdir", help="keep the members' data and logs here (default: a temp dir, removed when the run passes)")
     p.add_argument("--history", help="write the history (JSON lines, for `petcd check`) here")
-    p.add_argument("--report", help="write an HTML report here when a checker fails")
+    p.add_argument("--report", help="write an HTML report of the run here (passing or not)")
     p.add_argument("--op-timeout", type=float, default=2.0, metavar="SECONDS", help="client deadline per operation (default 2)")
     p.add_argument("--recovery-bound", type=float, default=30.0, metavar="SECONDS",
                    help="after healing, a write must succeed within this (default 30)")
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     print_result(result)
     if args.history:
         print(f"history: {args.history}")
-    if not result.ok and args.report:
+    if args.report:
         print(f"report: {args.report}" if result.report_error is None else f"report: not written: {result.report_error}")
     if result.ok and own_workdir:
         shutil.rmtree(workdir, ignore_errors=True)

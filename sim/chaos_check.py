@@ -50,18 +50,41 @@ def judge(result: Any, raw: list[dict[str, Any]], cluster: Any, nemesis: Any, ar
         verdicts.append(Verdict(False, "nemesis", f"the nemesis failed: {nemesis.error!r}"))
     verdicts.append(Verdict(not crashes, "crashes", "; ".join(crashes) if crashes else "no member exited unless killed"))
     result.verdicts = verdicts
-    if not result.ok and args.report:
-        result.report_error = write_report(args.report, result.history, result.verdicts)
+    if args.report:
+        faults = fault_spans(nemesis.log if nemesis is not None else [], result.healed_ms)
+        result.report_error = write_report(args.report, result.history, result.verdicts, faults=faults)
 
 
-def write_report(path: str, history: list[Op], verdicts: list[Verdict]) -> str | None:
-    """The HTML report of a failed run; returns why it could not be written, or None."""
+def fault_spans(log: list[Any], end_ms: int | None) -> list[dict[str, Any]]:
+    """The chaos nemesis's start/end events as {kind, detail, from_ms, to_ms}: an end closes the open fault of its
+    kind on the same member (its target's first word), else the oldest open one of its kind."""
+    spans: list[dict[str, Any]] = []
+    open_: list[dict[str, Any]] = []
+    for e in log:
+        if e.action == "start":
+            span = {"kind": e.kind, "detail": e.target, "from_ms": e.at_ms, "to_ms": None}
+            spans.append(span)
+            open_.append(span)
+        elif e.action == "end":
+            same = [s for s in open_ if s["kind"] == e.kind]
+            who = [s for s in same if s["detail"].split()[:1] == e.target.split()[:1]]
+            if same:
+                span = (who or same)[0]
+                span["to_ms"] = e.at_ms
+                open_.remove(span)
+    for span in open_:
+        span["to_ms"] = max(span["from_ms"], end_ms) if end_ms is not None else None
+    return spans
+
+
+def write_report(path: str, history: list[Op], verdicts: list[Verdict], *, faults: list[dict[str, Any]] = ()) -> str | None:  # type: ignore[assignment]
+    """The HTML report of a run, passing or not; returns why it could not be written, or None."""
     try:
         from petcd.sim.check.report import write_html_report
     except ImportError as e:
         return f"petcd.sim.check.report is not available ({e})"
     try:
-        write_html_report(path, history, verdicts)
+        write_html_report(path, history, verdicts, title="petcd chaos", faults=faults)
     except Exception as e:  # noqa: BLE001 -- the verdicts matter more than the report
         return f"{type(e).__name__}: {e}"
     return None

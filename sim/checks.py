@@ -114,20 +114,45 @@ def lock_ops(logs: list[LockLog]) -> list[HistoryOp]:
     return out
 
 
-def check_all(history: list[HistoryOp], watch_logs: list[WatchLog], lease_logs: list[LeaseLog], lock_logs: list[LockLog],
-              committed: list[dict[str, Any]], *, faulty: bool) -> list[Verdict]:
-    """Every checker that has something to judge in a simulated run."""
+def lease_bound(*, faulty: bool) -> int | None:
+    """The lease checker's lateness bound for a simulated run (None: the checker's default).
+
+    Under faults a lease may legitimately outlive its TTL by more than the quiet bound: every
+    leader change restarts its countdown. Early expiry is judged the same either way.
+    """
+    return LEASE_LATE_BOUND_UNDER_FAULTS_MS if faulty else None
+
+
+def fault_spans(log: list[Any], end_ms: int) -> list[dict[str, Any]]:
+    """The nemesis's start/stop events as one span per fault: {kind, detail, from_ms, to_ms}.
+
+    At most one fault of a kind runs at once, so a stop ends the open fault of its kind;
+    a fault still open at the end runs to `end_ms`.
+    """
+    spans: list[dict[str, Any]] = []
+    open_: dict[str, dict[str, Any]] = {}
+    for e in log:
+        if e.action == "start":
+            span = {"kind": e.kind, "detail": e.detail, "from_ms": e.at_ms, "to_ms": None}
+            open_[e.kind] = span
+            spans.append(span)
+        elif e.action == "stop" and e.kind in open_:
+            open_.pop(e.kind)["to_ms"] = e.at_ms
+    for span in open_.values():
+        span["to_ms"] = max(end_ms, span["from_ms"])
+    return spans
+
+
+def check_all(history: list[HistoryOp], committed: list[dict[str, Any]] | None, *, lease_bound_ms: int | None = None) -> list[Verdict]:
+    """Every checker on one history (KV ops, watchers, leases, lock holds): the verdicts' op indexes are into it."""
     from petcd.sim.check.lease import check_leases
     from petcd.sim.check.linearizability import check_linearizability
     from petcd.sim.check.lock import check_locks
     from petcd.sim.check.watch import check_watch
 
-    # Under faults a lease may legitimately outlive its TTL by more than the quiet bound: every
-    # leader change restarts its countdown. Early expiry is judged the same either way.
-    late_bound_ms = None if not faulty else LEASE_LATE_BOUND_UNDER_FAULTS_MS
     return [
         check_linearizability(history),
-        check_watch(watch_ops(watch_logs), committed),
-        check_leases(lease_ops(lease_logs), bound_ms=late_bound_ms),
-        check_locks(lock_ops(lock_logs)),
+        check_watch(history, committed),
+        check_leases(history, bound_ms=lease_bound_ms),
+        check_locks(history),
     ]

@@ -131,6 +131,9 @@ class InvariantChecker:
         self._hash_at: dict[int, tuple[tuple[int, int, int], str]] = {}  # applied index -> (store hash, member)
         self._now_ms: int | None = None
         self.stats: Counter[str] = Counter()
+        # who led when, as seen by the checks: [member, term, from_ms, to_ms | None (still leading)]
+        self.leadership: list[list[Any]] = []
+        self._leading: dict[tuple[str, int], list[Any]] = {}
 
     # -- entry points
     def check(self, cluster: SimCluster) -> None:
@@ -158,6 +161,7 @@ class InvariantChecker:
         for v in up:
             self._check_term(v)
         leaders = [v for v in up if v.role == "leader"]
+        self._track_leadership(leaders)
         new_leaders = [v for v in leaders if self._new_leader(v)]
         for v in up:
             self._scan(v, leaders)
@@ -184,6 +188,17 @@ class InvariantChecker:
         if v.term < st.max_term:
             self._fail("term monotonicity", f"{v.member}'s term went down from {st.max_term} to {v.term}")
         st.max_term = v.term
+
+    def _track_leadership(self, leaders: list[MemberView]) -> None:
+        now = self._now_ms if self._now_ms is not None else 0
+        current = {(v.member, v.term) for v in leaders}
+        for key in [k for k in self._leading if k not in current]:
+            self._leading.pop(key)[3] = now
+        for key in current:
+            if key not in self._leading:
+                span = [key[0], key[1], now, None]
+                self._leading[key] = span
+                self.leadership.append(span)
 
     def _new_leader(self, v: MemberView) -> bool:
         other = self.leaders.get(v.term)

@@ -17,7 +17,7 @@ from typing import Any
 from petcd.sim.check.verdict import Verdict
 from petcd.sim.cluster import build
 from petcd.sim.faults import ALL_KINDS, KIND_GROUPS, FaultyNetwork, Nemesis, current_leader
-from petcd.sim.invariants import InvariantViolation, run_checked
+from petcd.sim.invariants import InvariantChecker, InvariantViolation, run_checked
 from petcd.sim.lease_client import LeaseClient, LeaseLog
 from petcd.sim.lock_client import LockClient, LockLog
 from petcd.sim.watch_client import WatchClient, WatchLog
@@ -52,9 +52,18 @@ class SimReport:
     digest: str = ""
     virtual_ms: int = 0
     wall_s: float = 0.0
-    history: list[Any] = field(default_factory=list)  # petcd.sim.check.history.Op
+    # petcd.sim.check.history.Op: the KV clients' operations, then one op per watcher, lease and lock hold
+    history: list[Any] = field(default_factory=list)
     fault_log: list[str] = field(default_factory=list)
     trace: list[str] = field(default_factory=list)
+    faults_seen: list[dict[str, Any]] = field(default_factory=list)  # {kind, detail, from_ms, to_ms}: each fault, start to end
+    leaders: list[dict[str, Any]] = field(default_factory=list)  # {member, term, from_ms, to_ms | None}: who led when
+    committed: list[dict[str, Any]] | None = None  # every committed event (the watch checker's truth); None on a failed run
+    lease_bound_ms: int | None = None  # the lease checker's lateness bound for this run (None: its default)
+
+    @property
+    def kv_ops(self) -> list[Any]:
+        return [op for op in self.history if op.kind in ("put", "get", "cas", "delete", "txn")]
 
     @property
     def ok(self) -> bool:
@@ -99,11 +108,12 @@ def _run(report: SimReport, workdir: str, clients: int, watchers: int, leases: i
         rt.add(f"k{i}/lock_client", lambda kc=kc: kc)
     all_done = lambda: cluster.clients_done() and all(c.done for c in [*lease_clients, *lock_clients])  # noqa: E731
     nemesis = None
+    checker = InvariantChecker()
     if report.faults:
         nemesis = Nemesis(random.Random(report.seed), rt, net, names, fault_kinds(report.faults), mean_interval_ms=500, max_duration_ms=3000)
         nemesis.install()
     try:
-        checked = run_checked(cluster, FAULT_PHASE_MS, 0, until=all_done)
+        checked = run_checked(cluster, FAULT_PHASE_MS, 0, until=all_done, checker=checker)
         healed_at = nemesis.heal_all() if nemesis else rt.now_ms
         # Live: within the bound, every client finished and a leader is in office (clients may finish
         # during the faults, when the last fault has just deposed the leader).
@@ -124,9 +134,12 @@ def _run(report: SimReport, workdir: str, clients: int, watchers: int, leases: i
                                        {"traceback": traceback.format_exc()}))
     report.digest, report.virtual_ms, report.trace = rt.digest(), rt.now_ms, rt.log_lines
     report.fault_log = [str(e) for e in nemesis.log] if nemesis else []
+    report.faults_seen = checks.fault_spans(nemesis.log if nemesis else [], rt.now_ms)
+    report.leaders = [{"member": m, "term": t, "from_ms": a, "to_ms": b} for m, t, a, b in checker.leadership]
+    report.history = (checks.kv_history(cluster.history) + checks.watch_ops(watch_logs) + checks.lease_ops(lease_logs)
+                      + checks.lock_ops(lock_logs))
     if not report.ok:
-        report.history = checks.kv_history(cluster.history)
         return  # the state may be broken mid-step: judge nothing more
-    report.history = checks.kv_history(cluster.history)
-    report.verdicts += checks.check_all(report.history, watch_logs, lease_logs, lock_logs, checks.committed_events(cluster),
-                                        faulty=bool(report.faults))
+    report.committed = checks.committed_events(cluster)
+    report.lease_bound_ms = checks.lease_bound(faulty=bool(report.faults))
+    report.verdicts += checks.check_all(report.history, report.committed, lease_bound_ms=report.lease_bound_ms)

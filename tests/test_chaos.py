@@ -142,3 +142,21 @@ def test_the_checker_catches_a_doctored_history(petcd_run, tmp_path):
     doctored = copy.deepcopy(ops)
     doctored[i].fields["result"]["value"] = b"never written"
     assert any(v.status == "fail" for v in check_history(doctored))
+
+
+def test_the_report_of_a_chaos_run_shades_the_nemesis_faults(tmp_path):
+    from petcd.sim.chaos_check import fault_spans
+    from petcd.sim.chaos_nemesis import FaultEvent
+    from petcd.sim.check.history import make_op
+
+    log = [FaultEvent(100, "start", "kill", "m2 (8e9e05c52164694d)"), FaultEvent(150, "start", "partition", "m1 | m2 m3"),
+           FaultEvent(300, "end", "partition", "healed"), FaultEvent(400, "end", "kill", "m2 restarted"),
+           FaultEvent(500, "start", "pause", "m3 (fe3c)")]
+    spans = fault_spans(log, 900)
+    assert [(s["kind"], s["from_ms"], s["to_ms"]) for s in spans] == [("kill", 100, 400), ("partition", 150, 300), ("pause", 500, 900)]
+    ops = [make_op("p1", 1, "put", 0, 50, "ok", key="k", value="v", result={"revision": 2})]
+    report = tmp_path / "r.html"
+    assert write_report(str(report), ops, check_history(ops), faults=spans) is None
+    text = report.read_text()
+    assert re.findall(r'class="fault-band" data-kind="(\w+)"', text) == ["kill", "partition", "pause"]
+    assert "fault kill m2 (8e9e05c52164694d): from 100 ms to 400 ms" in text

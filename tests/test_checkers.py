@@ -725,7 +725,8 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert main([good]) == 0
     out = capsys.readouterr().out.splitlines()
     print("\n".join(out))
-    assert [line.split()[0] for line in out[:-1]] == ["linearizability", "watch", "lease", "lock"]
+    assert [line.split()[0] for line in out if line.split()[1:2] in (["ok:"], ["fail:"], ["unknown:"])] == ["linearizability", "watch", "lease", "lock"]
+    assert "ran 4 of 4 checkers: linearizability, watch, lease, lock" in out
     assert out[-1] == "verdict=ok"
 
     bad = _write_history(tmp_path, STALE, "bad.jsonl")
@@ -740,7 +741,9 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert capsys.readouterr().out.strip().endswith("verdict=unknown")
 
     assert main([good, "--checkers", "lease,lock"]) == 0
-    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[:-1]] == ["lease", "lock"]
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out if line.split()[1:2] in (["ok:"], ["fail:"], ["unknown:"])] == ["lease", "lock"]
+    assert "ran 2 of 4 checkers: lease, lock; not run: linearizability (not asked for), watch (not asked for)" in out
     assert main([good, "--checkers", "nope"]) == 3
     assert main([good, "--clock-rates", "2,1"]) == 3
     assert main([str(tmp_path / "missing.jsonl")]) == 3

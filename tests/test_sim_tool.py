@@ -101,3 +101,21 @@ def test_lease_checker_catches_leases_expired_by_followers(monkeypatch):
     monkeypatch.setattr(LeaseActor, "on_timer", eager)
     failing = _failing(range(1, 4), [])
     assert failing and all("lease" in checkers for _, checkers in failing), failing
+
+
+def test_serving_does_not_import_the_simulation_package():
+    # The member's processes (supervisor, gateway, actors) and the CLI up to parsing a member's flags: none may load
+    # petcd.sim or petcd.sim.check, which only `petcd sim|check|chaos|bench` import, inside those subcommands.
+    code = (
+        "import importlib, pkgutil, sys\n"
+        "import petcd.rpc.server_cli, petcd.rpc.gateway, petcd.rpc.member, petcd.actors, petcd.store\n"
+        "for pkg in (petcd.actors, petcd.store):\n"
+        "    for m in pkgutil.iter_modules(pkg.__path__):\n"
+        "        importlib.import_module(f'{pkg.__name__}.{m.name}')\n"
+        "from petcd.rpc.config import parse\n"
+        "parse(['--name', 'x', '--data-dir', '/nonexistent/x.etcd'], {})\n"
+        "print(sorted(m for m in sys.modules if m == 'petcd.sim' or m.startswith('petcd.sim.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", f"the serving path imported the simulator: {out.stdout}"

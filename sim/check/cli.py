@@ -1,8 +1,12 @@
 """`petcd check HISTORY [--report out.html] [--checkers linearizability,watch,lease,lock]`.
 
-Loads a JSON-lines history (see history.py), runs the checkers that have
-operations in it (or the ones named), prints one line per checker and a final
-`verdict=ok|fail|unknown` line. Exit status: 0 all passed, 1 a checker failed,
+Loads a JSON-lines history (see history.py), runs every checker the history has
+material for (or the ones named), prints what it read, one line per checker,
+which checkers it ran and which not (and why), what the KV counts mean, and a final
+`verdict=ok|fail|unknown` line. The history file's #petcd: sections (written by
+`petcd sim run --history`) supply the committed events for the watch checker and
+the lease bound, unless --committed or --lease-bound is given, and the faults and
+leaders for the report. Exit status: 0 all passed, 1 a checker failed,
 2 undecided (a search ran out of its step budget, nothing failed), 3 bad usage
 or an unreadable history.
 """
@@ -15,11 +19,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from petcd.sim.check.history import KV_KINDS, HistoryError, Op, load_history
+from petcd.sim.check.history import KV_KINDS, HistoryError, Op, explain_kv_counts, load_history, load_sections
 from petcd.sim.check.verdict import FAIL, OK, UNKNOWN, Verdict, overall
 
 CHECKERS = ("linearizability", "watch", "lease", "lock")
-KINDS = {"linearizability": set(KV_KINDS), "watch": {"watch"}, "lease": {"lease"}, "lock": {"lock"}}
+KV_KINDS_SET = set(KV_KINDS)
+KINDS = {"linearizability": KV_KINDS_SET, "watch": {"watch"}, "lease": {"lease"}, "lock": {"lock"}}
 EXIT = {OK: 0, FAIL: 1, UNKNOWN: 2}
 EXIT_USAGE = 3
 
@@ -120,19 +125,48 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         history = load_history(args.history)
+        sections = load_sections(args.history)
         committed = None
+        committed_from = ""
         if args.committed:
             with open(args.committed, encoding="utf-8") as f:
                 committed = [json.loads(line) for line in f if line.strip()]
+        elif "committed" in sections:
+            committed, committed_from = sections["committed"], "the history file"
     except (OSError, HistoryError, json.JSONDecodeError) as e:
         print(f"petcd check: {e}", file=sys.stderr)
         return EXIT_USAGE
+    options: dict[str, Any] = {}
+    for o in sections.get("options", []):
+        options.update(o if isinstance(o, dict) else {})
+    lease_bound = args.lease_bound
+    if lease_bound is None and options.get("lease_bound_ms") is not None:
+        lease_bound = int(options["lease_bound_ms"])
     kinds = {op.kind for op in history}
+    counts: dict[str, int] = {}
+    for op in history:
+        counts[op.kind] = counts.get(op.kind, 0) + 1
+    run_info = (sections.get("run") or [None])[0]
+    print(f"history: {args.history}: {len(history)} operations ("
+          + (", ".join(f"{n} {k}" for k, n in counts.items()) or "none") + ")"
+          + (f", recorded by `{run_info['command']}`" if isinstance(run_info, dict) and run_info.get("command") else ""))
+    used = []
+    if committed_from:
+        used.append(f"{len(committed or [])} committed events (the watch checker's truth)")
+    if args.lease_bound is None and lease_bound is not None:
+        used.append(f"lease bound {lease_bound} ms")
+    if used:
+        print("from the history file: " + ", ".join(used) + " (flags override)")
+    not_run: list[str] = []
     if checkers is not None:
         for c in checkers:
             if not KINDS[c] & kinds:
                 print(f"{c} skipped: no {c} operations in the history")
+                not_run.append(f"{c} (no {c} operations)")
+        not_run += [f"{c} (not asked for)" for c in CHECKERS if c not in checkers]
         checkers = [c for c in checkers if KINDS[c] & kinds]
+    else:
+        not_run = [f"{c} (no {c} operations)" for c in CHECKERS if not KINDS[c] & kinds]
     try:
         verdicts = run_checkers(
             history,
@@ -141,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_steps=args.max_steps,
             committed=committed,
             election_timeout_ms=args.election_timeout,
-            lease_bound_ms=args.lease_bound,
+            lease_bound_ms=lease_bound,
             lease_tolerance_ms=args.lease_tolerance,
             clock_rates=(slow, fast),
         )
@@ -152,10 +186,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(v.line())
     if not verdicts:
         print("nothing to check: no operations of a checked kind")
+    print(f"ran {len(verdicts)} of {len(CHECKERS)} checkers: {', '.join(v.checker for v in verdicts) or 'none'}"
+          + (f"; not run: {', '.join(not_run)}" if not_run else ""))
+    if KV_KINDS_SET & kinds:
+        print(f"counts: {explain_kv_counts(history)}")
     if args.report:
         from petcd.sim.check.report import write_html_report
 
-        write_html_report(args.report, history, verdicts)
+        write_html_report(args.report, history, verdicts, faults=sections.get("fault", []), leaders=sections.get("leader", []),
+                          run=run_info if isinstance(run_info, dict) else None)
         print(f"report: {args.report}")
     status = overall(verdicts)
     print(f"verdict={status}")

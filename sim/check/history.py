@@ -71,6 +71,19 @@ Other kinds (one op per observed object; outcome normally "ok"):
           counts as accepted when its outcome is "ok" and succeeded is not false.
 
 Unknown fields and kinds are kept as they are.
+
+Sections (optional): a line "#petcd:NAME {json}" carries material about the run
+that is not a client's operation; readers that only want the operations skip it
+as a comment. `petcd sim run --history` writes them, `petcd check` uses them:
+  #petcd:run {"command": str, "seed": int, "digest": str, "verdict": str}
+              the run that recorded the history
+  #petcd:options {"lease_bound_ms": int}
+              the checkers' settings for this history (a flag of `petcd check` wins)
+  #petcd:committed {revision, type, key, value, prev_value}
+              one committed event, in revision order: the watch checker's truth
+              (what `petcd check --committed FILE` gives)
+  #petcd:fault {kind, detail, from_ms, to_ms}     a fault, start to end (the report's bands)
+  #petcd:leader {member, term, from_ms, to_ms}    a member led, in a term (to_ms null: to the end)
 """
 
 from __future__ import annotations
@@ -354,9 +367,69 @@ def load_history(path: str | Path) -> list[Op]:
         return parse_history(f)
 
 
-def dump_history(ops: Iterable[Op], path: str | Path) -> None:
-    """Write ops as JSON lines; `load_history` reads them back equal."""
+SECTION_PREFIX = "#petcd:"
+SECTIONS = ("run", "options", "committed", "fault", "leader")
+_EVENT_BYTES = ("key", "value", "prev_value")
+
+
+def load_sections(path: str | Path) -> dict[str, list[Any]]:
+    """The "#petcd:NAME {json}" lines of a history file, by NAME (each a list of the decoded objects).
+
+    Committed events keep their bytes encoded (str or {"b64"}), as `watch.Event.of` reads them.
+    """
+    out: dict[str, list[Any]] = {}
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.startswith(SECTION_PREFIX):
+                continue
+            name, _, body = line[len(SECTION_PREFIX):].partition(" ")
+            try:
+                out.setdefault(name.strip(), []).append(json.loads(body))
+            except json.JSONDecodeError as e:
+                raise HistoryError(f"line {n}: #petcd:{name.strip()} is not followed by JSON: {e}") from None
+    return out
+
+
+def _section_line(name: str, obj: Any) -> str:
+    if name == "committed":
+        obj = {k: (encode_bytes(v) if k in _EVENT_BYTES and isinstance(v, bytes) else v) for k, v in obj.items()}
+    return f"{SECTION_PREFIX}{name} " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=str) + "\n"
+
+
+def dump_history(ops: Iterable[Op], path: str | Path, sections: Mapping[str, Iterable[Any]] | None = None) -> None:
+    """Write ops as JSON lines; `load_history` reads them back equal.
+
+    `sections` (name -> objects) go first, as "#petcd:NAME {json}" lines (see the module docstring).
+    """
     with open(path, "w", encoding="utf-8") as f:
+        for name, objs in (sections or {}).items():
+            for obj in objs:
+                f.write(_section_line(name, obj))
         for op in ops:
             f.write(json.dumps(op_to_json(op), separators=(",", ":"), ensure_ascii=False))
             f.write("\n")
+
+
+def kv_counts(history: Iterable[Op]) -> dict[str, int]:
+    """The KV operations of a history by outcome, and the ones the linearizability checker judges."""
+    c = {"ops": 0, "ok": 0, "failed": 0, "indeterminate": 0, "indeterminate_reads": 0}
+    for op in history:
+        if op.kind not in KV_KINDS:
+            continue
+        c["ops"] += 1
+        c["ok" if op.outcome == "ok" else "failed" if op.outcome == "fail" else "indeterminate"] += 1
+        if op.outcome == "info" and (op.kind == "get" or (op.kind == "txn" and not op.get("writes"))):
+            c["indeterminate_reads"] += 1
+    c["judged"] = c["ok"] + c["indeterminate"] - c["indeterminate_reads"]
+    return c
+
+
+def explain_kv_counts(history: Iterable[Op]) -> str:
+    """One sentence on what the KV counts mean and why ok + indeterminate may differ from what was judged."""
+    c = kv_counts(history)
+    s = (f"{c['ops']} KV operations: {c['ok']} ok (took effect), {c['failed']} failed (certainly did not take effect: "
+         f"not judged), {c['indeterminate']} indeterminate (no answer: may or may not have taken effect); "
+         f"linearizability judges {c['judged']} = {c['ok']} ok + {c['indeterminate']} indeterminate")
+    if c["indeterminate_reads"]:
+        s += f" - {c['indeterminate_reads']} indeterminate reads (a read without an answer changes nothing)"
+    return s

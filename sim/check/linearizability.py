@@ -1099,11 +1099,15 @@ def check_linearizability(
     unknown = [p for p in parts if p.status == UNKNOWN]
     steps = sum(p.steps for p in parts)
     n_info = sum(1 for _, op in kept if op.outcome == "info")
+    n_failed = sum(1 for op in history if op.kind in KV_KINDS and op.outcome == "fail")
     elapsed = time.perf_counter() - t0
     details: dict[str, Any] = {
         "status": FAIL if failed or rev_bad else UNKNOWN if unknown else OK,
-        "ops": len(kept),
-        "info_ops": n_info,
+        "ops": len(kept),  # judged: ok + info writes
+        "info_ops": n_info,  # info writes judged
+        "ok_ops": len(kept) - n_info,
+        "failed_ops": n_failed,  # left out: certainly did not take effect
+        "info_reads": len(kv) - len(kept),  # left out: an unanswered read changes nothing
         "partitions": len(parts),
         "steps": steps,
         "seconds": round(elapsed, 3),
@@ -1124,7 +1128,10 @@ def check_linearizability(
         "unknown": [diag[id(p)] for p in unknown],
         "revision_violations": rev_bad,
     }
-    stats = f"{len(kept)} ops ({n_info} info) in {len(parts)} partitions, {steps} steps, {elapsed:.2f}s"
+    left_out = [f"{n}{what}" for n, what in ((n_failed, " failed"), (len(kv) - len(kept), " indeterminate reads")) if n]
+    stats = (f"{len(kept)} ops ({len(kept) - n_info} ok + {n_info} indeterminate"
+             + (f"; left out: {', '.join(left_out)}" if left_out else "")
+             + f") in {len(parts)} partitions, {steps} steps, {elapsed:.2f}s")
     if details["status"] == OK:
         return Verdict(True, CHECKER, f"linearizable: {stats}", details)
     if failed:

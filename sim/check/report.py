@@ -8,7 +8,14 @@ be placed: the longest linearizable prefix found is outlined in blue and
 numbered in linearization order, the operation that cannot be placed is
 outlined in red and marked, and the operations that explain why (the write
 that overwrote a value, the read still needing it) are outlined in purple.
-Hovering a bar shows the operation.
+Hovering a bar shows the operation: its key, value, outcome and times.
+
+Given the run's faults and leaders (`petcd sim run --report`, or a history
+file's #petcd:fault and #petcd:leader sections), the timeline also has one lane
+per member showing when it led (and in which term), one lane per fault kind, and
+every fault as a shaded band across the operations. A failing report starts
+with what failed: the operations the checker could not place, then the other
+checkers' violations.
 """
 
 from __future__ import annotations
@@ -24,6 +31,12 @@ from petcd.sim.check.history import KV_KINDS, Op, show
 from petcd.sim.check.verdict import Verdict, overall
 
 COLORS = {"ok": "#6cbf6c", "fail": "#e48a8a", "info": "#f2b84b"}
+LEADER_COLOR = "#4a78c2"
+# fault bands by family: partitions, members (crash, pause, clock), network, Raft's corners
+FAULT_COLORS = {"isolate": "#9b59b6", "split": "#9b59b6", "one_way": "#9b59b6", "bridge": "#9b59b6", "leader": "#9b59b6",
+                "stale_leader": "#2f80c0", "late_snapshot": "#2f80c0", "crash": "#d04040", "pause": "#d07a20",
+                "clock": "#b0a020", "kill": "#d04040", "partition": "#9b59b6"}
+DEFAULT_FAULT_COLOR = "#808080"
 LANE_H = 18
 BAR_H = 12
 LEFT = 110
@@ -43,6 +56,7 @@ code, .op { font-family: monospace; }
 .legend span { display: inline-block; margin-right: 14px; }
 .sw { display: inline-block; width: 14px; height: 10px; vertical-align: middle; margin-right: 4px; }
 li { margin: 2px 0; }
+.failed { border-left: 4px solid #b3261e; padding: 4px 12px; background: #fff5f5; }
 """
 
 
@@ -64,8 +78,15 @@ def timeline_svg(
     window: tuple[float, float] | None = None,
     min_width: int = 900,
     numbers: bool = True,
+    faults: Sequence[dict[str, Any]] = (),
+    leaders: Sequence[dict[str, Any]] = (),
 ) -> str:
-    """An SVG timeline of history[i] for i in indexes: one lane per process."""
+    """An SVG timeline of history[i] for i in indexes: one lane per process.
+
+    `leaders` ({member, term, from_ms, to_ms}) add one lane per member showing when it led;
+    `faults` ({kind, detail, from_ms, to_ms}) one lane per fault kind, and a shaded band each
+    across the operations' lanes.
+    """
     idx = [i for i in indexes if 0 <= i < len(history)]
     if window is not None:
         lo_w, hi_w = window
@@ -79,9 +100,18 @@ def timeline_svg(
     ops = [history[i] for i in idx]
     t0 = min(op.invoke_ms for op in ops)
     t1 = max(max(op.invoke_ms, op.complete_ms or op.invoke_ms) for op in ops)
+    spans_end = [s["to_ms"] for s in [*faults, *leaders] if s.get("to_ms") is not None]
+    t1 = max([t1, *spans_end])
     if window is not None:
         t0, t1 = max(t0, window[0]), min(t1, window[1])
     t1 = max(t1, t0 + 1)
+
+    def shown(s: dict[str, Any]) -> bool:
+        end = t1 if s.get("to_ms") is None else s["to_ms"]
+        return s["from_ms"] <= t1 and end >= t0
+
+    faults = [f for f in faults if shown(f)]
+    leaders = [s for s in leaders if shown(s)]
     lanes = sorted({op.process for op in ops}, key=_natural)
     # a process's ops that overlap in time (an info op runs on after its timeout) get extra rows
     row: dict[int, int] = {}
@@ -101,6 +131,16 @@ def timeline_svg(
         rows_of[p] = max(1, len(ends))
     top_of: dict[str, int] = {}
     y = 24
+    leader_lanes = sorted({str(s["member"]) for s in leaders}, key=_natural)
+    fault_lanes = sorted({str(f["kind"]) for f in faults})
+    special_top: dict[tuple[str, str], int] = {}
+    for kind, names in (("leader", leader_lanes), ("fault", fault_lanes)):
+        for name in names:
+            special_top[(kind, name)] = y
+            y += LANE_H
+        if names:
+            y += 6
+    ops_top = y
     for p in lanes:
         top_of[p] = y
         y += rows_of[p] * LANE_H + 4
@@ -126,6 +166,43 @@ def timeline_svg(
             out.append(f'<line x1="{x(t):.1f}" y1="14" x2="{x(t):.1f}" y2="{height - 8}" stroke="#eee"/>')
             out.append(f'<text x="{x(t) + 2:.1f}" y="12" fill="#888">{_e(_fmt_ms(t))}</text>')
         t += step
+    # the faults as shaded bands behind the operations
+    for f in faults:
+        end = t1 if f.get("to_ms") is None else f["to_ms"]
+        fx1, fx2 = x(f["from_ms"]), x(end)
+        color = FAULT_COLORS.get(f["kind"], DEFAULT_FAULT_COLOR)
+        out.append(
+            f'<rect class="fault-band" data-kind="{_e(f["kind"])}" x="{fx1:.1f}" y="{ops_top - 2}" width="{max(1.0, fx2 - fx1):.1f}"'
+            f' height="{max(1, height - ops_top - 8)}" fill="{color}" fill-opacity="0.12">'
+            f"<title>{_e(_fault_tip(f))}</title></rect>"
+        )
+    for (kind, name), y in special_top.items():
+        label = f"{name} leads" if kind == "leader" else name
+        out.append(f'<text x="4" y="{y + BAR_H - 2}" fill="{"#1d3f80" if kind == "leader" else "#444"}">{_e(label[:16])}</text>')
+        out.append(f'<line x1="{LEFT}" y1="{y + LANE_H - 2}" x2="{width - 10}" y2="{y + LANE_H - 2}" stroke="#f2f2f2"/>')
+    for s in leaders:
+        y = special_top[("leader", str(s["member"]))]
+        end = t1 if s.get("to_ms") is None else s["to_ms"]
+        lx1, lx2 = x(s["from_ms"]), x(end)
+        w = max(2.0, lx2 - lx1)
+        tip = f"{s['member']} led in term {s['term']} from {s['from_ms']} ms to " + (
+            f"{s['to_ms']} ms" if s.get("to_ms") is not None else "the end")
+        out.append(
+            f'<rect class="leader" data-member="{_e(s["member"])}" data-term="{_e(s["term"])}" x="{lx1:.1f}" y="{y}" width="{w:.1f}"'
+            f' height="{BAR_H}" rx="2" fill="{LEADER_COLOR}"><title>{_e(tip)}</title></rect>'
+        )
+        label = f"t{s['term']}"
+        if w >= 7 * len(label) + 3:
+            out.append(f'<text x="{lx1 + 2:.1f}" y="{y + BAR_H - 2}" fill="#fff">{_e(label)}</text>')
+    for f in faults:
+        y = special_top[("fault", str(f["kind"]))]
+        end = t1 if f.get("to_ms") is None else f["to_ms"]
+        fx1, fx2 = x(f["from_ms"]), x(end)
+        out.append(
+            f'<rect class="fault" data-kind="{_e(f["kind"])}" x="{fx1:.1f}" y="{y}" width="{max(2.0, fx2 - fx1):.1f}" height="{BAR_H}"'
+            f' rx="2" fill="{FAULT_COLORS.get(f["kind"], DEFAULT_FAULT_COLOR)}" fill-opacity="0.7">'
+            f"<title>{_e(_fault_tip(f))}</title></rect>"
+        )
     for p in lanes:
         y = top_of[p]
         bottom = y + rows_of[p] * LANE_H
@@ -147,7 +224,7 @@ def timeline_svg(
             stroke, sw, dash = "#7b3fb5", 2.5, ' stroke-dasharray="3 2"'
         if i == culprit:
             stroke, sw, dash = "#d00000", 3, ""
-        tip = f"[{i}] {op.label()}  invoke {op.invoke_ms} ms, complete {op.complete_ms if not open_end else '-'}"
+        tip = f"[{i}] {op.label()}\ninvoke {op.invoke_ms} ms, complete {op.complete_ms if not open_end else '-'}"
         if i in order:
             tip += f"  (linearized #{order[i]})"
         if i == culprit:
@@ -165,6 +242,11 @@ def timeline_svg(
     out.extend(marks)
     out.append("</svg>")
     return '<div class="scroll">' + "".join(out) + "</div>"
+
+
+def _fault_tip(f: dict[str, Any]) -> str:
+    end = f"{f['to_ms']} ms" if f.get("to_ms") is not None else "the end"
+    return f"fault {f['kind']} {f.get('detail', '')}: from {f['from_ms']} ms to {end}"
 
 
 def _nice_step(raw: float) -> float:
@@ -186,6 +268,8 @@ def _legend() -> str:
         '<span><i class="sw" style="border:2px solid #1d4ed8"></i>linearizable prefix (numbered)</span>',
         '<span><i class="sw" style="border:3px solid #d00000"></i>cannot be placed</span>',
         '<span><i class="sw" style="border:2px dashed #7b3fb5"></i>related</span>',
+        f'<span><i class="sw" style="background:{LEADER_COLOR}"></i>leader (term)</span>',
+        f'<span><i class="sw" style="background:{FAULT_COLORS["crash"]};opacity:.4"></i>fault (shaded while it lasts)</span>',
     ]
     return '<p class="legend">' + "".join(items) + "</p>"
 
@@ -259,15 +343,80 @@ def _violations(history: Sequence[Op], rows: list[dict[str, Any]], title: str) -
     return f"<h3>{_e(title)}</h3><ul>{''.join(items)}</ul>"
 
 
-def render_html(history: Sequence[Op], verdicts: Sequence[Verdict], *, title: str = "petcd check") -> str:
+def _unplaced(history: Sequence[Op], verdicts: Sequence[Verdict]) -> str:
+    """What failed, first: the operations the linearizability checker could not place, then the other violations."""
+    items: list[str] = []
+    for v in verdicts:
+        d = v.details
+        for title, parts in (("could not be placed", d.get("failures") or []), ("undecided (search budget exhausted)", d.get("unknown") or [])):
+            for f in parts:
+                culprit = f.get("culprit")
+                keys = ", ".join(f.get("keys", [])[:10])
+                if culprit is not None:
+                    line = f"<li><b>{_e(title)}</b> (keys {_e(keys)}): {_op_line(history, culprit, 'culprit')}<br>why: {_e(f.get('culprit_why', ''))}"
+                else:
+                    line = f"<li><b>{_e(title)}</b> (keys {_e(keys)})"
+                others = [c for c in f.get("candidates", []) if c.get("index") != culprit]
+                if others:
+                    line += "<br>nor could these come next:<ul>" + "".join(
+                        f"<li>{_op_line(history, c['index'])}: {_e(c.get('why', ''))}</li>" for c in others[:10]) + "</ul>"
+                items.append(line + "</li>")
+        for r in (d.get("revision_violations") or []) + (d.get("violations") or []):
+            ops = r.get("ops") or ([r["op"]] if isinstance(r.get("op"), int) else [])
+            refs = "".join(f"<br>&nbsp;&nbsp;{_op_line(history, i)}" for i in ops[:4])
+            items.append(f"<li><b>{_e(v.checker)}</b>: {_e(r.get('message', r))}{refs}</li>")
+        if v.status != "ok" and not (d.get("failures") or d.get("unknown") or d.get("violations") or d.get("revision_violations")):
+            items.append(f"<li><b>{_e(v.checker)}</b>: {_e(v.summary)}</li>")
+    if not items:
+        return ""
+    return (
+        '<div class="failed" id="unplaced"><h2>What failed: the operations the checker could not place, first</h2>'
+        f"<ol>{''.join(items)}</ol></div>"
+    )
+
+
+def _spans_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    if not rows:
+        return ""
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<details><summary>{_e(title)} ({len(rows)})</summary><table><tr>{head}</tr>{body}</table></details>"
+
+
+def render_html(
+    history: Sequence[Op],
+    verdicts: Sequence[Verdict],
+    *,
+    title: str = "petcd check",
+    faults: Sequence[dict[str, Any]] = (),
+    leaders: Sequence[dict[str, Any]] = (),
+    run: dict[str, Any] | None = None,
+    trace: Sequence[str] = (),
+) -> str:
+    from petcd.sim.check.history import explain_kv_counts
+
     status = overall(list(verdicts))
+    kinds: dict[str, int] = {}
+    for op in history:
+        kinds[op.kind] = kinds.get(op.kind, 0) + 1
     out = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>{_e(title)}: {status}</title><style>{CSS}</style></head><body>",
         f'<h1>{_e(title)}: <span class="{status}">verdict={status}</span></h1>',
-        f"<p>{len(history)} operations by {len({op.process for op in history})} processes.</p>",
-        "<table><tr><th>checker</th><th>status</th><th>summary</th></tr>",
     ]
+    if run:
+        out.append("<p>" + " ".join(f"{_e(k)}=<code>{_e(v)}</code>" for k, v in run.items()) + "</p>")
+    out.append(_unplaced(history, verdicts))
+    out.append(
+        f"<p>{len(history)} operations by {len({op.process for op in history})} processes"
+        + (" (" + ", ".join(f"{n} {k}" for k, n in kinds.items()) + ")" if kinds else "")
+        + (f"; {len(faults)} faults" if faults else "")
+        + (f"; {len({(s['member'], s['term']) for s in leaders})} leaderships" if leaders else "")
+        + ".</p>"
+    )
+    if any(op.kind in KV_KINDS for op in history):
+        out.append(f"<p>{_e(explain_kv_counts(history))}.</p>")
+    out.append("<table><tr><th>checker</th><th>status</th><th>summary</th></tr>")
     for v in verdicts:
         out.append(
             f'<tr><td><a href="#{_e(v.checker)}">{_e(v.checker)}</a></td><td class="{v.status}">{v.status}</td><td>{_e(v.summary)}</td></tr>'
@@ -284,8 +433,13 @@ def render_html(history: Sequence[Op], verdicts: Sequence[Verdict], *, title: st
             culprit = fails[0].get("culprit")
             related = fails[0].get("related", [])
     out.append(
-        timeline_svg(history, range(len(history)), prefix=highlight_prefix, culprit=culprit, related=related, numbers=False)
+        timeline_svg(history, range(len(history)), prefix=highlight_prefix, culprit=culprit, related=related, numbers=False,
+                     faults=faults, leaders=leaders)
     )
+    out.append(_spans_table("Faults", ("kind", "detail", "from ms", "to ms"),
+                            [(f["kind"], f.get("detail", ""), f["from_ms"], f.get("to_ms")) for f in faults]))
+    out.append(_spans_table("Leaders", ("member", "term", "from ms", "to ms"),
+                            [(s["member"], s["term"], s["from_ms"], "end" if s.get("to_ms") is None else s["to_ms"]) for s in leaders]))
     for v in verdicts:
         out.append(f'<h2 id="{_e(v.checker)}">{_e(v.checker)}: <span class="{v.status}">{v.status}</span></h2>')
         out.append(f"<p>{_e(v.summary)}</p>")
@@ -297,14 +451,29 @@ def render_html(history: Sequence[Op], verdicts: Sequence[Verdict], *, title: st
         out.append(_violations(history, d.get("revision_violations") or [], "Revision violations"))
         out.append(_violations(history, d.get("violations") or [], "Violations"))
         out.append(_violations(history, d.get("warnings") or [], "Warnings"))
-        text = json.dumps(d, indent=1, default=str)
-        if len(text) > MAX_DETAILS_CHARS:
-            text = text[:MAX_DETAILS_CHARS] + "\n... (truncated)"
-        out.append(f"<details><summary>details</summary><pre>{_e(text)}</pre></details>")
+        if d:
+            text = json.dumps(d, indent=1, default=str)
+            if len(text) > MAX_DETAILS_CHARS:
+                text = text[:MAX_DETAILS_CHARS] + "\n... (truncated)"
+            out.append(f"<details><summary>details</summary><pre>{_e(text)}</pre></details>")
+    if trace:
+        out.append(f"<h2>Trace (last {len(trace)} lines)</h2><pre>{_e(chr(10).join(trace))}</pre>")
     out.append("</body></html>\n")
     return "".join(out)
 
 
-def write_html_report(path: str | Path, history: Sequence[Op], verdicts: Sequence[Verdict]) -> None:
+def write_html_report(
+    path: str | Path,
+    history: Sequence[Op],
+    verdicts: Sequence[Verdict],
+    *,
+    title: str = "petcd check",
+    faults: Sequence[dict[str, Any]] = (),
+    leaders: Sequence[dict[str, Any]] = (),
+    run: dict[str, Any] | None = None,
+    trace: Sequence[str] = (),
+) -> None:
     """Write the report for `verdicts` on `history` (the same list the checkers saw) to `path`."""
-    Path(path).write_text(render_html(history, verdicts), encoding="utf-8")
+    Path(path).write_text(
+        render_html(history, verdicts, title=title, faults=faults, leaders=leaders, run=run, trace=trace), encoding="utf-8"
+    )
