@@ -2,13 +2,18 @@
 
 Flags follow Go's flag package, as etcd's do: `-flag value`, `--flag value`,
 `--flag=value`; a boolean flag takes no separate value. With --config-file,
-as in etcd, the file is the whole configuration and other flags are ignored.
+as in etcd, the file is the whole configuration and other flags are ignored;
+there, as in etcd's YAML, the client TLS keys (cert-file, key-file,
+trusted-ca-file, client-cert-auth, auto-tls) sit under `client-transport-security`.
+
+Flags petcd cannot honour yet (peer TLS, CRLs, cipher suites) are refused at
+start, never accepted and ignored.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from urllib.parse import urlsplit
 
@@ -44,6 +49,16 @@ class ServerConfig:
     experimental_peer_fault_file: str = ""
     logger: str = "zap"
     config_file: str = ""
+    # Client TLS (etcd's security flags; in a config file under `client-transport-security`).
+    cert_file: str = ""
+    key_file: str = ""
+    trusted_ca_file: str = ""  # as etcd 3.4: given, every client must show a certificate it signed
+    client_cert_auth: bool = False  # a certificate is required, and its Common Name is the user of a request without a token
+    auto_tls: bool = False  # a self-signed certificate in <data-dir>/fixtures/client, unless certificates are given
+    # Auth (the auth store uses them; checked here so that a mistake stops the start).
+    auth_token: str = "simple"  # "simple" or "jwt,pub-key=PATH,priv-key=PATH,sign-method=RS256,ttl=5m"
+    auth_token_ttl: int = 300  # seconds a simple token lives without use
+    bcrypt_cost: int = 10
 
     def auto_compaction(self) -> tuple[str, int]:
         """(mode, retention): "periodic" and milliseconds, or "revision" and revisions; retention 0: off.
@@ -67,6 +82,16 @@ class ServerConfig:
     def client_urls(self) -> list[str]:
         return _split(self.listen_client_urls)
 
+    def tls_client_urls(self) -> list[str]:
+        return [u for u in self.client_urls() if urlsplit(u).scheme == "https"]
+
+    def client_tls_given(self) -> bool:
+        """etcd's !ClientTLSInfo.Empty(): a certificate or a key file was given."""
+        return bool(self.cert_file or self.key_file)
+
+    def auth_token_options(self) -> AuthTokenOptions:
+        return parse_auth_token(self.auth_token)
+
     def peers(self) -> dict[str, list[str]]:
         """--initial-cluster as {name: [peer urls]}."""
         out: dict[str, list[str]] = {}
@@ -80,6 +105,19 @@ class ServerConfig:
 
 _FLAG_NAMES = {f.name.replace("_", "-"): f.name for f in fields(ServerConfig)}
 _INT_FLAGS = {f.name for f in fields(ServerConfig) if f.type in ("int", int)}
+_BOOL_FLAGS = {f.name for f in fields(ServerConfig) if f.type in ("bool", bool)}
+_UINT_FLAGS = {"auth_token_ttl", "bcrypt_cost"}  # Go uint flags: a negative value does not parse
+# etcd's client TLS flags that a config file sets only inside `client-transport-security`.
+_TLS_KEYS = ("cert-file", "key-file", "client-cert-auth", "trusted-ca-file", "auto-tls")
+# etcd flags petcd cannot honour yet: refused at start, never ignored.
+_REFUSED = {
+    **{f: "peer TLS is not supported by petcd yet" for f in (
+        "peer-cert-file", "peer-key-file", "peer-trusted-ca-file", "peer-client-cert-auth", "peer-auto-tls",
+        "peer-crl-file", "peer-cert-allowed-cn", "peer-cert-allowed-hostname", "experimental-peer-skip-client-san-verification")},
+    "client-crl-file": "certificate revocation lists are not supported by petcd yet",
+    "client-cert-allowed-hostname": "--client-cert-allowed-hostname is not supported by petcd yet",
+    "cipher-suites": "choosing TLS cipher suites is not supported by petcd yet",
+}
 _ACCEPTED_AND_IGNORED = {
     # etcd flags that petcd accepts for compatibility but that change nothing yet.
     "enable-v2": "bool",
@@ -99,9 +137,13 @@ def parse(argv: list[str], env: Mapping[str, str]) -> ServerConfig:
         if not arg.startswith("-") or arg in ("-", "--"):
             raise ConfigError(f"'{arg}' is not a valid flag. See 'petcd --help'.")
         name, eq, value = arg.lstrip("-").partition("=")
+        if name in _REFUSED:
+            raise ConfigError(f"--{name}: {_REFUSED[name]}")
         if name not in _FLAG_NAMES and name not in _ACCEPTED_AND_IGNORED:
             raise ConfigError(f"flag provided but not defined: -{name}")
-        is_bool = _ACCEPTED_AND_IGNORED.get(name) == "bool"
+        is_bool = _ACCEPTED_AND_IGNORED.get(name) == "bool" or _FLAG_NAMES.get(name) in _BOOL_FLAGS
+        if is_bool and not eq:
+            value = "true"
         if not eq and not is_bool:
             i += 1
             if i >= len(argv):
@@ -113,6 +155,10 @@ def parse(argv: list[str], env: Mapping[str, str]) -> ServerConfig:
         env_name = "ETCD_" + flag.upper().replace("-", "_")
         if flag not in values and env_name in env:
             values[flag] = env[env_name]
+    for flag, why in _REFUSED.items():
+        env_name = "ETCD_" + flag.upper().replace("-", "_")
+        if env.get(env_name, "") not in ("", "false"):
+            raise ConfigError(f"{env_name}: {why}")
     if values.get("config-file"):
         return _finish(_from_file(values["config-file"]))
     return _finish(_apply(ServerConfig(), values, source="flag"))
@@ -128,11 +174,37 @@ def _from_file(path: str) -> ServerConfig:
         raise ConfigError(f"cannot parse config file {path}: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} is not a YAML mapping")
-    values = {str(k): "" if v is None else str(v).lower() if isinstance(v, bool) else str(v) for k, v in data.items()}
+    values = {str(k): _yaml_text(v) for k, v in data.items() if not isinstance(v, dict)}
+    for key in _TLS_KEYS:
+        if key in values:
+            raise ConfigError(f"config file key {key!r}: etcd reads client TLS settings only under 'client-transport-security'")
+    peer_tls = data.get("peer-transport-security") or {}
+    if not isinstance(peer_tls, dict) or any(v not in (None, "", False) for v in peer_tls.values()):
+        raise ConfigError("config file key 'peer-transport-security': peer TLS is not supported by petcd yet")
+    client_tls = data.get("client-transport-security") or {}
+    if not isinstance(client_tls, dict):
+        raise ConfigError("config file key 'client-transport-security' must be a mapping")
+    for key, v in client_tls.items():
+        if key not in _TLS_KEYS:
+            raise ConfigError(f"config file key 'client-transport-security.{key}' is not supported by petcd")
+        values[key] = _yaml_text(v)
     known = {k: v for k, v in values.items() if k in _FLAG_NAMES and k != "config-file"}
     cfg = _apply(ServerConfig(), known, source="config file key")
     cfg.config_file = path
     return cfg
+
+
+def _yaml_text(v: object) -> str:
+    return "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def _go_bool(raw: str) -> bool | None:
+    """Go's strconv.ParseBool; None if `raw` is not a boolean."""
+    if raw in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if raw in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    return None
 
 
 def _apply(cfg: ServerConfig, values: dict[str, str], source: str) -> ServerConfig:
@@ -140,11 +212,19 @@ def _apply(cfg: ServerConfig, values: dict[str, str], source: str) -> ServerConf
         attr = _FLAG_NAMES.get(flag)
         if attr is None:
             continue  # accepted and ignored
-        if attr in _INT_FLAGS:
+        if attr in _BOOL_FLAGS:
+            value = _go_bool(raw.strip())
+            if value is None:
+                raise ConfigError(f'invalid boolean value "{raw}" for {source} -{flag}: parse error')
+            setattr(cfg, attr, value)
+        elif attr in _INT_FLAGS:
             try:
-                setattr(cfg, attr, int(raw))
+                number = int(raw)
             except ValueError:
                 raise ConfigError(f'invalid value "{raw}" for {source} -{flag}: parse error') from None
+            if attr in _UINT_FLAGS and number < 0:
+                raise ConfigError(f'invalid value "{raw}" for {source} -{flag}: parse error')
+            setattr(cfg, attr, number)
         else:
             setattr(cfg, attr, raw)
     return cfg
@@ -170,7 +250,126 @@ def _finish(cfg: ServerConfig) -> ServerConfig:
         host_port(url)  # validates
     if cfg.name not in cfg.peers():
         raise ConfigError(f"couldn't find local name {cfg.name!r} in the initial cluster configuration")
+    peer_urls = [*_split(cfg.listen_peer_urls), *_split(cfg.initial_advertise_peer_urls), *(u for us in cfg.peers().values() for u in us)]
+    for url in peer_urls:
+        if urlsplit(url).scheme == "https":
+            raise ConfigError(f"{url}: peer TLS is not supported by petcd yet; use http:// peer URLs")
+    _check_client_tls(cfg)
+    cfg.auth_token_options()  # validates
+    if not BCRYPT_MIN_COST <= cfg.bcrypt_cost <= BCRYPT_MAX_COST:
+        # etcd 3.4 logs a warning and hashes with the default cost instead; petcd does not ignore a flag.
+        raise ConfigError(f"--bcrypt-cost {cfg.bcrypt_cost} is out of bcrypt's range [{BCRYPT_MIN_COST}, {BCRYPT_MAX_COST}]")
     return cfg
+
+
+def _check_client_tls(cfg: ServerConfig) -> None:
+    """etcd's checks of the client TLS settings (embed.configureClientListeners, TLSInfo.baseConfig),
+    plus refusals where etcd would silently drop a setting."""
+    if cfg.client_tls_given() and not (cfg.cert_file and cfg.key_file):
+        raise ConfigError(f"KeyFile and CertFile must both be present[key: {cfg.key_file}, cert: {cfg.cert_file}]")
+    if cfg.auto_tls and not cfg.client_tls_given() and (cfg.client_cert_auth or cfg.trusted_ca_file):
+        # etcd replaces the whole client TLS setting by the self-signed one, dropping these silently.
+        raise ConfigError("--client-cert-auth and --trusted-ca-file need --cert-file and --key-file: "
+                          "with --auto-tls alone etcd ignores them, and petcd does not ignore a flag")
+    if not cfg.client_tls_given() and not cfg.auto_tls:
+        for url in cfg.tls_client_urls():
+            raise ConfigError(f"TLS key/cert (--cert-file, --key-file) must be provided for client url {url} with HTTPS scheme")
+
+
+BCRYPT_MIN_COST, BCRYPT_MAX_COST = 4, 31  # golang.org/x/crypto/bcrypt's MinCost, MaxCost
+JWT_SIGN_METHODS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512")
+_JWT_OPTIONS = ("sign-method", "pub-key", "priv-key", "ttl")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthTokenOptions:
+    """A parsed --auth-token: kind "simple", or "jwt" with its sign method, key files and token TTL."""
+
+    kind: str
+    sign_method: str = ""
+    pub_key: str = ""
+    priv_key: str = ""
+    ttl_ms: int = 300_000
+
+
+def parse_auth_token(text: str) -> AuthTokenOptions:
+    """etcd's decomposeOpts and jwtOptions: "simple" or "jwt,opt=value,..."; raises ConfigError
+    naming what is wrong (etcd's own error for all of these is "auth: invalid auth options")."""
+
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f'invalid --auth-token "{text}": auth: invalid auth options ({why})')
+
+    kind, *items = text.split(",")
+    options: dict[str, str] = {}
+    for item in items:
+        pair = item.split("=")
+        if len(pair) != 2:
+            raise bad(f'option "{item}" is not name=value')
+        if pair[0] in options:
+            raise bad(f'option "{pair[0]}" given twice')
+        options[pair[0]] = pair[1]
+    if kind == "simple":
+        if options:
+            raise bad("the simple token takes no options")
+        return AuthTokenOptions("simple")
+    if kind != "jwt":
+        raise bad(f'unknown token type "{kind}"; want simple or jwt')
+    unknown = sorted(set(options) - set(_JWT_OPTIONS))
+    if unknown:
+        raise bad(f"unknown jwt option {', '.join(unknown)}")
+    method = options.get("sign-method", "")
+    if method.startswith("HS") and method in ("HS256", "HS384", "HS512"):
+        raise bad(f"sign-method {method} is not supported by petcd yet; use one of {', '.join(JWT_SIGN_METHODS)}")
+    if method not in JWT_SIGN_METHODS:
+        raise bad(f'invalid sign-method "{method}"; want one of {", ".join(JWT_SIGN_METHODS)}')
+    try:
+        ttl_ms = parse_duration_ms(options["ttl"]) if options.get("ttl") else 300_000
+    except ConfigError as e:
+        raise bad(f"ttl: {e}") from None
+    if ttl_ms <= 0:
+        raise bad("ttl must be positive")
+    pub, priv = options.get("pub-key", ""), options.get("priv-key", "")
+    if not pub and not priv:
+        raise bad("auth: missing key data: give pub-key and priv-key")
+    for option, path in (("pub-key", pub), ("priv-key", priv)):
+        if path:
+            _check_jwt_key(path, option, method, bad)
+    _check_with_token_provider(text)
+    return AuthTokenOptions("jwt", method, pub, priv, ttl_ms)
+
+
+def _check_with_token_provider(text: str) -> None:
+    """What etcd accepts, the gateway's token provider (rpc/auth_tokens.py) may not support yet:
+    ask it now, so that a start fails here with its reason instead of in the gateway process."""
+    try:
+        from petcd.rpc.auth_tokens import TokenSpecError, token_provider
+    except ImportError:
+        return
+    try:
+        token_provider(text, 300)
+    except TokenSpecError as e:
+        raise ConfigError(f'invalid --auth-token "{text}": not supported by petcd yet: {e}') from None
+
+
+def _check_jwt_key(path: str, option: str, method: str, bad: Callable[[str], ConfigError]) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise bad(f"{option} {path}: {e.strerror}") from None
+    try:
+        if option == "pub-key":
+            key = serialization.load_pem_public_key(data)
+        else:
+            key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as e:
+        raise bad(f"{option} {path} is not a PEM {'public' if option == 'pub-key' else 'private'} key: {e}") from None
+    want = (rsa.RSAPublicKey, rsa.RSAPrivateKey) if method[:2] in ("RS", "PS") else (ec.EllipticCurvePublicKey, ec.EllipticCurvePrivateKey)
+    if not isinstance(key, want):
+        raise bad(f"{option} {path} is not a key for {method}")
 
 
 def parse_duration_ms(text: str) -> int:
@@ -190,8 +389,6 @@ def host_port(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.port is None:
         raise ConfigError(f'invalid URL {url!r}: want http://host:port')
-    if parts.scheme == "https":
-        raise ConfigError(f"{url}: TLS is not supported yet; use http://")
     host = "127.0.0.1" if parts.hostname == "localhost" else parts.hostname
     return f"{host}:{parts.port}"
 

@@ -6,11 +6,33 @@ an HTTP/2 connection preface ("PRI * HTTP/2.0...", what every gRPC client sends 
 spliced to the gRPC socket with two protocols that forward whole reads (flow control by
 pausing the other side's reads when a write buffer fills), anything else is HTTP/1.1 and is
 served by `rpc.http_gateway`.
+
+TLS (an https:// client URL): the listener wraps accepted connections with an ssl.SSLContext
+(`server_tls_context`: TLS >= 1.2, ALPN, a verified client certificate when required) and the
+sniffing above then runs on the plaintext, so gRPC and HTTP/1.1 share the https port as with
+etcd. ALPN lists "http/1.1" before "h2" and OpenSSL picks the server's first protocol the client
+offers: gRPC clients (which offer only h2, or grpc-exp and h2) get h2, and curl (h2 and
+http/1.1) gets HTTP/1.1, which is what this front serves outside gRPC.
+
+Who is calling (--client-cert-auth): the gRPC server sees only the front's connection to its
+unix socket, so the front names that connection. For a TLS client with a verified certificate,
+the front binds its end of the upstream unix socket to a fresh path in the member's private
+socket directory before connecting (then unlinks the file; the kernel keeps the name), so the
+gRPC server's `context.peer()` is "unix:<that path>" and `common_name_of(peer)` maps it to the
+certificate's Common Name while the connection lives. Every other connection connects unbound
+("unix:"), which maps to None. Chosen over a second, loopback-TCP gRPC listener because that
+would be a plaintext gRPC port any local user could reach, skipping TLS and the client
+certificate check, while the unix socket sits in the member's 0700 directory; it also keeps
+one gRPC listener, and a name from a bound path cannot be confused with any other client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
+import socket
+import ssl
 from collections.abc import Awaitable, Callable
 
 H2_PREFACE_START = b"PRI"
@@ -64,12 +86,26 @@ class _Pipe(asyncio.Protocol):
             self.peer.transport.resume_reading()
 
 
+class _Upstream(_Pipe):
+    """The front's connection to the gRPC server; `on_lost` runs when it ends."""
+
+    def __init__(self, on_lost: Callable[[], None] | None = None) -> None:
+        super().__init__()
+        self._on_lost = on_lost
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._on_lost is not None:
+            self._on_lost()
+        super().connection_lost(exc)
+
+
 class _Sniff(_Pipe):
     """A client connection until its first bytes tell gRPC from HTTP/1.1."""
 
-    def __init__(self, front: Front) -> None:
+    def __init__(self, front: Front, tls: bool = False) -> None:
         super().__init__()
         self._front = front
+        self._tls = tls
         self._head = b""
         self._decided = False
 
@@ -93,12 +129,13 @@ class _Sniff(_Pipe):
         if not self._decided:
             self.transport.close()
             return False
-        return super().eof_received()
+        keep_open = super().eof_received()
+        return keep_open and not self._tls  # TLS has no half-close: asyncio closes the connection
 
     async def _splice(self) -> None:
-        loop = asyncio.get_running_loop()
+        common_name = verified_common_name(self.transport.get_extra_info("ssl_object")) if self._tls else None
         try:
-            _, upstream = await loop.create_unix_connection(_Pipe, self._front.grpc_path)
+            upstream = await self._front.connect_grpc(common_name)
         except OSError:
             self.transport.close()
             return
@@ -118,6 +155,36 @@ class _Sniff(_Pipe):
         reader.feed_data(head)
 
 
+def server_tls_context(cert_file: str, key_file: str, trusted_ca_file: str = "", client_cert_auth: bool = False) -> ssl.SSLContext:
+    """The client listeners' TLS, as etcd 3.4's TLSInfo.ServerConfig: TLS 1.2 or later; a client
+    certificate required and verified when --client-cert-auth or --trusted-ca-file is given
+    (against that CA file, else the system's CAs, as Go does). Raises OSError or ssl.SSLError."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert_file, key_file)
+    ctx.set_alpn_protocols(["http/1.1", "h2"])  # the server's order wins: see the module docstring
+    if trusted_ca_file or client_cert_auth:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        if trusted_ca_file:
+            ctx.load_verify_locations(cafile=trusted_ca_file)
+        else:
+            ctx.load_default_certs(ssl.Purpose.CLIENT_AUTH)
+    return ctx
+
+
+def verified_common_name(ssl_object: ssl.SSLObject | None) -> str | None:
+    """The Common Name of the client certificate the handshake verified, or None (no TLS, no
+    certificate asked for, or none; Python shows a certificate's fields only once verified).
+    With several CNs the last one, as Go's pkix.Name.CommonName."""
+    if ssl_object is None:
+        return None
+    cert = ssl_object.getpeercert()
+    if not cert:
+        return None
+    names = [value for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"]
+    return names[-1] if names and names[-1] else None
+
+
 class Front:
     """The listeners on the client URLs."""
 
@@ -126,13 +193,51 @@ class Front:
         self._serve_http = serve_http
         self._servers: list[asyncio.AbstractServer] = []
         self._tasks: set[asyncio.Task] = set()
+        # "unix:<bound path>" of an open upstream connection -> its client's certificate Common Name
+        self._common_names: dict[str, str] = {}
+        self._bound_ids = itertools.count()
 
-    async def listen(self, host_port: str) -> None:
+    async def listen(self, host_port: str, tls: ssl.SSLContext | None = None) -> None:
         """Raises OSError if the address cannot be bound (e.g. already in use)."""
         host, _, port = host_port.rpartition(":")
         host = host.strip("[]") or None
-        server = await asyncio.get_running_loop().create_server(lambda: _Sniff(self), host, int(port), reuse_address=True, backlog=1024)
+        server = await asyncio.get_running_loop().create_server(
+            lambda: _Sniff(self, tls is not None), host, int(port), reuse_address=True, backlog=1024, ssl=tls
+        )
         self._servers.append(server)
+
+    def common_name_of(self, peer: str) -> str | None:
+        """Given a gRPC call's `context.peer()`, the Common Name of the verified client
+        certificate of the TLS connection it came through, or None."""
+        return self._common_names.get(peer)
+
+    async def connect_grpc(self, common_name: str | None) -> _Pipe:
+        """A connection to the gRPC server, named by a bound path when it carries `common_name`."""
+        loop = asyncio.get_running_loop()
+        if common_name is None:
+            _, upstream = await loop.create_unix_connection(_Upstream, self.grpc_path)
+            return upstream
+        path = os.path.join(os.path.dirname(self.grpc_path), f"c{os.getpid()}-{next(self._bound_ids)}")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.bind(path)
+            try:
+                await loop.sock_connect(sock, self.grpc_path)
+            finally:
+                os.unlink(path)  # the socket keeps its name; nothing else needs the file
+        except BaseException:
+            sock.close()
+            raise
+        peer = f"unix:{path}"
+        self._common_names[peer] = common_name
+        try:
+            _, upstream = await loop.create_unix_connection(lambda: _Upstream(lambda: self._common_names.pop(peer, None)), sock=sock)
+        except BaseException:
+            self._common_names.pop(peer, None)
+            sock.close()
+            raise
+        return upstream
 
     def track(self, task: asyncio.Task) -> None:
         self._tasks.add(task)

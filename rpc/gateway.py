@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import sys
 from typing import Any
 
@@ -16,9 +17,10 @@ import grpc
 
 from petcd.actors.runtime_log import LogLine
 from petcd.rpc.auth_service import AuthService
+from petcd.rpc.auth_tokens import token_provider
 from petcd.rpc.cluster_service import ClusterService
 from petcd.rpc.election_service import ElectionService
-from petcd.rpc.front import Front
+from petcd.rpc.front import Front, server_tls_context
 from petcd.rpc.gateway_state import GatewayState
 from petcd.rpc.http_gateway import HttpGateway
 from petcd.rpc.kv_service import KVService
@@ -69,6 +71,8 @@ async def serve(spec: dict[str, Any], log: LogLine) -> int:
         max_request_bytes=spec["max_request_bytes"],
         request_timeout_s=spec["request_timeout_s"],
         quota_bytes=spec.get("quota_bytes", 0),
+        tokens=token_provider(spec.get("auth_token", "simple"), spec.get("auth_token_ttl_s", 300)),
+        bcrypt_cost=spec.get("bcrypt_cost", 10),
     )
     server = grpc.aio.server(
         options=[
@@ -101,9 +105,21 @@ async def serve(spec: dict[str, Any], log: LogLine) -> int:
         return EXIT_LISTEN_FAILED
     http = HttpGateway(state, services, spec["max_request_bytes"] + _GRPC_OVERHEAD_BYTES)
     front = Front(grpc_socket, http.serve)
+    # Client TLS (https:// client URLs): the front terminates it, and names the client
+    # certificate behind a gRPC call for --client-cert-auth (rpc/front.py).
+    tls_listen = set(spec.get("tls_listen", ()))
+    tls = None
+    if tls_listen:
+        try:
+            tls = server_tls_context(spec["cert_file"], spec["key_file"], spec.get("trusted_ca_file", ""), spec.get("client_cert_auth", False))
+        except (OSError, ssl.SSLError) as e:
+            print(f"petcd: cannot load the client TLS certificate: {e}", file=sys.stderr, flush=True)
+            return EXIT_LISTEN_FAILED
+    state.client_cert_auth = bool(spec.get("client_cert_auth", False))
+    state.common_name_of = front.common_name_of
     for host_port in spec["listen"]:
         try:
-            await front.listen(host_port)
+            await front.listen(host_port, tls if host_port in tls_listen else None)
         except OSError:
             await front.close()
             print(f"petcd: listen tcp {host_port}: bind: address already in use", file=sys.stderr, flush=True)

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from petcd.actors.runtime_log import LogLine
 from petcd.actors.proc_runtime import EXIT_MEMBER_STOPPED, peer_endpoint
@@ -90,6 +91,87 @@ def _identity(member_dir: str, fresh_id: int) -> int:
         return fresh_id
 
 
+def _client_tls(cfg: ServerConfig, log: LogLine) -> dict[str, object]:
+    """The gateway spec's client TLS keys, after etcd's start checks (embed.configureClientListeners):
+    certificates from the flags, or --auto-tls's self-signed one; loaded once here so that a bad
+    file is a start error. Raises ConfigError."""
+    cert_file, key_file = cfg.cert_file, cfg.key_file
+    if cfg.auto_tls:
+        if cfg.client_tls_given():
+            log("warn", "ignoring client auto TLS since certs given")
+        else:
+            cert_file, key_file = _self_cert(os.path.join(cfg.data_dir, "fixtures", "client"), [urlsplit(u).hostname or "" for u in cfg.client_urls()])
+    tls_urls = cfg.tls_client_urls()
+    for url in cfg.client_urls():
+        if url not in tls_urls and cfg.client_tls_given():
+            log("warn", "scheme is HTTP while key and cert files are present; ignoring key and cert files", client_url=url)
+        if url not in tls_urls and cfg.client_cert_auth:
+            log("warn", "scheme is HTTP while --client-cert-auth is enabled; ignoring client cert auth for this URL", client_url=url)
+    if tls_urls:
+        from petcd.rpc.front import server_tls_context  # what the gateway will build
+
+        try:
+            server_tls_context(cert_file, key_file, cfg.trusted_ca_file, cfg.client_cert_auth)
+        except OSError as e:
+            raise ConfigError(f"cannot load the client TLS files (--cert-file {cert_file}, --key-file {key_file}, "
+                              f"--trusted-ca-file {cfg.trusted_ca_file or '-'}): {e.strerror or e}") from None
+        log("info", "starting with client TLS", cert_file=cert_file, key_file=key_file, trusted_ca_file=cfg.trusted_ca_file,
+            client_cert_auth=cfg.client_cert_auth)
+    return {
+        "tls_listen": [host_port(u) for u in tls_urls],
+        "cert_file": os.path.abspath(cert_file) if cert_file else "",
+        "key_file": os.path.abspath(key_file) if key_file else "",
+        "trusted_ca_file": os.path.abspath(cfg.trusted_ca_file) if cfg.trusted_ca_file else "",
+        "client_cert_auth": cfg.client_cert_auth,
+    }
+
+
+def _self_cert(dirpath: str, hosts: list[str]) -> tuple[str, str]:
+    """etcd's transport.SelfCert: <dir>/cert.pem and key.pem, kept if both exist, else a new
+    self-signed ECDSA P-521 certificate for the listen hosts (IP or DNS names), valid a year."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    cert_path, key_path = os.path.join(dirpath, "cert.pem"), os.path.join(dirpath, "key.pem")
+    try:
+        os.makedirs(dirpath, mode=0o700, exist_ok=True)
+        if os.path.exists(cert_path) and os.path.exists(key_path):
+            return cert_path, key_path
+        key = ec.generate_private_key(ec.SECP521R1())
+        names: list[x509.GeneralName] = []
+        for host in hosts:
+            try:
+                names.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                names.append(x509.DNSName(host))
+        now = datetime.datetime.now(datetime.timezone.utc)
+        subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "etcd")])
+        builder = (
+            x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(int.from_bytes(os.urandom(16), "big") >> 1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=365))
+            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True, content_commitment=False, data_encipherment=False,
+                                         key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        )
+        if names:
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        cert = builder.sign(key, hashes.SHA512())
+        with open(cert_path, "wb") as f:
+            f.write(cert.public_bytes(serialization.Encoding.PEM))
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
+    except OSError as e:
+        raise ConfigError(f"cannot create the auto-tls certificate in {dirpath}: {e.strerror}") from None
+    return cert_path, key_path
+
+
 def run(cfg: ServerConfig) -> int:
     log = LogLine(cfg.log_level if cfg.log_level in ("debug", "info", "warn", "error") else "error", actor="supervisor")
     peers = cfg.peers()
@@ -103,6 +185,7 @@ def run(cfg: ServerConfig) -> int:
     my_id = _identity(member_dir, ids[cfg.name])
     my_hex = f"{my_id:x}"
     restarted = my_id != ids[cfg.name] or os.path.exists(os.path.join(member_dir, "raft"))
+    tls = _client_tls(cfg, log)
     map_size = map_size_for_quota(cfg.quota_backend_bytes)
     quota = 0 if cfg.quota_backend_bytes < 0 else cfg.quota_backend_bytes or DEFAULT_QUOTA_BYTES
     compaction_mode, compaction_retention = cfg.auto_compaction()
@@ -142,7 +225,8 @@ def run(cfg: ServerConfig) -> int:
             "mvcc_dir": os.path.join(member_dir, "mvcc"), "member_id": my_id, "cluster_token": cfg.initial_cluster_token,
             "listen": listen, "grpc_socket": os.path.join(sock_dir, "grpc"), "max_txn_ops": cfg.max_txn_ops, "max_request_bytes": cfg.max_request_bytes,
             "quota_bytes": quota, "map_size_bytes": map_size, "request_timeout_s": 5 + 2 * cfg.election_timeout / 1000,
-            "min_lease_ttl_s": -(-3 * cfg.election_timeout // 2000)})],
+            "min_lease_ttl_s": -(-3 * cfg.election_timeout // 2000), **tls,
+            "auth_token": cfg.auth_token, "auth_token_ttl_s": cfg.auth_token_ttl, "bcrypt_cost": cfg.bcrypt_cost})],
     }
     stopping = False
 

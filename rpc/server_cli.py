@@ -41,8 +41,17 @@ Member flags:
   --max-txn-ops 128                      maximum number of operations permitted in a transaction
   --max-request-bytes 1572864            maximum client request size in bytes the server will accept
   --config-file ''                       path to the server configuration file (etcd's YAML keys)
+  --cert-file ''                         path to the client server TLS cert file (https:// client URLs)
+  --key-file ''                          path to the client server TLS key file
+  --trusted-ca-file ''                   path to the client server TLS trusted CA cert file (clients must show a cert it signed)
+  --client-cert-auth 'false'             require client certs; a request without a token acts as the cert's Common Name
+  --auto-tls 'false'                     client TLS using a generated self-signed cert (<data-dir>/fixtures/client)
+  --auth-token 'simple'                  'simple' or 'jwt,pub-key=PATH,priv-key=PATH,sign-method=RS256,ttl=5m'
+  --auth-token-ttl 300                   lifetime in seconds of a simple token
+  --bcrypt-cost 10                       bcrypt cost factor for password hashing (4 to 31)
   --log-level 'info'                     debug, info, warn, error
 Every flag can also be set as ETCD_<FLAG> (e.g. ETCD_DATA_DIR).
+Peer TLS (--peer-*) is not supported yet: those flags are refused.
 """
 
 
