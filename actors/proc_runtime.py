@@ -72,8 +72,12 @@ class PeerFaults:
 class ProcContext:
     """`Context` backed by ZeroMQ sockets and the OS clock."""
 
-    def __init__(self, address: str, endpoints: dict[str, str], zctx: zmq.Context, logger: LogLine, faults: PeerFaults | None = None) -> None:
+    def __init__(self, address: str, endpoints: dict[str, str], zctx: zmq.Context, logger: LogLine, faults: PeerFaults | None = None,
+                 socks_proxy: str = "") -> None:
         self._address = address
+        # With peer TLS, connections to other members go through the member's TLS tunnel, a
+        # SOCKS5 proxy at this "host:port" (rpc/peer_tls.py); "" connects directly.
+        self._socks_proxy = socks_proxy
         self._logger = logger
         self.faults = faults
         self._endpoints = endpoints
@@ -153,6 +157,8 @@ class ProcContext:
                 sock = self._zctx.socket(zmq.PUSH)
                 sock.setsockopt(zmq.SNDHWM, _SEND_HWM)
                 sock.setsockopt(zmq.LINGER, 1000)
+                if self._socks_proxy and endpoint.startswith("tcp://"):
+                    sock.setsockopt(zmq.SOCKS_PROXY, self._socks_proxy.encode())
                 sock.connect(endpoint)
                 self._pushes[to] = sock
             try:
@@ -174,7 +180,8 @@ EXIT_MEMBER_STOPPED = 64
 
 
 def run(
-    actor: Actor, address: str, endpoints: dict[str, str], log_level: str = "info", extra_binds: tuple[str, ...] = (), fault_file: str = ""
+    actor: Actor, address: str, endpoints: dict[str, str], log_level: str = "info", extra_binds: tuple[str, ...] = (), fault_file: str = "",
+    socks_proxy: str = "",
 ) -> bool:
     """Serve `actor` until SIGTERM/SIGINT (False) or until it asks to stop its member (True)."""
     zctx = zmq.Context()
@@ -184,7 +191,7 @@ def run(
     for endpoint in extra_binds:  # e.g. the Raft actor's peer port
         pull.bind(endpoint)
     faults = PeerFaults(fault_file) if fault_file else None
-    ctx = ProcContext(address, endpoints, zctx, LogLine(log_level, actor=address), faults)
+    ctx = ProcContext(address, endpoints, zctx, LogLine(log_level, actor=address), faults, socks_proxy)
     stopping = False
 
     def _stop(signum: int, frame: Any) -> None:
@@ -259,6 +266,7 @@ def main(argv: list[str] | None = None) -> None:
         spec.get("log_level", "info"),
         tuple(spec.get("binds", ())),
         spec.get("fault_file", ""),
+        spec.get("socks_proxy", ""),
     )
     sys.exit(EXIT_MEMBER_STOPPED if stopped else 0)
 

@@ -4,9 +4,10 @@ Flags follow Go's flag package, as etcd's do: `-flag value`, `--flag value`,
 `--flag=value`; a boolean flag takes no separate value. With --config-file,
 as in etcd, the file is the whole configuration and other flags are ignored;
 there, as in etcd's YAML, the client TLS keys (cert-file, key-file,
-trusted-ca-file, client-cert-auth, auto-tls) sit under `client-transport-security`.
+trusted-ca-file, client-cert-auth, auto-tls) sit under `client-transport-security`
+and the peer ones under `peer-transport-security`.
 
-Flags petcd cannot honour yet (peer TLS, CRLs, cipher suites) are refused at
+Flags petcd cannot honour yet (CRLs, cipher suites, hostname checks) are refused at
 start, never accepted and ignored.
 """
 
@@ -59,6 +60,13 @@ class ServerConfig:
     auth_token: str = "simple"  # "simple" or "jwt,pub-key=PATH,priv-key=PATH,sign-method=RS256,ttl=5m"
     auth_token_ttl: int = 300  # seconds a simple token lives without use
     bcrypt_cost: int = 10
+    # Peer TLS (in a config file under `peer-transport-security`, but peer-cert-allowed-cn).
+    peer_cert_file: str = ""
+    peer_key_file: str = ""
+    peer_trusted_ca_file: str = ""  # given, a peer's certificate must be one it signed
+    peer_client_cert_auth: bool = False  # peers must show a certificate (the CA checks it)
+    peer_auto_tls: bool = False  # a self-signed certificate in <data-dir>/fixtures/peer, unless certificates are given
+    peer_cert_allowed_cn: str = ""  # only peers whose certificate names this Common Name
 
     def auto_compaction(self) -> tuple[str, int]:
         """(mode, retention): "periodic" and milliseconds, or "revision" and revisions; retention 0: off.
@@ -89,6 +97,13 @@ class ServerConfig:
         """etcd's !ClientTLSInfo.Empty(): a certificate or a key file was given."""
         return bool(self.cert_file or self.key_file)
 
+    def peer_tls(self) -> bool:
+        """Whether member-to-member traffic runs in TLS (this member's peer URLs are https)."""
+        return any(urlsplit(u).scheme == "https" for u in _split(self.listen_peer_urls))
+
+    def peer_tls_given(self) -> bool:
+        return bool(self.peer_cert_file or self.peer_key_file)
+
     def auth_token_options(self) -> AuthTokenOptions:
         return parse_auth_token(self.auth_token)
 
@@ -109,11 +124,12 @@ _BOOL_FLAGS = {f.name for f in fields(ServerConfig) if f.type in ("bool", bool)}
 _UINT_FLAGS = {"auth_token_ttl", "bcrypt_cost"}  # Go uint flags: a negative value does not parse
 # etcd's client TLS flags that a config file sets only inside `client-transport-security`.
 _TLS_KEYS = ("cert-file", "key-file", "client-cert-auth", "trusted-ca-file", "auto-tls")
+_PEER_TLS_KEYS = {k: "peer-" + k for k in _TLS_KEYS}  # `peer-transport-security` keys -> flags
 # etcd flags petcd cannot honour yet: refused at start, never ignored.
 _REFUSED = {
-    **{f: "peer TLS is not supported by petcd yet" for f in (
-        "peer-cert-file", "peer-key-file", "peer-trusted-ca-file", "peer-client-cert-auth", "peer-auto-tls",
-        "peer-crl-file", "peer-cert-allowed-cn", "peer-cert-allowed-hostname", "experimental-peer-skip-client-san-verification")},
+    "peer-crl-file": "certificate revocation lists are not supported by petcd yet",
+    "peer-cert-allowed-hostname": "--peer-cert-allowed-hostname is not supported by petcd yet",
+    "experimental-peer-skip-client-san-verification": "--experimental-peer-skip-client-san-verification is not supported by petcd yet",
     "client-crl-file": "certificate revocation lists are not supported by petcd yet",
     "client-cert-allowed-hostname": "--client-cert-allowed-hostname is not supported by petcd yet",
     "cipher-suites": "choosing TLS cipher suites is not supported by petcd yet",
@@ -179,8 +195,12 @@ def _from_file(path: str) -> ServerConfig:
         if key in values:
             raise ConfigError(f"config file key {key!r}: etcd reads client TLS settings only under 'client-transport-security'")
     peer_tls = data.get("peer-transport-security") or {}
-    if not isinstance(peer_tls, dict) or any(v not in (None, "", False) for v in peer_tls.values()):
-        raise ConfigError("config file key 'peer-transport-security': peer TLS is not supported by petcd yet")
+    if not isinstance(peer_tls, dict):
+        raise ConfigError("config file key 'peer-transport-security' must be a mapping")
+    for key, v in peer_tls.items():
+        if key not in _PEER_TLS_KEYS:
+            raise ConfigError(f"config file key 'peer-transport-security.{key}' is not supported by petcd")
+        values[_PEER_TLS_KEYS[key]] = _yaml_text(v)
     client_tls = data.get("client-transport-security") or {}
     if not isinstance(client_tls, dict):
         raise ConfigError("config file key 'client-transport-security' must be a mapping")
@@ -251,15 +271,34 @@ def _finish(cfg: ServerConfig) -> ServerConfig:
     if cfg.name not in cfg.peers():
         raise ConfigError(f"couldn't find local name {cfg.name!r} in the initial cluster configuration")
     peer_urls = [*_split(cfg.listen_peer_urls), *_split(cfg.initial_advertise_peer_urls), *(u for us in cfg.peers().values() for u in us)]
-    for url in peer_urls:
-        if urlsplit(url).scheme == "https":
-            raise ConfigError(f"{url}: peer TLS is not supported by petcd yet; use http:// peer URLs")
+    _check_peer_tls(cfg, peer_urls)
     _check_client_tls(cfg)
     cfg.auth_token_options()  # validates
     if not BCRYPT_MIN_COST <= cfg.bcrypt_cost <= BCRYPT_MAX_COST:
         # etcd 3.4 logs a warning and hashes with the default cost instead; petcd does not ignore a flag.
         raise ConfigError(f"--bcrypt-cost {cfg.bcrypt_cost} is out of bcrypt's range [{BCRYPT_MIN_COST}, {BCRYPT_MAX_COST}]")
     return cfg
+
+
+def _check_peer_tls(cfg: ServerConfig, peer_urls: list[str]) -> None:
+    """etcd's checks of the peer TLS settings, plus refusals where petcd cannot do what etcd does."""
+    if cfg.peer_tls_given() and not (cfg.peer_cert_file and cfg.peer_key_file):
+        raise ConfigError(f"KeyFile and CertFile must both be present[key: {cfg.peer_key_file}, cert: {cfg.peer_cert_file}]")
+    if not cfg.peer_tls():
+        return
+    if not cfg.peer_tls_given() and not cfg.peer_auto_tls:
+        listen = host_port(next(u for u in _split(cfg.listen_peer_urls) if urlsplit(u).scheme == "https"))
+        raise ConfigError(f"cannot listen on TLS for {listen}: KeyFile and CertFile are not presented")
+    # petcd's peer transport runs every peer link through one TLS tunnel (rpc/peer_tls.py): a
+    # cluster mixing http:// and https:// peer URLs is one etcd can run and petcd cannot.
+    plain = [u for u in peer_urls if urlsplit(u).scheme != "https"]
+    if plain:
+        raise ConfigError(f"{plain[0]}: with peer TLS every peer URL must be https:// (petcd cannot mix plain and TLS peers)")
+    if cfg.peer_auto_tls and not cfg.peer_tls_given() and (cfg.peer_client_cert_auth or cfg.peer_trusted_ca_file):
+        raise ConfigError("--peer-client-cert-auth and --peer-trusted-ca-file need --peer-cert-file and --peer-key-file: "
+                          "with --peer-auto-tls alone etcd ignores them, and petcd does not ignore a flag")
+    if cfg.peer_client_cert_auth and not cfg.peer_trusted_ca_file:
+        raise ConfigError("--peer-client-cert-auth needs --peer-trusted-ca-file (the CA that signs the members' certificates)")
 
 
 def _check_client_tls(cfg: ServerConfig) -> None:

@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,7 @@ from petcd.actors.runtime_log import LogLine
 from petcd.actors.proc_runtime import EXIT_MEMBER_STOPPED, peer_endpoint
 from petcd.rpc.config import ConfigError, ServerConfig, host_port
 from petcd.rpc.member_ids import cluster_id, member_id
+from petcd.rpc.peer_tls import client_context, server_context
 from petcd.store.mvcc import DEFAULT_QUOTA_BYTES, MvccStore, map_size_for_quota
 
 _STOP_GRACE_S = 10.0
@@ -126,6 +128,40 @@ def _client_tls(cfg: ServerConfig, log: LogLine) -> dict[str, object]:
     }
 
 
+def _peer_tls(cfg: ServerConfig, log: LogLine, sock_dir: str, raft_socket: str) -> tuple[dict[str, object], socket.socket] | None:
+    """The peer TLS tunnel's spec (rpc/peer_tls.py) and the loopback socket it serves SOCKS5 on
+    for the Raft actor, bound here so the Raft actor knows its port before either starts; None
+    without peer TLS. Certificates are loaded once here so that a bad file is a start error."""
+    for url in cfg.listen_peer_urls.split(","):
+        if url.strip() and urlsplit(url.strip()).scheme == "http" and cfg.peer_tls_given():
+            log("warn", "scheme is HTTP while key and cert files are present; ignoring key and cert files", peer_url=url.strip())
+    if not cfg.peer_tls():
+        return None
+    cert_file, key_file = cfg.peer_cert_file, cfg.peer_key_file
+    if cfg.peer_auto_tls and not cfg.peer_tls_given():
+        hosts = [urlsplit(u.strip()).hostname or "" for u in cfg.listen_peer_urls.split(",") if u.strip()]
+        cert_file, key_file = _self_cert(os.path.join(cfg.data_dir, "fixtures", "peer"), hosts)
+    try:
+        server_context(cert_file, key_file, cfg.peer_trusted_ca_file, cfg.peer_client_cert_auth)
+        client_context(cert_file, key_file, cfg.peer_trusted_ca_file)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"cannot load the peer TLS files (--peer-cert-file {cert_file}, --peer-key-file {key_file}, "
+                          f"--peer-trusted-ca-file {cfg.peer_trusted_ca_file or '-'}): {getattr(e, 'strerror', None) or e}") from None
+    socks = socket.socket()
+    socks.bind(("127.0.0.1", 0))
+    socks.set_inheritable(True)
+    log("info", "starting with peer TLS", cert_file=cert_file, key_file=key_file, trusted_ca_file=cfg.peer_trusted_ca_file,
+        client_cert_auth=cfg.peer_client_cert_auth, allowed_cn=cfg.peer_cert_allowed_cn)
+    spec = {
+        "listen": [host_port(u.strip()) for u in cfg.listen_peer_urls.split(",") if u.strip()],
+        "raft_socket": raft_socket, "socks_fd": socks.fileno(), "socks_proxy": "127.0.0.1:%d" % socks.getsockname()[1],
+        "cert_file": os.path.abspath(cert_file), "key_file": os.path.abspath(key_file),
+        "trusted_ca_file": os.path.abspath(cfg.peer_trusted_ca_file) if cfg.peer_trusted_ca_file else "",
+        "client_cert_auth": cfg.peer_client_cert_auth, "allowed_cn": cfg.peer_cert_allowed_cn, "log_level": cfg.log_level,
+    }
+    return spec, socks
+
+
 def _self_cert(dirpath: str, hosts: list[str]) -> tuple[str, str]:
     """etcd's transport.SelfCert: <dir>/cert.pem and key.pem, kept if both exist, else a new
     self-signed ECDSA P-521 certificate for the listen hosts (IP or DNS names), valid a year."""
@@ -194,6 +230,8 @@ def run(cfg: ServerConfig) -> int:
         os.remove(leftover)  # a snapshot copy whose stream a crash cut short (see store/backup.py)
 
     sock_dir = tempfile.mkdtemp(prefix="petcd-")
+    # With peer TLS the tunnel owns the peer ports and reaches the Raft actor on its ipc socket.
+    peer_tls = _peer_tls(cfg, log, sock_dir, os.path.join(sock_dir, "raft"))
     endpoints = {f"{my_hex}/{role}": f"ipc://{sock_dir}/{role}" for role in ("raft", "apply", "watch", "lease", "gw0")}
     for name, urls in peers.items():
         if name != cfg.name:
@@ -213,8 +251,10 @@ def run(cfg: ServerConfig) -> int:
         "snapshot_count": cfg.snapshot_count,
     }
     specs = {
-        "raft": ["-m", "petcd.actors.proc_runtime", "raft", json.dumps({**common, "address": f"{my_hex}/raft", "binds": peer_binds,
-                                                                          "fault_file": cfg.experimental_peer_fault_file, "config": raft_config})],
+        "raft": ["-m", "petcd.actors.proc_runtime", "raft", json.dumps({
+            **common, "address": f"{my_hex}/raft", "binds": [] if peer_tls else peer_binds,
+            "socks_proxy": peer_tls[0]["socks_proxy"] if peer_tls else "",
+            "fault_file": cfg.experimental_peer_fault_file, "config": raft_config})],
         "apply": ["-m", "petcd.actors.proc_runtime", "apply", json.dumps({**common, "address": f"{my_hex}/apply", "config": {
             "member_id": my_hex, "data_dir": member_dir, "map_size_bytes": map_size}})],
         "watch": ["-m", "petcd.actors.proc_runtime", "watch", json.dumps({**common, "address": f"{my_hex}/watch", "config": {
@@ -228,6 +268,10 @@ def run(cfg: ServerConfig) -> int:
             "min_lease_ttl_s": -(-3 * cfg.election_timeout // 2000), **tls,
             "auth_token": cfg.auth_token, "auth_token_ttl_s": cfg.auth_token_ttl, "bcrypt_cost": cfg.bcrypt_cost})],
     }
+    pass_fds: dict[str, tuple[int, ...]] = {}
+    if peer_tls:
+        specs = {"peer_tls": ["-m", "petcd.rpc.peer_tls", json.dumps(peer_tls[0])], **specs}
+        pass_fds["peer_tls"] = (peer_tls[1].fileno(),)
     stopping = False
 
     def _on_signal(signum: int, frame: object) -> None:
@@ -240,7 +284,7 @@ def run(cfg: ServerConfig) -> int:
     children: list[_Child] = []
     try:
         for role, args in specs.items():
-            proc = subprocess.Popen([sys.executable, *args], preexec_fn=_die_with_parent)
+            proc = subprocess.Popen([sys.executable, *args], preexec_fn=_die_with_parent, pass_fds=pass_fds.get(role, ()))
             children.append(_Child(role, proc))
         exit_code = 0
         while not stopping:
@@ -257,6 +301,8 @@ def run(cfg: ServerConfig) -> int:
         return exit_code
     finally:
         _stop_all(children)
+        if peer_tls:
+            peer_tls[1].close()
         shutil.rmtree(sock_dir, ignore_errors=True)
         log("info", "member stopped", name=cfg.name)
 

@@ -109,8 +109,14 @@ def test_tls_config_file_keys_are_etcds(tmp_path):
     conf.write_text("cert-file: /s.pem\nkey-file: /k.pem\n")  # etcd would ignore these: petcd refuses them
     with pytest.raises(ConfigError, match="only under 'client-transport-security'"):
         parse(["--config-file", str(conf)], {})
-    conf.write_text("peer-transport-security:\n  cert-file: /s.pem\n")
-    with pytest.raises(ConfigError, match="peer TLS is not supported by petcd yet"):
+    conf.write_text("listen-peer-urls: https://127.0.0.1:2380\ninitial-advertise-peer-urls: https://127.0.0.1:2380\n"
+                    "peer-cert-allowed-cn: member\npeer-transport-security:\n  cert-file: /s.pem\n  key-file: /k.pem\n"
+                    "  trusted-ca-file: /ca.pem\n  client-cert-auth: true\n")
+    cfg = parse(["--config-file", str(conf)], {})
+    assert (cfg.peer_cert_file, cfg.peer_key_file, cfg.peer_trusted_ca_file, cfg.peer_client_cert_auth, cfg.peer_cert_allowed_cn) == (
+        "/s.pem", "/k.pem", "/ca.pem", True, "member")
+    conf.write_text("peer-transport-security:\n  crl-file: /crl.pem\n")
+    with pytest.raises(ConfigError, match="'peer-transport-security.crl-file' is not supported by petcd"):
         parse(["--config-file", str(conf)], {})
 
 
@@ -157,6 +163,9 @@ def test_auth_token_jwt_is_parsed_and_checked(tmp_path):
         assert why in str(err.value), (value, str(err.value))
 
 
+PEER_TLS_URLS = ["--listen-peer-urls", "https://127.0.0.1:2380", "--initial-advertise-peer-urls", "https://127.0.0.1:2380"]
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -168,11 +177,16 @@ def test_auth_token_jwt_is_parsed_and_checked(tmp_path):
         (["--bcrypt-cost", "3"], "--bcrypt-cost 3 is out of bcrypt's range [4, 31]"),
         (["--bcrypt-cost", "32"], "--bcrypt-cost 32 is out of bcrypt's range [4, 31]"),
         (["--auth-token-ttl", "-1"], 'invalid value "-1" for flag -auth-token-ttl: parse error'),
-        (["--peer-cert-file", "p.pem"], "--peer-cert-file: peer TLS is not supported by petcd yet"),
-        (["--peer-client-cert-auth"], "--peer-client-cert-auth: peer TLS is not supported by petcd yet"),
-        (["--peer-auto-tls"], "--peer-auto-tls: peer TLS is not supported by petcd yet"),
+        (["--peer-cert-file", "p.pem"], "KeyFile and CertFile must both be present[key: , cert: p.pem]"),
+        ([*PEER_TLS_URLS], "cannot listen on TLS for 127.0.0.1:2380: KeyFile and CertFile are not presented"),
+        ([*PEER_TLS_URLS, "--peer-auto-tls", "--peer-client-cert-auth"], "--peer-client-cert-auth and --peer-trusted-ca-file need "
+         "--peer-cert-file and --peer-key-file: with --peer-auto-tls alone etcd ignores them, and petcd does not ignore a flag"),
+        ([*PEER_TLS_URLS, "--peer-cert-file", "p.pem", "--peer-key-file", "k.pem", "--peer-client-cert-auth"],
+         "--peer-client-cert-auth needs --peer-trusted-ca-file (the CA that signs the members' certificates)"),
+        (["--listen-peer-urls", "https://127.0.0.1:2380", "--peer-auto-tls"],
+         "http://localhost:2380: with peer TLS every peer URL must be https:// (petcd cannot mix plain and TLS peers)"),
+        (["--peer-crl-file", "c.pem"], "--peer-crl-file: certificate revocation lists are not supported by petcd yet"),
         (["--cipher-suites", "x"], "--cipher-suites: choosing TLS cipher suites is not supported by petcd yet"),
-        (["--listen-peer-urls", "https://127.0.0.1:2380"], "https://127.0.0.1:2380: peer TLS is not supported by petcd yet; use http:// peer URLs"),
     ],
 )
 def test_bad_tls_and_auth_flags_say_what_is_wrong(argv, message):
@@ -181,9 +195,11 @@ def test_bad_tls_and_auth_flags_say_what_is_wrong(argv, message):
     assert str(err.value) == message
 
 
-def test_refused_peer_tls_variable():
-    with pytest.raises(ConfigError, match="ETCD_PEER_AUTO_TLS: peer TLS is not supported by petcd yet"):
-        parse([], {"ETCD_PEER_AUTO_TLS": "true"})
+def test_peer_tls_variables():
+    with pytest.raises(ConfigError, match="ETCD_PEER_CRL_FILE: certificate revocation lists are not supported by petcd yet"):
+        parse([], {"ETCD_PEER_CRL_FILE": "c.pem"})
+    cfg = parse(PEER_TLS_URLS, {"ETCD_PEER_AUTO_TLS": "true"})
+    assert cfg.peer_auto_tls and cfg.peer_tls()
 
 
 def _gateway_spec(server) -> dict:

@@ -334,11 +334,11 @@ def test_front_names_the_certificate_behind_each_grpc_call(tmp_path, pki):
     assert not [name for name in os.listdir(sock_dir) if name != "grpc"], "bound client paths are unlinked"
 
 
-def test_peer_tls_is_refused_at_start(tmp_path, pki):
+def test_what_peer_tls_cannot_do_is_refused_at_start(tmp_path, pki):
     server, _ = _start_https("petcd", str(tmp_path / "p"), "--cert-file", pki["server"].cert, "--key-file", pki["server"].key,
-                             "--peer-cert-file", pki["server"].cert)
+                             "--peer-crl-file", pki["server"].cert)
     assert server.proc.wait(timeout=READY_S) == 2
-    assert "--peer-cert-file: peer TLS is not supported by petcd yet" in server.log()
+    assert "--peer-crl-file: certificate revocation lists are not supported by petcd yet" in server.log()
 
 
 def test_unusable_certificate_files_are_a_start_error(tmp_path, pki):
