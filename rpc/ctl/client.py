@@ -27,6 +27,7 @@ import grpc  # noqa: E402
 from petcd.rpc.pb import rpc_pb2, rpc_pb2_grpc  # noqa: E402
 
 from . import errors, goutil  # noqa: E402
+from .tls_proxy import InsecureTls  # noqa: E402
 
 # clientv3/rpctypes: server error descriptions clientv3 turns into plain errors.
 KNOWN_ERRORS = {
@@ -182,7 +183,11 @@ class _Conn:
         target = ("unix:" + host) if proto == "unix" else host
         self.state = None
         self.saw_failure = False  # grpc-go keeps the last picker error once set
-        if scheme in ("https", "unixs") or tls is not None:
+        if isinstance(tls, InsecureTls):
+            if scheme == "https" or tls.cert_file:
+                target = tls.local_target(target)  # TLS without verification (rpc/ctl/tls_proxy.py)
+            self.channel = grpc.insecure_channel(target, options=options)
+        elif scheme in ("https", "unixs") or tls is not None:
             creds = tls if tls is not None else grpc.ssl_channel_credentials()
             self.channel = grpc.secure_channel(target, creds, options=options)
         else:

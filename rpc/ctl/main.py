@@ -13,6 +13,7 @@ from . import errors, goutil, pflag
 from .cobra import Command
 from .commands import build_root, unsupported_command_func
 from .env import flag_to_env, set_pflags_from_env
+from .tls_proxy import InsecureTls
 
 # ------------------------------------------------------------------ global flags
 
@@ -102,6 +103,14 @@ class Ctl:
             if f.v == "" and f.changed:
                 errors.exit_with_error(errors.EXIT_BAD_ARGS, "empty string is passed to --%s option" % name)
             paths[name] = f.v
+        if fs.lookup("insecure-skip-tls-verify").v:
+            for name in ("cert", "key"):
+                if paths[name]:
+                    try:
+                        open(paths[name], "rb").close()
+                    except OSError as e:
+                        errors.exit_with_error(errors.EXIT_BAD_ARGS, "open %s: %s" % (paths[name], _os_err(e)))
+            return InsecureTls(paths["cert"], paths["key"])
         if not any(paths.values()):
             return None
         import grpc
