@@ -41,6 +41,9 @@ class Report:
     elapsed_s: float
     errors: dict[str, int] = field(default_factory=dict)
     latencies_s: list[float] = field(default_factory=list, repr=False)
+    # CPU seconds each kind of server process spent during the run, all members summed
+    # (servers this run started only; see server_cpu_s).
+    cpu_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -133,6 +136,10 @@ def format_report(r: Report) -> str:
             lines.append(f"  {lo + i * step:.4f} [{c}]\t|{'∎' * (c * 40 // top if top else 0)}")
         lines += ["", "Latency distribution:"]
         lines += [f"  {p:g}% in {r.percentile(p):.4f} secs." for p in PERCENTILES]
+    if r.cpu_s and r.requests:
+        lines += ["", "Server CPU per request, by process (all members):"]
+        lines += [f"  {role:<12}{cpu / r.requests * 1e6:10.0f} µs" for role, cpu in sorted(r.cpu_s.items(), key=lambda x: -x[1])]
+        lines.append(f"  {'total':<12}{sum(r.cpu_s.values()) / r.requests * 1e6:10.0f} µs")
     if r.errors:
         lines += ["", "Errors:"] + [f"  [{n}] {name}" for name, n in sorted(r.errors.items())]
     return "\n".join(lines)
@@ -209,9 +216,44 @@ def _on_cluster(server: str, args: argparse.Namespace, root: str, procs: int, pr
     cluster = LocalCluster.create(os.path.join(root, server), args.members, server=server, etcd_binary=args.etcd_binary)
     try:
         cluster.start()
-        return run_load(_spec(args, cluster.endpoints()), procs, server, progress)
+        groups = [m.proc.pid for m in cluster.members if m.proc is not None]
+        before = server_cpu_s(groups)
+        report = run_load(_spec(args, cluster.endpoints()), procs, server, progress)
+        after = server_cpu_s(groups)
+        report.cpu_s = {role: round(after[role] - before.get(role, 0.0), 3) for role in after}
+        return report
     finally:
         cluster.stop()
+
+
+def server_cpu_s(process_groups: list[int]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by every live process of these process groups
+    (each member runs in its own group), summed by what the process is: a petcd member's
+    supervisor, raft, apply, watch, lease, gateway and peer-tls processes, or etcd."""
+    tick_s = 1 / os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[2]) not in process_groups:  # fields[2]: the process group (stat field 5)
+            continue
+        role = _role(argv)
+        out[role] = out.get(role, 0.0) + (int(fields[11]) + int(fields[12])) * tick_s  # utime, stime
+    return out
+
+
+def _role(argv: list[str]) -> str:
+    if "petcd.actors.proc_runtime" in argv:
+        return argv[argv.index("petcd.actors.proc_runtime") + 1]
+    for module, role in (("petcd.rpc.gateway", "gateway"), ("petcd.rpc.peer_tls", "peer-tls"), ("petcd.rpc.server_cli", "supervisor")):
+        if module in argv:
+            return role
+    return os.path.basename(argv[0]) or "other"
 
 
 def main(argv: list[str]) -> int:

@@ -72,4 +72,9 @@ def test_compare_runs_petcd_next_to_real_etcd():
     table = out.stdout[out.stdout.index("put: petcd next to etcd"):].splitlines()
     assert table[1].split() == ["etcd", "petcd", "petcd/etcd"]
     assert table[-1].split() == ["errors", "0", "0"]
+    # Where the servers' CPU went, per request: etcd's one process, petcd's by actor process.
+    etcd_part, petcd_part = out.stdout.split("\npetcd: put\n")
+    assert "Server CPU per request, by process (all members):\n  etcd " in etcd_part
+    roles = {line.split()[0] for line in petcd_part.split("Server CPU per request, by process (all members):\n")[1].split("\n\n")[0].splitlines()}
+    assert {"gateway", "raft", "apply", "total"} <= roles
     print(out.stdout[out.stdout.index("put: petcd next to etcd"):])
