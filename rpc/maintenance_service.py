@@ -79,6 +79,11 @@ class MaintenanceService(pb_grpc.MaintenanceServicer):
         finally:
             chunks.close()  # a client that went away: the copy is removed
 
+    async def Downgrade(self, request: pb.DowngradeRequest, context: grpc.aio.ServicerContext) -> pb.DowngradeResponse:
+        """etcd 3.4, the reference, has no Downgrade (3.5 added it): answered as 3.4 answers it.
+        petcd has one storage format, so there is nothing to downgrade to."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "unknown method Downgrade for service etcdserverpb.Maintenance")
+
     async def MoveLeader(self, request: pb.MoveLeaderRequest, context: grpc.aio.ServicerContext) -> pb.MoveLeaderResponse:
         await self._s.check_admin(context)
         await refuse_on_learner(self._s, context)
