@@ -61,6 +61,10 @@ class ApplyActor:
         self._term = 0
         self._incoming_snapshot: IncomingSnapshot | None = None
 
+    def metrics(self) -> dict[str, int]:
+        """Plain counters for /metrics (the process runtime asks; see actors/proc_runtime.py)."""
+        return {"waiting_reads": len(self._waiting)}
+
     def start(self, ctx: Context) -> None:
         self._store = MvccStore(os.path.join(self._cfg.data_dir, "mvcc"), sync=self._cfg.sync, map_size_bytes=self._cfg.map_size_bytes)
         applied = self._store.applied_index()

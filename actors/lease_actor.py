@@ -91,6 +91,10 @@ class LeaseActor:
         self._last_compacted = 0  # revision: the last revision compacted to
         self._compactions: dict[int, int] = {}  # request id -> revision, compactions in flight
 
+    def metrics(self) -> dict[str, int]:
+        """Plain counters for /metrics (the process runtime asks; see actors/proc_runtime.py)."""
+        return {"leases": len(self._leases), "revocations_pending": len(self._pending), "renewals_waiting": len(self._renewals_waiting)}
+
     def start(self, ctx: Context) -> None:
         self._request_prefix = int(ctx.random() * (1 << 40)) << 20
         ctx.send(f"{self._me}/apply", {"t": "leases_list"})

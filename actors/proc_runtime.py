@@ -179,6 +179,50 @@ def peer_endpoint(url: str) -> str:
 EXIT_MEMBER_STOPPED = 64
 
 
+RUNTIME_METRICS = "runtime_metrics"
+# Batch sizes are counted in these buckets (upper bounds, messages), as a Prometheus histogram.
+BATCH_BUCKETS = (1, 4, 16, 64, 256, 1024, MAX_BATCH_MESSAGES)
+
+
+class RuntimeStats:
+    """Plain counters of one actor process, handed out on a "runtime_metrics" message (the gateway
+    gathers them for /metrics): the batches and messages handed to the actor, their sizes, how often
+    a turn found more waiting than one batch holds (a backlog), and what the actor itself counts
+    (its optional `metrics()` method: plain numbers, e.g. the watch actor's watchers). The request
+    is answered by the runtime, so every actor, the Raft actor included, reports without handling it."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.messages = 0
+        self.full_batches = 0
+        self.bucket_counts = [0] * len(BATCH_BUCKETS)
+
+    def take(self, ctx: "ProcContext", actor: Actor, batch: list[Envelope]) -> list[Envelope]:
+        """Answer metrics requests in `batch`; count and return the rest."""
+        rest: list[Envelope] = []
+        asked: list[list[Any]] = []
+        for sender, msg in batch:
+            if msg.get("t") == RUNTIME_METRICS:
+                asked.append(msg["origin"])
+            else:
+                rest.append((sender, msg))
+        if rest:
+            self.batches += 1
+            self.messages += len(rest)
+            self.full_batches += len(batch) >= MAX_BATCH_MESSAGES
+            for i, bound in enumerate(BATCH_BUCKETS):
+                if len(rest) <= bound:
+                    self.bucket_counts[i] += 1
+                    break
+        if asked:
+            counters = getattr(actor, "metrics", None)
+            report = {"batches": self.batches, "messages": self.messages, "full_batches": self.full_batches,
+                      "batch_buckets": list(zip(BATCH_BUCKETS, self.bucket_counts)), "actor": counters() if counters else {}}
+            for origin in asked:
+                ctx.send(origin[0], {"t": "resp", "id": origin[1], "resp": report})
+        return rest
+
+
 def run(
     actor: Actor, address: str, endpoints: dict[str, str], log_level: str = "info", extra_binds: tuple[str, ...] = (), fault_file: str = "",
     socks_proxy: str = "",
@@ -202,6 +246,7 @@ def run(
     signal.signal(signal.SIGINT, _stop)
     poller = zmq.Poller()
     poller.register(pull, zmq.POLLIN)
+    stats = RuntimeStats()
     actor.start(ctx)
     ctx.flush()
     try:
@@ -224,6 +269,8 @@ def run(
                     if faults is not None and sender.partition("/")[0] in faults.drop_from:
                         continue
                     batch.extend((sender, m) for m in msgs)
+            if batch:
+                batch = stats.take(ctx, actor, batch)
             if batch:
                 actor.receive(ctx, batch)
             for name in ctx.due_timers():

@@ -87,6 +87,10 @@ class WatchActor:
         # a progress notification never overtakes events, a cancel never overtakes a watcher's events).
         self._out: dict[str, list[dict[str, Any]]] = {}
 
+    def metrics(self) -> dict[str, int]:
+        """Plain counters for /metrics (the process runtime asks; see actors/proc_runtime.py)."""
+        return {"watchers": len(self._watchers), "queued_out": sum(len(v) for v in self._out.values())}
+
     def start(self, ctx: Context) -> None:
         ctx.set_timer(_PROGRESS_TIMER, self._cfg.progress_notify_interval_ms)
         # Where the store is: a zero-length history request answers with the current revision.

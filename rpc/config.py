@@ -49,6 +49,11 @@ class ServerConfig:
     # petcd only, for fault tests (`petcd chaos`): a JSON file naming peers to cut off; off when empty.
     experimental_peer_fault_file: str = ""
     logger: str = "zap"
+    # etcd 3.4's corruption checks (rpc/corrupt.py): compare HashKV with every peer before serving
+    # (a restarted member), and, on the leader, every --experimental-corrupt-check-time (0: off).
+    experimental_initial_corrupt_check: bool = False
+    experimental_corrupt_check_time: str = "0s"
+    listen_metrics_urls: str = ""  # etcd's: more listeners serving /metrics and /health (http:// only in petcd)
     config_file: str = ""
     # Client TLS (etcd's security flags; in a config file under `client-transport-security`).
     cert_file: str = ""
@@ -82,6 +87,17 @@ class ServerConfig:
             return mode, parse_duration_ms(text)
         except ConfigError:
             raise ConfigError(f'error parsing CompactionRetention: time: invalid duration "{text}"') from None
+
+    @property
+    def corrupt_check_time_ms(self) -> int:
+        """--experimental-corrupt-check-time in milliseconds; 0: no periodic check."""
+        text = self.experimental_corrupt_check_time.strip()
+        if text in ("0", ""):
+            return 0
+        try:
+            return parse_duration_ms(text)
+        except ConfigError:
+            raise ConfigError(f'invalid value "{text}" for flag -experimental-corrupt-check-time: parse error') from None
 
     @property
     def watch_progress_notify_interval_ms(self) -> int:
@@ -262,12 +278,17 @@ def _finish(cfg: ServerConfig) -> ServerConfig:
     cfg.auto_compaction()  # validates
     if cfg.watch_progress_notify_interval_ms <= 0:
         raise ConfigError("--experimental-watch-progress-notify-interval must be positive")
+    if cfg.corrupt_check_time_ms < 0:
+        raise ConfigError("--experimental-corrupt-check-time must not be negative")
     if cfg.max_txn_ops <= 0 or cfg.max_request_bytes <= 0:
         raise ConfigError("--max-txn-ops and --max-request-bytes must be positive")
     if cfg.heartbeat_interval <= 0 or cfg.election_timeout < 5 * cfg.heartbeat_interval:
         raise ConfigError("--election-timeout must be at least 5 times --heartbeat-interval")
-    for url in [*cfg.client_urls(), *_split(cfg.listen_peer_urls)]:
+    for url in [*cfg.client_urls(), *_split(cfg.listen_peer_urls), *_split(cfg.listen_metrics_urls)]:
         host_port(url)  # validates
+    for url in _split(cfg.listen_metrics_urls):
+        if urlsplit(url).scheme == "https":
+            raise ConfigError(f"{url}: --listen-metrics-urls with https is not supported by petcd yet")
     if cfg.name not in cfg.peers():
         raise ConfigError(f"couldn't find local name {cfg.name!r} in the initial cluster configuration")
     peer_urls = [*_split(cfg.listen_peer_urls), *_split(cfg.initial_advertise_peer_urls), *(u for us in cfg.peers().values() for u in us)]

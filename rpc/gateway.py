@@ -19,6 +19,7 @@ from petcd.actors.runtime_log import LogLine
 from petcd.rpc.auth_service import AuthService
 from petcd.rpc.auth_tokens import token_provider
 from petcd.rpc.cluster_service import ClusterService
+from petcd.rpc.corrupt import CorruptMonitor, peer_tls_of
 from petcd.rpc.election_service import ElectionService
 from petcd.rpc.front import Front, server_tls_context
 from petcd.rpc.gateway_state import GatewayState
@@ -26,6 +27,7 @@ from petcd.rpc.http_gateway import HttpGateway
 from petcd.rpc.kv_service import KVService
 from petcd.rpc.link import LinkError, MemberLink
 from petcd.rpc.lock_service import LockService
+from petcd.rpc.metrics import GrpcCounter, MemberMetrics
 from petcd.rpc.lease_service import LeaseService
 from petcd.rpc.maintenance_service import MaintenanceService
 from petcd.rpc.watch_service import WatchService
@@ -74,7 +76,9 @@ async def serve(spec: dict[str, Any], log: LogLine) -> int:
         tokens=token_provider(spec.get("auth_token", "simple"), spec.get("auth_token_ttl_s", 300)),
         bcrypt_cost=spec.get("bcrypt_cost", 10),
     )
+    grpc_counter = GrpcCounter()
     server = grpc.aio.server(
+        interceptors=[grpc_counter],
         options=[
             ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
             ("grpc.max_receive_message_length", spec["max_request_bytes"] + _GRPC_OVERHEAD_BYTES),
@@ -103,7 +107,8 @@ async def serve(spec: dict[str, Any], log: LogLine) -> int:
     if server.add_insecure_port(f"unix:{grpc_socket}") == 0:
         print(f"petcd: listen unix {grpc_socket}: bind failed", file=sys.stderr, flush=True)
         return EXIT_LISTEN_FAILED
-    http = HttpGateway(state, services, spec["max_request_bytes"] + _GRPC_OVERHEAD_BYTES)
+    metrics = MemberMetrics(state, grpc_counter)
+    http = HttpGateway(state, services, spec["max_request_bytes"] + _GRPC_OVERHEAD_BYTES, metrics)
     front = Front(grpc_socket, http.serve)
     # Client TLS (https:// client URLs): the front terminates it, and names the client
     # certificate behind a gRPC call for --client-cert-auth (rpc/front.py).
@@ -124,9 +129,25 @@ async def serve(spec: dict[str, Any], log: LogLine) -> int:
             await front.close()
             print(f"petcd: listen tcp {host_port}: bind: address already in use", file=sys.stderr, flush=True)
             return EXIT_LISTEN_FAILED
+    # --listen-metrics-urls: etcd's separate listener for /metrics and /health (plain HTTP).
+    metrics_http = HttpGateway(state, services, spec["max_request_bytes"], metrics, metrics_only=True)
+    metrics_servers = []
+    for host_port in spec.get("metrics_listen", ()):
+        host, _, port = host_port.rpartition(":")
+        try:
+            metrics_servers.append(await asyncio.start_server(metrics_http.serve, host.strip("[]"), int(port)))
+        except OSError:
+            await front.close()
+            print(f"petcd: listen tcp {host_port}: bind: address already in use", file=sys.stderr, flush=True)
+            return EXIT_LISTEN_FAILED
     link.start()
     await _refresh_status(state, log)
     poller = asyncio.get_running_loop().create_task(_poll_status(state, log))
+    corrupt_monitor = None
+    if spec.get("corrupt_check_interval_s", 0) > 0:
+        # The leader's periodic HashKV comparison (--experimental-corrupt-check-time; rpc/corrupt.py).
+        corrupt_monitor = asyncio.get_running_loop().create_task(
+            CorruptMonitor(state, spec["corrupt_check_interval_s"], peer_tls_of(spec), log).run())
     await server.start()
     log("info", "ready to serve client requests", listen=spec["listen"])
     stop = asyncio.Event()
@@ -135,6 +156,10 @@ async def serve(spec: dict[str, Any], log: LogLine) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     poller.cancel()
+    for metrics_server in metrics_servers:
+        metrics_server.close()
+    if corrupt_monitor is not None:
+        corrupt_monitor.cancel()
     await front.close()
     await server.stop(grace=1.0)
     await self_channel.close()
@@ -151,6 +176,7 @@ async def _refresh_status(state: GatewayState, log: LogLine) -> None:
         return
     status = answer["resp"]
     state.cluster_id = status["cluster_id"]
+    state.saw_leader(status["leader"])
     state.is_learner = status["is_learner"]
 
 

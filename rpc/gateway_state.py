@@ -39,6 +39,12 @@ class GatewayState:
     common_name_of: Callable[[str], str | None] | None = None
     tokens: SimpleTokens | JwtTokens = field(default_factory=lambda: SimpleTokens(300))
     bcrypt_cost: int = 10
+    # For /metrics (rpc/metrics.py): the leader as last seen by the status poll, how often a new
+    # leader was seen (etcd's leader_changes_seen), proposals this gateway waits on, and those failed.
+    leader: str = ""
+    leader_changes: int = 0
+    proposals_pending: int = 0
+    proposals_failed: int = 0
 
     def header(self, revision: int, term: int) -> pb.ResponseHeader:
         return pb.ResponseHeader(cluster_id=self.cluster_id, member_id=self.member_id, revision=revision, raft_term=term)
@@ -50,10 +56,23 @@ class GatewayState:
         store/auth.py), for the store to check when it applies or serves it."""
         if msg.get("t") in ("propose", "read") and "req" in msg:
             msg["req"]["auth"] = await self.who(context)
+        proposal = msg.get("t") == "propose"
+        self.proposals_pending += proposal
         try:
             return await self.link.call(to or self.raft_address, msg, self.request_timeout_s)
         except LinkError as e:
+            # etcd counts a proposal failed when Raft did not commit it in time (not when it was
+            # applied as a failure, e.g. a compare that did not hold)
+            self.proposals_failed += proposal and e.code is None
             await abort(context, e.name, e.code, e.message)
+        finally:
+            self.proposals_pending -= proposal
+
+    def saw_leader(self, leader: str) -> None:
+        """The status poll's view of the leader; a new one counts as etcd's leader change seen."""
+        if leader and leader != self.leader:
+            self.leader_changes += 1
+        self.leader = leader
 
 
     async def barrier(self, context: grpc.aio.ServicerContext) -> None:

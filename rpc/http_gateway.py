@@ -151,10 +151,14 @@ class _Request:
 
 
 class HttpGateway:
-    def __init__(self, state: GatewayState, services: dict[str, Any], max_body_bytes: int) -> None:
+    def __init__(self, state: GatewayState, services: dict[str, Any], max_body_bytes: int, metrics: Any = None,
+                 metrics_only: bool = False) -> None:
         self._s = state
         self._services = services
         self._max_body = max_body_bytes
+        self._metrics_source = metrics  # rpc/metrics.MemberMetrics; None: a few gauges of this process
+        # --listen-metrics-urls: etcd's metrics listener serves /metrics and /health only
+        self._metrics_only = metrics_only
 
     # ------------------------------------------------------------------ HTTP/1.1
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -254,7 +258,9 @@ class HttpGateway:
         path = req.path
         if path.startswith("/v3beta/"):
             path = "/v3/" + path[len("/v3beta/"):]
-        if path == "/version":
+        if self._metrics_only and path not in ("/metrics", "/health"):
+            self._plain_error(writer, 404, "404 page not found")
+        elif path == "/version":
             if req.method != "GET":
                 self._plain_error(writer, 405, "Method Not Allowed", [("Allow", "GET")])
                 return True
@@ -270,7 +276,10 @@ class HttpGateway:
             else:
                 self._plain_error(writer, 503, '{"health":"false"}')
         elif path == "/metrics":
-            self._send(writer, 200, (await self._metrics()).encode(), "text/plain; version=0.0.4; charset=utf-8")
+            if self._metrics_source is not None:
+                self._send(writer, 200, await self._metrics_source.render(), "text/plain; version=0.0.4; charset=utf-8")
+            else:
+                self._send(writer, 200, (await self._metrics()).encode(), "text/plain; version=0.0.4; charset=utf-8")
         elif path.startswith("/v3/"):
             route = ROUTES.get(path)
             if route is None:

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from petcd.actors.runtime_log import LogLine
 from petcd.actors.proc_runtime import EXIT_MEMBER_STOPPED, peer_endpoint
 from petcd.rpc.config import ConfigError, ServerConfig, host_port
+from petcd.rpc.corrupt import InconsistentData, PeerTLS, initial_check
 from petcd.rpc.member_ids import cluster_id, member_id
 from petcd.rpc.peer_tls import client_context, server_context
 from petcd.store.mvcc import DEFAULT_QUOTA_BYTES, MvccStore, map_size_for_quota
@@ -162,6 +163,11 @@ def _peer_tls(cfg: ServerConfig, log: LogLine, sock_dir: str, raft_socket: str) 
     return spec, socks
 
 
+def _peer_tls_files(tls: dict[str, object]) -> PeerTLS:
+    """The client TLS files the corruption checks dial peers' https client URLs with."""
+    return PeerTLS(str(tls["trusted_ca_file"]), str(tls["cert_file"]), str(tls["key_file"]))
+
+
 def _self_cert(dirpath: str, hosts: list[str]) -> tuple[str, str]:
     """etcd's transport.SelfCert: <dir>/cert.pem and key.pem, kept if both exist, else a new
     self-signed ECDSA P-521 certificate for the listen hosts (IP or DNS names), valid a year."""
@@ -214,7 +220,7 @@ def run(cfg: ServerConfig) -> int:
     ids = {name: member_id(urls, cfg.initial_cluster_token) for name, urls in peers.items()}
     listen = [host_port(u) for u in cfg.client_urls()]
     peer_binds = [peer_endpoint(u) for u in cfg.listen_peer_urls.split(",") if u.strip()]
-    for hp in listen + [e.removeprefix("tcp://") for e in peer_binds]:
+    for hp in listen + [e.removeprefix("tcp://") for e in peer_binds] + [host_port(u) for u in _split(cfg.listen_metrics_urls)]:
         _check_port_free(hp)
     member_dir = _prepare_data_dir(cfg.data_dir)
     # A restarted member keeps the id it was born with, whatever the flags say now (as etcd does).
@@ -228,6 +234,14 @@ def run(cfg: ServerConfig) -> int:
     MvccStore(os.path.join(member_dir, "mvcc"), map_size_bytes=map_size).close()  # exists before the gateway opens it read-only
     for leftover in glob.glob(os.path.join(member_dir, "backup-*")):
         os.remove(leftover)  # a snapshot copy whose stream a crash cut short (see store/backup.py)
+    request_timeout_s = 5 + 2 * cfg.election_timeout / 1000  # etcd's ReqTimeout
+    if cfg.experimental_initial_corrupt_check and restarted:
+        # Before any process of the member starts, as etcd's CheckInitialHashKV (rpc/corrupt.py).
+        try:
+            initial_check(member_dir, my_hex, map_size, _peer_tls_files(tls), request_timeout_s, log)
+        except InconsistentData as e:
+            log("fatal", "discovery failed", error=str(e))
+            return 1
 
     sock_dir = tempfile.mkdtemp(prefix="petcd-")
     # With peer TLS the tunnel owns the peer ports and reaches the Raft actor on its ipc socket.
@@ -264,7 +278,9 @@ def run(cfg: ServerConfig) -> int:
         "gw0": ["-m", "petcd.rpc.gateway", json.dumps({**common, "address": f"{my_hex}/gw0", "raft_address": f"{my_hex}/raft",
             "mvcc_dir": os.path.join(member_dir, "mvcc"), "member_id": my_id, "cluster_token": cfg.initial_cluster_token,
             "listen": listen, "grpc_socket": os.path.join(sock_dir, "grpc"), "max_txn_ops": cfg.max_txn_ops, "max_request_bytes": cfg.max_request_bytes,
-            "quota_bytes": quota, "map_size_bytes": map_size, "request_timeout_s": 5 + 2 * cfg.election_timeout / 1000,
+            "quota_bytes": quota, "map_size_bytes": map_size, "request_timeout_s": request_timeout_s,
+            "corrupt_check_interval_s": cfg.corrupt_check_time_ms / 1000,
+            "metrics_listen": [host_port(u) for u in _split(cfg.listen_metrics_urls)],
             "min_lease_ttl_s": -(-3 * cfg.election_timeout // 2000), **tls,
             "auth_token": cfg.auth_token, "auth_token_ttl_s": cfg.auth_token_ttl, "bcrypt_cost": cfg.bcrypt_cost})],
     }

@@ -54,6 +54,11 @@ def no_space() -> StoreError:
     return StoreError("no_space", "etcdserver: mvcc: database space exceeded", "RESOURCE_EXHAUSTED")
 
 
+def corrupt() -> StoreError:
+    """etcd's ErrCorrupt (applierV3Corrupt): the CORRUPT alarm is raised."""
+    return StoreError("corrupt", "etcdserver: corrupt cluster", "DATA_LOSS")
+
+
 # etcd's auth errors (auth/store.go, mapped to gRPC by api/v3rpc/rpctypes): name -> (message, code).
 AUTH_ERRORS = {
     "user_empty": ("etcdserver: user name is empty", "INVALID_ARGUMENT"),

@@ -17,7 +17,7 @@ import lmdb
 from . import auth
 from . import txn as txns
 from . import writes
-from .errors import StoreError, compacted, future_rev, lease_exists, lease_not_found, no_space
+from .errors import StoreError, compacted, corrupt, future_rev, lease_exists, lease_not_found, no_space
 from .history import events
 from .reads import range_response
 from .tables import DB_COUNT, StoreTxn, open_databases
@@ -60,6 +60,24 @@ def request_cost(req: dict) -> int:
         return max(sum(_put_cost(o["request_put"]) for o in req.get(branch, []) if "request_put" in o)
                    for branch in ("success", "failure"))
     return 0
+
+
+# What etcd 3.4's applierV3Corrupt refuses: Put, Range (through Raft), DeleteRange, Txn (a read-only
+# txn never reaches it: etcd serves those outside Raft, from applyV3Base), Compaction, LeaseGrant,
+# LeaseRevoke.
+_REFUSED_WHILE_CORRUPT = frozenset({"put", "range", "delete_range", "txn", "compact", "lease_grant", "lease_revoke"})
+
+
+def is_refused_while_corrupt(req: dict) -> bool:
+    op = req.get("op")
+    if op == "txn":
+        return not _txn_read_only(req)
+    return op in _REFUSED_WHILE_CORRUPT
+
+
+def _txn_read_only(req: dict) -> bool:
+    """etcd's isTxnReadonly: every op of both branches is a Range (a nested txn is not)."""
+    return all("request_range" in op for branch in ("success", "failure") for op in req.get(branch, []))
 
 
 def _put_cost(put: dict) -> int:
@@ -166,6 +184,10 @@ class MvccStore:
         "message": message}. {"op": "noop"} (an empty raft entry) only advances the
         applied index. Unknown ops raise ValueError and nothing of the batch is applied.
 
+        Corruption (etcd's applierV3Corrupt): while a CORRUPT alarm is raised, the requests etcd's
+        corrupt applier refuses (see is_refused_while_corrupt) fail with "etcdserver: corrupt
+        cluster" (DATA_LOSS) and change nothing; alarms, auth changes and empty entries still apply.
+
         Space (etcd's quota): while a NOSPACE alarm is raised, requests that cost space (see
         request_cost) fail with no_space; so does one carrying "quota" that would take the store's
         logical size past it, and it raises the alarm for "alarm_member" -- both decided from the
@@ -210,6 +232,9 @@ class MvccStore:
                     applied_index = raft_index
                     continue
                 applied_index = raft_index
+                if is_refused_while_corrupt(request) and tables.has_alarm(ALARM_CORRUPT):
+                    responses.append(_error(corrupt()))
+                    continue
                 if map_full and request.get("op", "noop") not in ("noop", "range", "alarm"):
                     tables.activate_alarm(request.get("alarm_member", 0), ALARM_NOSPACE)
                     responses.append({**_error(no_space()), "map_full": True})

@@ -32,12 +32,21 @@ def test_go_flag_spellings_and_env():
         (["extra"], "'extra' is not a valid flag. See 'petcd --help'."),
         (["--name", "x", "--initial-cluster", "y=http://localhost:2380"], "couldn't find local name 'x' in the initial cluster configuration"),
         (["--initial-cluster-state", "maybe"], "invalid value 'maybe' for flag -initial-cluster-state: want new or existing"),
+        (["--experimental-corrupt-check-time", "soon"], 'invalid value "soon" for flag -experimental-corrupt-check-time: parse error'),
     ],
 )
 def test_bad_flags_say_what_is_wrong(argv, message):
     with pytest.raises(ConfigError) as err:
         parse(argv, {})
     assert str(err.value) == message
+
+
+def test_corruption_check_flags():
+    cfg = parse([], {})
+    assert (cfg.experimental_initial_corrupt_check, cfg.corrupt_check_time_ms) == (False, 0)
+    cfg = parse(["--experimental-initial-corrupt-check", "--experimental-corrupt-check-time", "1m30s"], {})
+    assert (cfg.experimental_initial_corrupt_check, cfg.corrupt_check_time_ms) == (True, 90_000)
+    assert parse([], {"ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME": "0"}).corrupt_check_time_ms == 0
 
 
 def test_ids_are_computed_as_etcd_computes_them():
