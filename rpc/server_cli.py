@@ -19,7 +19,7 @@ USAGE = """Usage:
     Simulate a whole cluster under faults, reproducibly from a seed (see README).
   petcd check HISTORY [--report out.html]
     Run the checkers (linearizability, watch, lease, lock) on a recorded history.
-  petcd chaos [--server petcd|etcd] [--duration S] [--faults kill,pause,partition]
+  petcd chaos [--server petcd|etcd] [--net hook|netns] [--duration S] [--faults kill,pause,partition] [--schedule FILE]
     Fault runs against real processes, judged by the same checkers.
   petcd bench put|range|txn-put|txn-mixed|watch|lease-keepalive [--compare etcd] [flags]
     Benchmark petcd or any etcd endpoint; with --compare etcd, fresh petcd and etcd side by side.

@@ -8,6 +8,9 @@ may not have taken effect). Records are msgpack, flushed one by one, so a
 client killed in the middle of a call still leaves its open operation behind
 (read back as `info`).
 
+With --net netns a client process first moves into its own network namespace
+(`cfg["netns"]`, a /run/netns path), so the nemesis can cut it off from members.
+
 Operations are in `petcd.sim.check.history`'s format: put, get (linearizable
 Range), cas (Txn: compare VALUE == expect, then put), delete, and txn (read two
 keys, write both, in one Txn). Values are unique per run ("c3-17").
@@ -98,6 +101,12 @@ def read_records(path: str) -> list[dict[str, Any]]:
 def run_client(cfg: dict[str, Any]) -> None:
     """The body of one client process (multiprocessing target)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us (Ctrl-C reaches the whole terminal group)
+    if cfg.get("netns"):
+        # --net netns: this client's own namespace, entered before any socket or gRPC thread exists
+        # (threads made later inherit it), so its links to the members can be cut.
+        from petcd.sim.netns import enter
+
+        enter(cfg["netns"])
     stop_event = cfg["stop_event"]
     rng = random.Random(f"{cfg['seed']}/client/{cfg['index']}")
     process = f"c{cfg['index']}"

@@ -2,11 +2,18 @@
 
 Each member is started in its own session (so its own process group): a petcd
 member is a supervisor and its actor processes, and `kill -9`, SIGSTOP and
-SIGCONT go to the whole group at once. Partitions (petcd only) go through
-petcd's peer fault hook: every member is started with
-`--experimental-peer-fault-file F`, and writing {"drop_to": [...], "drop_from": [...]}
-(member ids in hex) to F makes that member's Raft actor drop traffic to and
-from those peers; removing F heals it.
+SIGCONT go to the whole group at once.
+
+Links are cut one of two ways (`--net`):
+
+- hook (petcd only, no privileges needed): every member is started with
+  `--experimental-peer-fault-file F`, and writing {"drop_to": [...], "drop_from": [...]}
+  (member ids in hex) to F makes that member's Raft actor drop traffic to and
+  from those peers; removing F heals it. Only member-to-member links.
+- netns (petcd or etcd, root): every member runs in its own network namespace
+  (`petcd.sim.netns`), listening on its namespace's address, and a cut is a
+  blackhole route on both sides; clients have namespaces too, so client-member
+  links can be cut as well.
 """
 
 from __future__ import annotations
@@ -20,11 +27,13 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Iterable
 
 import grpc
 
 from petcd.rpc.pb import rpc_pb2 as pb
 from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
+from petcd.sim.netns import NetnsNet
 from petcd.sim.ports import free_port
 
 READY_TIMEOUT_S = 60.0
@@ -144,25 +153,35 @@ class Member:
 class LocalCluster:
     server: str  # "petcd" | "etcd"
     members: list[Member] = field(default_factory=list)
+    netns: NetnsNet | None = None  # --net netns: the run's namespaces (made and torn down by the caller)
+    _hook_cuts: dict[str, set[str]] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, root: str, size: int, server: str = "petcd", etcd_binary: str | None = None, extra: tuple[str, ...] = ()) -> "LocalCluster":
+    def create(cls, root: str, size: int, server: str = "petcd", etcd_binary: str | None = None, extra: tuple[str, ...] = (),
+               netns: NetnsNet | None = None) -> "LocalCluster":
+        """Members m1..mN. Without `netns`: on free loopback ports, petcd members with the peer fault hook.
+        With it (already set up, holding nodes m1..mN): each member in its namespace, on its address."""
         names = [f"m{i + 1}" for i in range(size)]
-        peers = [f"http://127.0.0.1:{free_port()}" for _ in names]
+        if netns is not None:
+            peers = [f"http://{netns.address(n)}:2380" for n in names]
+            clients = [f"{netns.address(n)}:2379" for n in names]
+        else:
+            peers = [f"http://127.0.0.1:{free_port()}" for _ in names]
+            clients = [f"127.0.0.1:{free_port()}" for _ in names]
         initial = ",".join(f"{n}={u}" for n, u in zip(names, peers))
         command = [find_etcd(etcd_binary)] if server == "etcd" else [sys.executable, "-m", "petcd.rpc.server_cli"]
         token = f"chaos-{os.getpid()}-{int(time.time())}"
         members = []
         os.makedirs(root, exist_ok=True)
-        for name, peer in zip(names, peers):
-            port = free_port()
+        for name, peer, endpoint in zip(names, peers, clients):
             data_dir = os.path.join(root, name)
             argv = [
+                *(netns.exec_prefix(name) if netns is not None else ()),
                 *command,
                 "--name", name,
                 "--data-dir", data_dir,
-                "--listen-client-urls", f"http://127.0.0.1:{port}",
-                "--advertise-client-urls", f"http://127.0.0.1:{port}",
+                "--listen-client-urls", f"http://{endpoint}",
+                "--advertise-client-urls", f"http://{endpoint}",
                 "--listen-peer-urls", peer,
                 "--initial-advertise-peer-urls", peer,
                 "--initial-cluster", initial,
@@ -171,11 +190,22 @@ class LocalCluster:
                 *extra,
             ]
             fault_file = None
-            if server == "petcd":
+            if server == "petcd" and netns is None:
                 fault_file = os.path.join(root, f"{name}.peer-faults.json")
                 argv += ["--experimental-peer-fault-file", fault_file]
-            members.append(Member(name, argv, f"127.0.0.1:{port}", data_dir, os.path.join(root, f"{name}.log"), fault_file))
-        return cls(server, members)
+            members.append(Member(name, argv, endpoint, data_dir, os.path.join(root, f"{name}.log"), fault_file))
+        return cls(server, members, netns)
+
+    @property
+    def net(self) -> str:
+        return "netns" if self.netns is not None else "hook"
+
+    def can_cut(self, a: str, b: str) -> bool:
+        """Whether the link between nodes a and b (members m1.., clients c0..) can be cut."""
+        if self.netns is not None:
+            return a != b and a in self.netns.addresses and b in self.netns.addresses
+        names = {m.name for m in self.members}
+        return self.server == "petcd" and a != b and a in names and b in names
 
     def endpoints(self) -> list[str]:
         return [m.endpoint for m in self.members]
@@ -223,15 +253,35 @@ class LocalCluster:
                 return by_id.get(f"{st.leader:x}")
         return None
 
-    # -- partitions (petcd's peer fault hook)
+    # -- partitions
     def partition(self, sides: list[list[Member]]) -> None:
-        """Cut Raft traffic between every pair of members on different sides (both directions)."""
-        for side in sides:
-            others = [o.member_id for s in sides if s is not side for o in s]
-            for m in side:
-                write_fault_file(m, {"drop_to": others, "drop_from": others})
+        """Cut traffic between every pair of members on different sides (both directions)."""
+        self.cut([(a.name, b.name) for i, side in enumerate(sides) for other in sides[i + 1:] for a in side for b in other])
+
+    def cut(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Cut each link a<->b between nodes (members by name; with --net netns also clients c0..), both ways.
+        Cuts add up until `heal_partitions`."""
+        pairs = list(pairs)
+        bad = [f"{a}-{b}" for a, b in pairs if not self.can_cut(a, b)]
+        if bad:
+            raise ChaosError(f"cannot cut {', '.join(bad)} with --net {self.net} and --server {self.server}")
+        if self.netns is not None:
+            self.netns.cut(pairs)
+            return
+        by_name = {m.name: m for m in self.members}
+        touched = set()
+        for a, b in pairs:
+            self._hook_cuts.setdefault(a, set()).add(b)
+            self._hook_cuts.setdefault(b, set()).add(a)
+            touched |= {a, b}
+        for name in sorted(touched):
+            ids = sorted(by_name[o].member_id for o in self._hook_cuts[name])
+            write_fault_file(by_name[name], {"drop_to": ids, "drop_from": ids})
 
     def heal_partitions(self) -> None:
+        if self.netns is not None:
+            self.netns.heal()
+        self._hook_cuts.clear()
         for m in self.members:
             if m.fault_file:
                 try:

@@ -10,6 +10,7 @@ import contextlib
 import copy
 import importlib.util
 import io
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -89,6 +90,11 @@ def test_petcd_under_kill_pause_and_partition_stays_linearizable(petcd_run):
         assert re.search(rf"start {kind} ", log), f"no {kind} fault was injected:\n{log}"
         assert re.search(rf"end   {kind} ", log), f"a {kind} fault was never undone:\n{log}"
     assert faults >= 3 and ops > 100
+    # The faults are recorded as a replayable schedule next to the history.
+    with open(os.path.join(workdir, "schedule.json")) as f:
+        schedule = json.load(f)
+    assert (schedule["server"], schedule["net"], schedule["seed"]) == ("petcd", "hook", 7)
+    assert [e["kind"] for e in schedule["faults"]] == re.findall(r"start (\w+) ", log)
     recorded = load_history(history)
     assert len(recorded) == ops
     assert any(op.outcome != "ok" for op in recorded), "faults were injected but no client noticed"
@@ -106,9 +112,11 @@ def test_etcd_under_kill_and_pause_stays_linearizable(tmp_path):
     assert faults >= 2 and ops > 100
 
 
-def test_partitions_are_refused_for_etcd(capsys):
+def test_partitions_are_refused_for_etcd_without_namespaces(capsys):
     assert chaos.main(["--server", "etcd", "--faults", "kill,partition"]) == 2
-    assert "partition is not available with --server etcd" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "partition is not available with --server etcd --net hook" in err
+    assert "use --net netns" in err  # the way to partition etcd (tests/test_chaos_netns.py)
 
 
 def _stale_read(ops: list[Op]) -> tuple[int, bytes]:
