@@ -53,6 +53,9 @@ class ServerConfig:
     # (a restarted member), and, on the leader, every --experimental-corrupt-check-time (0: off).
     experimental_initial_corrupt_check: bool = False
     experimental_corrupt_check_time: str = "0s"
+    # etcd 3.5's: URLs serving the HTTP endpoints only (/v3 JSON gateway, /health, /metrics,
+    # /version); given, the client URLs serve gRPC only.
+    listen_client_http_urls: str = ""
     listen_metrics_urls: str = ""  # etcd's: more listeners serving /metrics and /health (http:// only in petcd)
     config_file: str = ""
     # Client TLS (etcd's security flags; in a config file under `client-transport-security`).
@@ -106,8 +109,12 @@ class ServerConfig:
     def client_urls(self) -> list[str]:
         return _split(self.listen_client_urls)
 
+    def client_http_urls(self) -> list[str]:
+        return _split(self.listen_client_http_urls)
+
     def tls_client_urls(self) -> list[str]:
-        return [u for u in self.client_urls() if urlsplit(u).scheme == "https"]
+        """The https client URLs, gRPC and HTTP-only ones (they share the client TLS settings)."""
+        return [u for u in [*self.client_urls(), *self.client_http_urls()] if urlsplit(u).scheme == "https"]
 
     def client_tls_given(self) -> bool:
         """etcd's !ClientTLSInfo.Empty(): a certificate or a key file was given."""
@@ -284,7 +291,7 @@ def _finish(cfg: ServerConfig) -> ServerConfig:
         raise ConfigError("--max-txn-ops and --max-request-bytes must be positive")
     if cfg.heartbeat_interval <= 0 or cfg.election_timeout < 5 * cfg.heartbeat_interval:
         raise ConfigError("--election-timeout must be at least 5 times --heartbeat-interval")
-    for url in [*cfg.client_urls(), *_split(cfg.listen_peer_urls), *_split(cfg.listen_metrics_urls)]:
+    for url in [*cfg.client_urls(), *cfg.client_http_urls(), *_split(cfg.listen_peer_urls), *_split(cfg.listen_metrics_urls)]:
         host_port(url)  # validates
     for url in _split(cfg.listen_metrics_urls):
         if urlsplit(url).scheme == "https":

@@ -147,6 +147,9 @@ class _Sniff(_Pipe):
             upstream.transport.close()
 
     def _to_http(self, head: bytes) -> None:
+        if not self._front.serves_http:  # --listen-client-http-urls: HTTP has its own listeners
+            self.transport.close()
+            return
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=STREAM_LIMIT, loop=loop)
         protocol = asyncio.StreamReaderProtocol(reader, self._front.serve_http, loop=loop)
@@ -188,7 +191,8 @@ def verified_common_name(ssl_object: ssl.SSLObject | None) -> str | None:
 class Front:
     """The listeners on the client URLs."""
 
-    def __init__(self, grpc_path: str, serve_http: HttpHandler) -> None:
+    def __init__(self, grpc_path: str, serve_http: HttpHandler | None) -> None:
+        """`serve_http` None: gRPC only (a connection that is not HTTP/2 is closed)."""
         self.grpc_path = grpc_path
         self._serve_http = serve_http
         self._servers: list[asyncio.AbstractServer] = []
@@ -238,6 +242,10 @@ class Front:
             sock.close()
             raise
         return upstream
+
+    @property
+    def serves_http(self) -> bool:
+        return self._serve_http is not None
 
     def track(self, task: asyncio.Task) -> None:
         self._tasks.add(task)

@@ -21,7 +21,7 @@ from petcd.rpc.auth_tokens import token_provider
 from petcd.rpc.cluster_service import ClusterService
 from petcd.rpc.corrupt import CorruptMonitor, peer_tls_of
 from petcd.rpc.election_service import ElectionService
-from petcd.rpc.front import Front, server_tls_context
+from petcd.rpc.front import STREAM_LIMIT, Front, server_tls_context
 from petcd.rpc.gateway_state import GatewayState
 from petcd.rpc.http_gateway import HttpGateway
 from petcd.rpc.kv_service import KVService
@@ -109,7 +109,9 @@ async def serve(spec: dict[str, Any], log: LogLine) -> int:
         return EXIT_LISTEN_FAILED
     metrics = MemberMetrics(state, grpc_counter)
     http = HttpGateway(state, services, spec["max_request_bytes"] + _GRPC_OVERHEAD_BYTES, metrics)
-    front = Front(grpc_socket, http.serve)
+    # --listen-client-http-urls (etcd 3.5): HTTP on its own listeners, the client URLs gRPC only.
+    http_listen = spec.get("http_listen", [])
+    front = Front(grpc_socket, None if http_listen else http.serve)
     # Client TLS (https:// client URLs): the front terminates it, and names the client
     # certificate behind a gRPC call for --client-cert-auth (rpc/front.py).
     tls_listen = set(spec.get("tls_listen", ()))
@@ -125,6 +127,16 @@ async def serve(spec: dict[str, Any], log: LogLine) -> int:
     for host_port in spec["listen"]:
         try:
             await front.listen(host_port, tls if host_port in tls_listen else None)
+        except OSError:
+            await front.close()
+            print(f"petcd: listen tcp {host_port}: bind: address already in use", file=sys.stderr, flush=True)
+            return EXIT_LISTEN_FAILED
+    http_servers = []
+    for host_port in http_listen:
+        host, _, port = host_port.rpartition(":")
+        try:
+            http_servers.append(await asyncio.start_server(
+                http.serve, host.strip("[]"), int(port), ssl=tls if host_port in tls_listen else None, limit=STREAM_LIMIT))
         except OSError:
             await front.close()
             print(f"petcd: listen tcp {host_port}: bind: address already in use", file=sys.stderr, flush=True)
@@ -156,8 +168,8 @@ async def serve(spec: dict[str, Any], log: LogLine) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     poller.cancel()
-    for metrics_server in metrics_servers:
-        metrics_server.close()
+    for listener in [*metrics_servers, *http_servers]:
+        listener.close()
     if corrupt_monitor is not None:
         corrupt_monitor.cancel()
     await front.close()

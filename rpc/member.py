@@ -105,7 +105,7 @@ def _client_tls(cfg: ServerConfig, log: LogLine) -> dict[str, object]:
         else:
             cert_file, key_file = _self_cert(os.path.join(cfg.data_dir, "fixtures", "client"), [urlsplit(u).hostname or "" for u in cfg.client_urls()])
     tls_urls = cfg.tls_client_urls()
-    for url in cfg.client_urls():
+    for url in [*cfg.client_urls(), *cfg.client_http_urls()]:
         if url not in tls_urls and cfg.client_tls_given():
             log("warn", "scheme is HTTP while key and cert files are present; ignoring key and cert files", client_url=url)
         if url not in tls_urls and cfg.client_cert_auth:
@@ -219,8 +219,9 @@ def run(cfg: ServerConfig) -> int:
     peers = cfg.peers()
     ids = {name: member_id(urls, cfg.initial_cluster_token) for name, urls in peers.items()}
     listen = [host_port(u) for u in cfg.client_urls()]
+    http_listen = [host_port(u) for u in cfg.client_http_urls()]
     peer_binds = [peer_endpoint(u) for u in cfg.listen_peer_urls.split(",") if u.strip()]
-    for hp in listen + [e.removeprefix("tcp://") for e in peer_binds] + [host_port(u) for u in _split(cfg.listen_metrics_urls)]:
+    for hp in listen + http_listen + [e.removeprefix("tcp://") for e in peer_binds] + [host_port(u) for u in _split(cfg.listen_metrics_urls)]:
         _check_port_free(hp)
     member_dir = _prepare_data_dir(cfg.data_dir)
     # A restarted member keeps the id it was born with, whatever the flags say now (as etcd does).
@@ -280,7 +281,7 @@ def run(cfg: ServerConfig) -> int:
             "listen": listen, "grpc_socket": os.path.join(sock_dir, "grpc"), "max_txn_ops": cfg.max_txn_ops, "max_request_bytes": cfg.max_request_bytes,
             "quota_bytes": quota, "map_size_bytes": map_size, "request_timeout_s": request_timeout_s,
             "corrupt_check_interval_s": cfg.corrupt_check_time_ms / 1000,
-            "metrics_listen": [host_port(u) for u in _split(cfg.listen_metrics_urls)],
+            "metrics_listen": [host_port(u) for u in _split(cfg.listen_metrics_urls)], "http_listen": http_listen,
             "min_lease_ttl_s": -(-3 * cfg.election_timeout // 2000), **tls,
             "auth_token": cfg.auth_token, "auth_token_ttl_s": cfg.auth_token_ttl, "bcrypt_cost": cfg.bcrypt_cost})],
     }

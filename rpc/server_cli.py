@@ -30,6 +30,8 @@ Member flags:
   --name 'default'                       human-readable name for this member
   --data-dir '${name}.etcd'              path to the data directory
   --listen-client-urls 'http://localhost:2379'
+  --listen-client-http-urls ''           URLs serving only HTTP (JSON gateway, /health, /metrics); the client URLs then serve gRPC only
+  --listen-metrics-urls ''               URLs serving only /metrics and /health
   --advertise-client-urls 'http://localhost:2379'
   --listen-peer-urls 'http://localhost:2380'
   --initial-advertise-peer-urls 'http://localhost:2380'
@@ -49,9 +51,16 @@ Member flags:
   --auth-token 'simple'                  'simple' or 'jwt,pub-key=PATH,priv-key=PATH,sign-method=RS256,ttl=5m'
   --auth-token-ttl 300                   lifetime in seconds of a simple token
   --bcrypt-cost 10                       bcrypt cost factor for password hashing (4 to 31)
+  --peer-cert-file ''                    path to the peer TLS cert file (https:// peer URLs)
+  --peer-key-file ''                     path to the peer TLS key file
+  --peer-trusted-ca-file ''              path to the CA that signs the members' certificates
+  --peer-client-cert-auth 'false'        peers must show a certificate the CA signed
+  --peer-cert-allowed-cn ''              only peers whose certificate names this Common Name
+  --peer-auto-tls 'false'                peer TLS using a generated self-signed cert (encrypted, not verified)
+  --experimental-initial-corrupt-check 'false'   compare hashes with peers before serving
+  --experimental-corrupt-check-time '0s' the leader compares hashes this often; a diverged member raises CORRUPT
   --log-level 'info'                     debug, info, warn, error
 Every flag can also be set as ETCD_<FLAG> (e.g. ETCD_DATA_DIR).
-Peer TLS (--peer-*) is not supported yet: those flags are refused.
 """
 
 

@@ -336,3 +336,23 @@ def test_health_is_false_with_an_active_alarm_unless_excluded(servers):
             finally:
                 maintenance.Alarm(pb.AlarmRequest(action=pb.AlarmRequest.DEACTIVATE, memberID=me, alarm=pb.NOSPACE), timeout=10)
         assert request(server.endpoint, "GET", "/health")[::2] == (200, b'{"health":"true"}'), name
+
+
+def test_listen_client_http_urls_split_grpc_from_http(tmp_path):
+    """--listen-client-http-urls (etcd 3.5): the JSON gateway, /health and /version on their own
+    URLs; the client URLs then serve gRPC only (an HTTP/1.1 request there is closed unanswered)."""
+    http_port = free_port()
+    member = start_petcd(str(tmp_path / "d"), "--listen-client-http-urls", f"http://127.0.0.1:{http_port}")
+    http_ep = f"127.0.0.1:{http_port}"
+    try:
+        stub = pb_grpc.KVStub(grpc.insecure_channel(member.endpoint))
+        assert stub.Put(pb.PutRequest(key=b"k", value=b"v"), timeout=10).header.revision == 2
+        status, _, body = request(http_ep, "POST", "/v3/kv/range", json.dumps({"key": b64("k")}))
+        assert status == 200 and json.loads(body)["kvs"][0]["value"] == b64("v")
+        assert request(http_ep, "GET", "/health")[0] == 200
+        with pytest.raises((ConnectionError, http.client.HTTPException)):
+            request(member.endpoint, "GET", "/version")
+        with pytest.raises(grpc.RpcError):
+            pb_grpc.KVStub(grpc.insecure_channel(http_ep)).Range(pb.RangeRequest(key=b"k"), timeout=3)
+    finally:
+        member.stop()
