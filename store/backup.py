@@ -84,6 +84,14 @@ def verify(path: str) -> int:
     if size < SHA256_BYTES or (size - SHA256_BYTES) % 512 != 0:
         raise BackupError(f"snapshot file {path} has no sha256 checksum [bytes: {size}] (truncated?)")
     db_size = size - SHA256_BYTES
+    computed, trailer = _sha256_and_trailer(path, db_size)
+    if trailer != computed:
+        raise BackupError(f"snapshot file {path} is corrupt: its sha256 checksum does not match its contents")
+    return db_size
+
+
+def _sha256_and_trailer(path: str, db_size: int) -> tuple[bytes, bytes]:
+    """The sha256 of the first `db_size` bytes of the file, and the checksum stored after them."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         left = db_size
@@ -93,9 +101,7 @@ def verify(path: str) -> int:
                 raise BackupError(f"snapshot file {path} is shorter than it says")
             digest.update(blob)
             left -= len(blob)
-        if f.read(SHA256_BYTES) != digest.digest():
-            raise BackupError(f"snapshot file {path} is corrupt: its sha256 checksum does not match its contents")
-    return db_size
+        return digest.digest(), f.read(SHA256_BYTES)
 
 
 def _open(path: str, store_dir: str) -> MvccStore:
@@ -153,19 +159,10 @@ def _etcd_db_size(path: str, skip_hash_check: bool) -> int:
     db_size = size - SHA256_BYTES
     if skip_hash_check:
         return db_size
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        left = db_size
-        while left:
-            blob = f.read(min(CHUNK_BYTES * 32, left))
-            if not blob:
-                raise BackupError(f"snapshot file {path} is shorter than it says")
-            digest.update(blob)
-            left -= len(blob)
-        trailer = f.read(SHA256_BYTES)
-    if trailer != digest.digest():
+    computed, trailer = _sha256_and_trailer(path, db_size)
+    if trailer != computed:
         go = lambda b: "[" + " ".join(str(x) for x in b) + "]"  # Go's %v of a []byte
-        raise BackupError(f"expected sha256 {go(trailer)}, got {go(digest.digest())}")
+        raise BackupError(f"expected sha256 {go(trailer)}, got {go(computed)}")
     return db_size
 
 
