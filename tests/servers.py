@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -177,3 +178,12 @@ def restart(server: Server) -> Server:
     """Start a stopped member again with the same command line and data dir."""
     assert server.proc.poll() is not None
     return _start(server.argv, server.endpoint, server.data_dir, ready=False)
+
+
+def grpc_outcome(call: Callable[[], object]) -> str:
+    """"OK", or the status a gRPC call failed with ("CODE: details"), for comparing answers."""
+    try:
+        call()
+        return "OK"
+    except grpc.RpcError as e:
+        return f"{e.code().name}: {e.details()}"

@@ -27,7 +27,7 @@ from petcd.store.mvcc import MvccStore, map_size_for_quota
 from petcd.store.records import Record, pack
 from petcd.store.tables import StoreTxn
 from petcd.store import keys as store_keys
-from tests.servers import Cluster, Server, _start, etcd_binary, start_cluster, wait_ready
+from tests.servers import Cluster, Server, _start, etcd_binary, grpc_outcome, start_cluster, wait_ready
 from tests.waiting import wait_until
 
 VICTIM_KEY = b"corrupt/me"
@@ -48,14 +48,6 @@ def ctl(endpoint: str, *args: str) -> tuple[int, str]:
                          capture_output=True, text=True, env={**os.environ, "ETCDCTL_API": "3"}, timeout=30)
     text = out.stdout if out.returncode == 0 else next((ln for ln in out.stderr.splitlines() if ln.startswith("Error:")), out.stderr)
     return out.returncode, text.strip()
-
-
-def grpc_outcome(call: Any) -> str:
-    try:
-        call()
-        return "OK"
-    except grpc.RpcError as e:
-        return f"{e.code().name}: {e.details()}"
 
 
 def corrupt_petcd(data_dir: str) -> None:

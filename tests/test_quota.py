@@ -27,7 +27,7 @@ from petcd.rpc.config import ConfigError, parse
 from petcd.rpc.pb import rpc_pb2 as pb
 from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
 from petcd.store.mvcc import ALARM_NOSPACE, MvccStore, map_size_for_quota
-from tests.servers import etcd_binary, restart, start_cluster, start_etcd, start_petcd, wait_ready
+from tests.servers import etcd_binary, grpc_outcome, restart, start_cluster, start_etcd, start_petcd, wait_ready
 
 QUOTA = str(1 << 20)
 FILL_VALUE = b"x" * 100_000
@@ -43,14 +43,6 @@ def ctl(endpoint: str, *args: str) -> tuple[int, str]:
     text = re.sub(r"memberID:\d+", "memberID:<id>", text)
     text = re.sub(r"127\.0\.0\.1:\d+", "<endpoint>", text)
     return out.returncode, re.sub(r"compacted revision \d+", "compacted revision <n>", text).strip()
-
-
-def grpc_outcome(call: Any) -> str:
-    try:
-        call()
-        return "OK"
-    except grpc.RpcError as e:
-        return f"{e.code().name}: {e.details()}"
 
 
 def fill(endpoint: str) -> str:
