@@ -17,7 +17,7 @@ Messages out:
   snap_chunk {peer, index, seq, data, last}        to the Raft actor, to relay
   snap_installed {meta}                            to the Raft actor once a snapshot is in place
   events {revs, current}                           to the watch actor: each new revision's events, in order
-  lease_changes {granted, revoked}                 to the lease actor, per batch
+  lease_changes {changes: [[grant|revoke, id, ttl]...]}  to the lease actor, per batch, in apply order
   resp   {id, resp, term}                          to the origin of each request this member took
 
 Each `apply` batch is one LMDB transaction that also records the applied
@@ -149,17 +149,16 @@ class ApplyActor:
                 ctx.send(origin[0], {"t": "resp", "id": origin[1], "resp": resp, "term": term})
         ctx.send(f"{me}/raft", {"t": "applied", "index": entries[-1][0]})
         self._publish_events(ctx, rev_before, store.current_revision())
-        granted, revoked = [], []
+        # In apply order: a batch may revoke a lease and grant it again (a retried grant), and the
+        # lease actor must end where the store ends (found by the simulator, seed 157).
+        changes = []
         for (_, _, data), resp in zip(entries, responses):
             req = data.get("req", {})
             if resp is None or "error" in resp or req.get("op") not in ("lease_grant", "lease_revoke"):
                 continue
-            if req["op"] == "lease_grant":
-                granted.append([req["ID"], req["TTL"]])
-            else:
-                revoked.append(req["ID"])
-        if granted or revoked:
-            ctx.send(f"{me}/lease", {"t": "lease_changes", "granted": granted, "revoked": revoked})
+            changes.append(["grant", req["ID"], req["TTL"]] if req["op"] == "lease_grant" else ["revoke", req["ID"], 0])
+        if changes:
+            ctx.send(f"{me}/lease", {"t": "lease_changes", "changes": changes})
 
     def _publish_events(self, ctx: Context, rev_before: int, rev_after: int) -> None:
         """Every new revision's events go to the watch actor, in order, whole revisions per message."""

@@ -3,7 +3,7 @@
 Messages in:
   leader     {leader, is_leader}              from the Raft actor, whenever leadership changes
   leases     {items: [[id, ttl]...]}          from the apply actor: every lease (at start)
-  lease_changes {granted: [[id, ttl]...], revoked: [id...]}   from the apply actor, per applied batch
+  lease_changes {changes: [["grant", id, ttl] | ["revoke", id, 0]...]}   from the apply actor, per applied batch, in apply order
   keepalive  {id, origin}                     renew; answered with the TTL (0: no such lease) once a ReadIndex
                                               round ("confirm" to the Raft actor) shows we still lead, else "not_leader"
   ttl        {id, origin}                     the remaining TTL (-1: no such lease)
@@ -190,11 +190,13 @@ class LeaseActor:
                 for lease_id, ttl in msg["items"]:
                     self._leases.setdefault(lease_id, _Lease(ttl, now + ttl * 1000))
             elif kind == "lease_changes":
-                for lease_id, ttl in msg["granted"]:
-                    self._leases[lease_id] = _Lease(ttl, now + ttl * 1000)
-                for lease_id in msg["revoked"]:
-                    self._leases.pop(lease_id, None)
+                for change, lease_id, ttl in msg["changes"]:
+                    # Either way a revocation we proposed is settled: the lease is gone, or new.
                     self._pending.discard(lease_id)
+                    if change == "grant":
+                        self._leases[lease_id] = _Lease(ttl, now + ttl * 1000)
+                    else:
+                        self._leases.pop(lease_id, None)
             elif kind in ("keepalive", "ttl"):
                 self._on_request(ctx, kind, msg, now)
             elif kind == "resp" and self._round is not None and msg["id"] == self._round[0]:

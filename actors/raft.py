@@ -22,6 +22,18 @@ Ids are member ids (strings). Messages are plain dicts ("t" is the type):
   app                   term, prev_index, prev_term, entries [[index, term, data, kind]...], commit, read_seq
   app_resp              term, index, reject, hint, read_seq
   timeout_now           term   (leader transfer: campaign at once)
+
+ReadIndex, batched as etcd's readIndex loop: `read_index` only queues a read. When the
+caller next takes a Ready and no round is in flight, the leader starts ONE round for every
+read queued: it records its commit index (which is at least the commit index each of those
+reads saw on arrival), bumps `read_seq`, and sends each voter one heartbeat carrying it (or
+stamps the append already queued for that voter, which leaves after the round started).
+Every append carries the current `read_seq` and followers echo it, so a round whose
+heartbeats were lost completes with the next periodic heartbeat. Once a quorum echoed the
+round's seq, all its reads are released at the recorded index. Reads arriving while a round
+is in flight wait for the next round: joining the current one could serve them at an index
+recorded before they arrived. A leader serves no read before it committed an entry of its
+own term; one that steps down hands every read not yet released back in `Ready.failed_reads`.
 """
 
 from __future__ import annotations
@@ -60,6 +72,7 @@ class Ready:
     messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     committed: list[Entry] = field(default_factory=list)
     reads: list[tuple[int, Any]] = field(default_factory=list)  # (read index, caller's context)
+    failed_reads: list[Any] = field(default_factory=list)  # contexts of reads this member can no longer confirm (not leader)
     snapshots: list[str] = field(default_factory=list)  # peers that need the state machine sent
 
 
@@ -123,12 +136,14 @@ class RaftCore:
         self.pending_conf_index = 0
         self.transferee = ""
         self._transfer_elapsed = 0
-        # ReadIndex: reads wait for a heartbeat round that a quorum acknowledged.
-        self._read_seq = 0
-        self._read_acks: dict[str, int] = {}
-        self._pending_reads: list[tuple[int, int, Any]] = []  # (seq, index, ctx)
+        # ReadIndex: reads wait for a heartbeat round that a quorum acknowledged (see the module doc).
+        self._read_seq = 0  # the last round started; every append carries it
+        self._read_acks: dict[str, int] = {}  # highest read_seq each peer echoed in this term
+        self._read_queue: list[Any] = []  # arrived, not yet in a round (or before this leader committed in its term)
+        self._read_round: tuple[int, int, list[Any]] | None = None  # (seq, read index, contexts) in flight
         self._ready_reads: list[tuple[int, Any]] = []
-        self._waiting_reads: list[Any] = []  # arrived before this leader committed in its term
+        self._failed_reads: list[Any] = []
+        self.read_rounds = 0  # rounds started (for tests and metrics)
 
     # ---------------------------------------------------------------- queries
     def last_index(self) -> int:
@@ -217,22 +232,18 @@ class RaftCore:
         return self.conf
 
     def read_index(self, ctx: Any) -> bool:
-        """Ask for a linearizable read point; it comes back in `Ready.reads`. False if not leader."""
+        """Ask for a linearizable read point; it comes back in `Ready.reads` (or `Ready.failed_reads`).
+
+        False if this member is not the leader or too many reads wait. The read joins the next
+        heartbeat round, started when the caller next takes a Ready and no round is in flight.
+        """
         if self.role != LEADER:
             return False
-        if not self._committed_in_term():
-            if len(self._waiting_reads) >= MAX_WAITING_READS:
-                return False
-            self._waiting_reads.append(ctx)
-            return True
-        if len(self.conf.voters) == 1:
-            self._ready_reads.append((self.commit, ctx))
-            return True
-        if len(self._pending_reads) >= MAX_PENDING_READS:
+        bound = MAX_PENDING_READS if self._committed_in_term() else MAX_WAITING_READS
+        in_round = len(self._read_round[2]) if self._read_round is not None else 0
+        if len(self._read_queue) + in_round >= bound:
             return False
-        self._read_seq += 1
-        self._pending_reads.append((self._read_seq, self.commit, ctx))
-        self._broadcast_heartbeat()
+        self._read_queue.append(ctx)
         return True
 
     def transfer_leader(self, target: str) -> str | None:
@@ -344,6 +355,8 @@ class RaftCore:
             self._unstable
             or self._msgs
             or self._ready_reads
+            or self._failed_reads
+            or self._read_round_due()
             or self._snapshots
             or self._commit_news
             or (self._applied_known and min(self.commit, self._stable_last) > self.applied)
@@ -354,12 +367,15 @@ class RaftCore:
         if self._commit_news and self.role == LEADER:
             self._broadcast_commit()
         self._commit_news = False
+        if self._read_round_due():
+            self._start_read_round()  # after the commit news: the round rides on those appends
         hs = self._hard_state()
         rd = Ready(
             hard_state=hs if hs != self._saved_hs else None,
             entries=list(self._unstable),
             messages=self._msgs,
             reads=self._ready_reads,
+            failed_reads=self._failed_reads,
             snapshots=self._snapshots,
         )
         stable_commit = min(self.commit, self._stable_last)
@@ -367,6 +383,7 @@ class RaftCore:
             rd.committed = self._log.entries(self.applied + 1, stable_commit + 1, MAX_APPEND_BYTES)
         self._msgs = []
         self._ready_reads = []
+        self._failed_reads = []
         self._snapshots = []
         return rd
 
@@ -627,24 +644,50 @@ class RaftCore:
         if quorum_match > self.commit and self._term_at(quorum_match) == self.term:
             self.commit = quorum_match
             self._commit_news = True
-            if self._waiting_reads:
-                waiting, self._waiting_reads = self._waiting_reads, []
-                for ctx in waiting:
-                    self.read_index(ctx)
+
+    # ---------------------------------------------------------------- ReadIndex
+    def _read_round_due(self) -> bool:
+        """Reads are queued, no round is in flight, and this leader committed an entry of its term (etcd's rule)."""
+        return bool(self._read_queue) and self._read_round is None and self.role == LEADER and self._committed_in_term()
+
+    def _start_read_round(self) -> None:
+        """One heartbeat round for every read queued: record the commit index now, then ask each voter."""
+        if self._read_round is not None or self.role != LEADER or not self._committed_in_term():
+            raise AssertionError("a read round started while one is in flight, or before this leader committed in its term")
+        self._read_seq += 1
+        self.read_rounds += 1
+        self._read_round = (self._read_seq, self.commit, self._read_queue)
+        self._read_queue = []
+        # An append queued and not yet handed out leaves after this point: its echo counts for the round.
+        carried: set[str] = set()
+        for to, m in self._msgs:
+            if m["t"] == "app" and m["term"] == self.term:
+                m["read_seq"] = self._read_seq
+                carried.add(to)
+        for peer in self._voter_peers():
+            pr = self.progress.get(peer)
+            if peer in carried or pr is None or pr.state == SNAPSHOT:
+                continue  # a follower being sent a snapshot answers the next heartbeat after it
+            prev = max(min(pr.match, self.last_index()), self._log.snapshot_index)
+            self._send(peer, self._append_msg(prev, [], min(self.commit, prev)))
+        self._release_reads()  # a lone voter is its own quorum
 
     def _release_reads(self) -> None:
-        if not self._pending_reads:
+        if self._read_round is None:
             return
-        acks = sorted((self._read_seq if p == self.id else self._read_acks.get(p, 0) for p in self.conf.voters), reverse=True)
-        quorum_seq = acks[self.quorum() - 1]
-        while self._pending_reads and self._pending_reads[0][0] <= quorum_seq:
-            _, index, ctx = self._pending_reads.pop(0)
-            self._ready_reads.append((index, ctx))
+        seq, index, ctxs = self._read_round
+        acked = sum(1 for p in self.conf.voters if p == self.id or self._read_acks.get(p, 0) >= seq)
+        if acked >= self.quorum():
+            self._ready_reads.extend((index, ctx) for ctx in ctxs)
+            self._read_round = None
 
     def _fail_reads(self) -> None:
-        # Reads accepted as leader can no longer be confirmed; callers time out and retry.
-        self._pending_reads.clear()
-        self._waiting_reads.clear()
+        """Reads accepted as leader can no longer be confirmed: hand them back to the caller to refuse."""
+        if self._read_round is not None:
+            self._failed_reads.extend(self._read_round[2])
+            self._read_round = None
+        self._failed_reads.extend(self._read_queue)
+        self._read_queue = []
 
     def _quorum_active(self) -> bool:
         active = sum(1 for p in self.conf.voters if p == self.id or (p in self.progress and self.progress[p].recent_active))

@@ -24,7 +24,10 @@ from peers' Raft actors:
 Messages out: apply/reads/snap_make/snap_chunk to the apply actor, resp to origins, the above to peers.
 
 Per turn: every proposal of the batch goes into one append, one synced LMDB
-transaction, one message per destination.
+transaction, one message per destination. Reads batch too, as etcd's readIndex loop: a follower keeps one "ri" in
+flight to the leader, carrying every read forwarded since the last answer, and the
+leader confirms every read (local, remote or a lease confirmation) queued when no
+round is in flight with one heartbeat round (see `RaftCore.read_index`).
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ MAX_HELD_REQUESTS = 10_000
 CATCHUP_ENTRIES = 5000
 # Reads sent to the leader for a read index and not yet answered; past the bound: "too many requests".
 MAX_REMOTE_READS = 10_000
+# A follower keeps one read-index request to the leader in flight (etcd's readIndex loop); reads arriving
+# meanwhile go in the next one, sent when the answer comes or, if none comes, after this many heartbeats.
+RI_RETRY_HEARTBEATS = 5
 # etcd refuses proposals while more than this many entries are committed but not applied.
 MAX_APPLY_GAP = 5000
 # A client's membership change waits this long behind one in flight (a member publishing its name,
@@ -89,6 +95,8 @@ class RaftActor:
         self._held: list[_Held] = []
         self._remote_reads: dict[int, tuple[dict[str, Any], list[Any]]] = {}
         self._next_read_id = 0
+        self._ri_outbox: list[int] = []  # remote reads not yet asked about, sent to the leader in one "ri" (a subset of _remote_reads)
+        self._ri_inflight: tuple[str, int] | None = None  # (leader, sent at) of the "ri" not yet answered
         self._transfers: list[tuple[list[Any], int]] = []  # (origin, deadline_ms)
         self._stopped = False
         self._applied = 0  # what the apply actor reported applied
@@ -180,6 +188,7 @@ class RaftActor:
                 elif not core.read_index(("remote", sender, msg["ids"])):
                     ctx.send(sender, {"t": "ri_resp", "cid": self._cluster_id, "index": 0, "ids": msg["ids"], "error": "too_many_requests"})
             elif kind == "ri_resp":
+                self._ri_inflight = None  # the next request may leave (after this turn, with every read queued)
                 self._on_read_index(ctx, msg["index"], msg["ids"], msg.get("error", "leader_changed"))
             elif kind == "confirm":
                 self._confirm_leadership(ctx, msg)
@@ -252,7 +261,7 @@ class RaftActor:
                 return
             self._next_read_id += 1
             self._remote_reads[self._next_read_id] = (req, origin)
-            ctx.send(f"{core.leader}/raft", {"t": "ri", "cid": self._cluster_id, "ids": [self._next_read_id]})
+            self._ri_outbox.append(self._next_read_id)
         else:
             self._hold(ctx, "read", (req, origin))
 
@@ -264,6 +273,27 @@ class RaftActor:
             self._reject(ctx, msg["origin"], "not_leader")
         elif not core.read_index(("confirm", msg["origin"])):
             self._reject(ctx, msg["origin"], "too_many_requests")
+
+    def _send_remote_reads(self, ctx: Context) -> None:
+        """Ask the leader for one read index for every read forwarded since the last request was answered."""
+        core = self._core
+        assert core is not None
+        now = ctx.now_ms()
+        if self._ri_inflight is not None:
+            leader, sent = self._ri_inflight
+            if leader == core.leader and now - sent < RI_RETRY_HEARTBEATS * self._cfg.heartbeat_interval_ms:
+                return  # one request in flight: these reads go in the next one
+        ids = [rid for rid in self._ri_outbox if rid in self._remote_reads]  # not refused since
+        self._ri_outbox = []
+        self._ri_inflight = None
+        if not ids:
+            return
+        if core.role == LEADER or not core.leader:
+            # Leadership moved within the turn without the remote reads being refused: refuse them now.
+            self._on_read_index(ctx, 0, ids, "leader_changed")
+            return
+        ctx.send(f"{core.leader}/raft", {"t": "ri", "cid": self._cluster_id, "ids": ids})
+        self._ri_inflight = (core.leader, now)
 
     def _on_read_index(self, ctx: Context, index: int, ids: list[int], error: str = "leader_changed") -> None:
         reads = []
@@ -379,6 +409,8 @@ class RaftActor:
     def _process_ready(self, ctx: Context) -> None:
         core = self._core
         assert core is not None
+        if self._ri_outbox:
+            self._send_remote_reads(ctx)
         for _ in range(_MAX_READY_ROUNDS):
             if self._stopped or not core.has_ready():
                 break
@@ -413,6 +445,15 @@ class RaftActor:
                 local.append([index, core.term, req, origin])
         if local:
             ctx.send(self._apply_addr, {"t": "reads", "reads": local})
+        for read_ctx in rd.failed_reads:
+            # Taken as leader, not confirmed before we stepped down (etcd: ErrLeaderChanged).
+            if read_ctx[0] == "remote":
+                _, follower, ids = read_ctx
+                ctx.send(follower, {"t": "ri_resp", "cid": self._cluster_id, "index": 0, "ids": ids, "error": "leader_changed"})
+            elif read_ctx[0] == "confirm":
+                self._reject(ctx, read_ctx[1], "not_leader")
+            else:
+                self._reject(ctx, read_ctx[1], "leader_changed")
 
     def _apply_conf_changes(self, ctx: Context, entries: list[Entry]) -> None:
         core, log = self._core, self._log
@@ -511,6 +552,8 @@ class RaftActor:
                 for req, origin in self._remote_reads.values():
                     self._reject(ctx, origin, "leader_changed")
                 self._remote_reads.clear()
+                self._ri_outbox = []
+                self._ri_inflight = None
 
     def _from_my_cluster(self, ctx: Context, sender: str, msg: dict[str, Any]) -> bool:
         cid = msg.get("cid", 0)
