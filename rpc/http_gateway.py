@@ -28,6 +28,7 @@ from petcd.rpc.link import LinkError
 from petcd.rpc.maintenance_service import SERVER_VERSION
 from petcd.rpc.pb import rpc_pb2 as pb
 from petcd.rpc.pb import v3election_pb2, v3lock_pb2
+from petcd.rpc.websocket import WebSocket, WebSocketClosed, handshake, is_upgrade
 
 _C = grpc.StatusCode
 # grpc-gateway v1's runtime.HTTPStatusFromCode (the version etcd 3.4 vendors).
@@ -50,6 +51,8 @@ HEALTH_TIMEOUT_S = 1.0
 MAX_HEADERS = 100
 
 UNARY, STREAM_IN_OUT, STREAM_OUT = "unary", "bidi", "server-stream"
+# Requests read from a WebSocket and not yet taken by the stream; past it reading waits.
+MAX_QUEUED_WS_REQUESTS = 64
 # path -> (service, method, request class, kind), from etcd 3.4's google.api.http options.
 ROUTES: dict[str, tuple[str, str, type[Message], str]] = {
     "/v3/kv/range": ("kv", "Range", pb.RangeRequest, UNARY),
@@ -284,6 +287,9 @@ class HttpGateway:
             route = ROUTES.get(path)
             if route is None:
                 self._plain_error(writer, 404, "Not Found")
+            elif is_upgrade(req.headers):  # etcd's wsproxy: any method, proxied as a POST
+                await self._websocket(route, req, reader, writer)
+                return False
             elif req.method != "POST":
                 self._plain_error(writer, 405, "Method Not Allowed")
             elif route[3] == UNARY:
@@ -384,6 +390,67 @@ class HttpGateway:
             await asyncio.gather(gone, return_exceptions=True)
         pumping.result()
         return True
+
+    async def _websocket(self, route: tuple[str, str, type[Message], str], req: _Request, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
+        """A /v3 path over a WebSocket (rpc/websocket.py): each message is one request, each
+        answer line ({"result":...}, or an error) one text message back."""
+        answer = handshake(req.headers)
+        if answer is None:
+            self._plain_error(writer, 400, "Bad Request")
+            return
+        head, authorization = answer
+        writer.write(head)
+        ws = WebSocket(reader, writer, self._max_body)
+        context = _Context({"authorization": authorization} if authorization else {})
+        service, method, cls, kind = route
+        requests: asyncio.Queue[Message | None] = asyncio.Queue(maxsize=MAX_QUEUED_WS_REQUESTS)
+
+        async def read_requests() -> None:
+            """Client messages into the queue, until the client closes or sends what does not parse
+            (grpc-gateway then ends the client's side of the stream)."""
+            try:
+                while True:
+                    data = await ws.receive()
+                    try:
+                        await requests.put(_parse(cls, json.loads(data)))
+                    except (_Abort, ValueError):
+                        return
+            except WebSocketClosed:
+                return
+            finally:
+                if requests.full():
+                    requests.get_nowait()
+                requests.put_nowait(None)
+
+        async def queued() -> AsyncIterator[Message]:
+            while (item := await requests.get()) is not None:
+                yield item
+
+        reading = asyncio.ensure_future(read_requests())
+        try:
+            if kind == STREAM_IN_OUT:
+                responses = _as_stream(getattr(self._services[service], method)(queued(), context))
+            else:
+                first = await requests.get()
+                if first is None:
+                    return
+                result = getattr(self._services[service], method)(first, context)
+                responses = _as_stream(result) if kind == STREAM_OUT else _iterate([await result])
+            try:
+                async for response in responses:
+                    body = _to_json(response)
+                    await ws.send_text(('{"result":' + body + "}" if kind != UNARY else body).encode())
+            except _Abort as e:
+                status = HTTP_STATUS.get(e.code, 500)
+                await ws.send_text(json.dumps({"error": {"grpc_code": e.code.value[0], "http_code": status, "message": e.message,
+                                                         "http_status": REASONS.get(status, "")}}, separators=(",", ":")).encode())
+            await ws.close()
+        except (_Abort, LinkError, WebSocketClosed, ConnectionError):
+            return
+        finally:
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
 
     # ------------------------------------------------------------------ /health, /metrics
     async def _status(self) -> dict[str, Any]:

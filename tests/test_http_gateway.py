@@ -356,3 +356,79 @@ def test_listen_client_http_urls_split_grpc_from_http(tmp_path):
             pb_grpc.KVStub(grpc.insecure_channel(http_ep)).Range(pb.RangeRequest(key=b"k"), timeout=3)
     finally:
         member.stop()
+
+
+class _WsClient:
+    """A minimal WebSocket client (RFC 6455: masked frames out, unmasked in), enough for the gateway."""
+
+    def __init__(self, endpoint: str, path: str) -> None:
+        import os
+        import socket
+
+        host, port = endpoint.rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=10)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {endpoint}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                           f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            self.buf += self.sock.recv(4096)
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        self.status_line = head.split(b"\r\n")[0].decode()
+
+    def send(self, text: str) -> None:
+        import os
+        import struct
+
+        data, key = text.encode(), os.urandom(4)
+        head = struct.pack(">BB", 0x81, 0x80 | len(data)) if len(data) < 126 else struct.pack(">BBH", 0x81, 0x80 | 126, len(data))
+        self.sock.sendall(head + key + bytes(b ^ key[i % 4] for i, b in enumerate(data)))
+
+    def _read(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            assert chunk, "connection closed"
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def receive(self) -> Any:
+        """The next text message, decoded as JSON."""
+        import struct
+
+        b0, b1 = self._read(2)
+        n = b1 & 0x7F
+        if n == 126:
+            (n,) = struct.unpack(">H", self._read(2))
+        elif n == 127:
+            (n,) = struct.unpack(">Q", self._read(8))
+        payload = self._read(n)
+        assert b0 & 0x0F == 1, (b0, payload)
+        return json.loads(payload)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_watch_over_a_websocket_answers_as_etcd(servers):
+    """etcd 3.4 serves its gateway's streams over WebSockets too (wsproxy): each message a request,
+    each answer line a message back."""
+    results = {}
+    for name, server in servers.items():
+        ws = _WsClient(server.endpoint, "/v3/watch")
+        try:
+            assert ws.status_line == "HTTP/1.1 101 Switching Protocols"
+            ws.send(json.dumps({"create_request": {"key": b64("ws/"), "range_end": b64("ws0")}}))
+            created = ws.receive()
+            request(server.endpoint, "POST", "/v3/kv/put", json.dumps({"key": b64("ws/1"), "value": b64("a")}))
+            event = ws.receive()
+            ws.send(json.dumps({"cancel_request": {"watch_id": created["result"].get("watch_id", "0")}}))
+            canceled = ws.receive()
+            kv = event["result"]["events"][0]["kv"]
+            # earlier tests of this module wrote more to one server: revisions are compared relatively
+            assert kv.pop("create_revision") == kv.pop("mod_revision")
+            results[name] = [mask(created), mask(event), mask(canceled)]
+        finally:
+            ws.close()
+    assert results["petcd"] == results["etcd"]
+    assert results["etcd"][1]["result"]["events"][0]["kv"]["value"] == b64("a")
