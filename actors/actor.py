@@ -1,7 +1,8 @@
 """The actor contract: what an actor may do, and how a runtime drives it.
 
 An actor is a plain object that reacts to batches of messages and to timers.
-It never does IO itself: it acts only through its `Context`. Two runtimes
+It never does IO itself: it acts only through its `Context`, its durable state
+included (`Context.disk`: the LMDB stores and files it keeps, see store/disk.py). Two runtimes
 implement `Context` -- the ZeroMQ process runtime (`proc_runtime`) and the
 simulation runtime (`petcd.sim`) -- so the code under simulation is the code
 in production.
@@ -12,7 +13,10 @@ Messages are msgpack-able dicts with a "t" (type) key.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from petcd.store.disk import Disk
 
 Message = dict[str, Any]
 Envelope = tuple[str, Message]  # (sender address, message)
@@ -58,8 +62,17 @@ class Context(Protocol):
         """Where `address` lives (a peer URL such as "http://10.0.0.2:2380"); the simulator ignores it."""
         ...
 
-    def stop_member(self, reason: str) -> None:
-        """Stop every actor of this member (e.g. it was removed from the cluster)."""
+    def stop_member(self, reason: str, *, failed: bool = False) -> None:
+        """Stop every actor of this member: it was removed from the cluster, or (`failed`) it cannot
+        go on (its disk failed a write), which the process runtime reports as a failure."""
+        ...
+
+    @property
+    def disk(self) -> Disk:
+        """Where the actor keeps its durable state (store/disk.py): the process runtime's is the
+        machine's disk, the simulator's a model of one that loses unsynced writes on power loss,
+        fails an fsync or fills up. A write the disk cannot make durable raises (lmdb.Error or
+        OSError): the actor must then stop its member, never carry on."""
         ...
 
 

@@ -21,7 +21,10 @@ Messages out:
   resp   {id, resp, term}                          to the origin of each request this member took
 
 Each `apply` batch is one LMDB transaction that also records the applied
-index, so a crash neither loses nor repeats an entry.
+index, so a crash neither loses nor repeats an entry. The store comes from the
+context's disk (`ctx.disk`, store/disk.py); should the disk fail a write (an
+fsync error, a store that cannot even record a failure), the actor stops its
+member at once, as etcd does, and answers nothing of the failed batch.
 """
 
 from __future__ import annotations
@@ -30,11 +33,13 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import lmdb
 import msgpack
 
 from petcd.actors.actor import Context, Envelope
+from petcd.store.disk import Disk, LocalDisk
 from petcd.store.errors import StoreError
-from petcd.store.mvcc import MvccStore
+from petcd.store.mvcc import MapFull, MvccStore
 from petcd.store.snapshot_files import IncomingSnapshot, installed_snapshot, outgoing_chunks, record_installed_snapshot
 
 # Reads waiting for the store to catch up; past this the oldest are refused
@@ -60,13 +65,17 @@ class ApplyActor:
         self._waiting: list[tuple[int, int, dict[str, Any], list[Any]]] = []  # (index, term, req, origin)
         self._term = 0
         self._incoming_snapshot: IncomingSnapshot | None = None
+        self._disk: Disk | None = None
+        self._failed = False  # the disk failed a write: the member is stopping, nothing more is done
 
     def metrics(self) -> dict[str, int]:
         """Plain counters for /metrics (the process runtime asks; see actors/proc_runtime.py)."""
         return {"waiting_reads": len(self._waiting)}
 
     def start(self, ctx: Context) -> None:
-        self._store = MvccStore(os.path.join(self._cfg.data_dir, "mvcc"), sync=self._cfg.sync, map_size_bytes=self._cfg.map_size_bytes)
+        # Every runtime's context has a disk; a bare hand-made test context (tests/test_quota.py) gets the real one.
+        disk = self._disk = getattr(ctx, "disk", None) or LocalDisk()
+        self._store = disk.open_mvcc(os.path.join(self._cfg.data_dir, "mvcc"), map_size_bytes=self._cfg.map_size_bytes, sync=self._cfg.sync)
         applied = self._store.applied_index()
         ctx.log("info", "mvcc store opened", applied_index=applied, revision=self._store.current_revision())
         # The last snapshot installed, if the store is still at it: the Raft actor finishes the log
@@ -85,6 +94,18 @@ class ApplyActor:
         raise AssertionError(f"apply actor sets no timers, got {name!r}")
 
     def receive(self, ctx: Context, batch: list[Envelope]) -> None:
+        if self._failed:
+            return  # the member is stopping (the process runtime stops after this turn, the simulator at once)
+        try:
+            self._receive(ctx, batch)
+        except (lmdb.Error, OSError, MapFull) as err:
+            # The disk did not make a write durable (or cannot take even the record of a failure):
+            # what the store holds is no longer known to be what is on disk. Stop, as etcd does.
+            self._failed = True
+            ctx.log("error", "the disk failed a write; stopping the member", error=repr(err))
+            ctx.stop_member(f"disk failure: {err!r}", failed=True)
+
+    def _receive(self, ctx: Context, batch: list[Envelope]) -> None:
         store = self._store
         assert store is not None
         entries: list[tuple[int, int, dict[str, Any]]] = []  # (index, term, decoded data)
@@ -230,10 +251,13 @@ class ApplyActor:
                                                      "last": sent >= size})
 
     def _record_installed_snapshot(self, meta: dict[str, Any]) -> None:
-        record_installed_snapshot(self._cfg.data_dir, {k: meta[k] for k in ("index", "term", "voters", "learners", "members")}, self._cfg.sync)
+        assert self._disk is not None
+        record_installed_snapshot(self._disk, self._cfg.data_dir, {k: meta[k] for k in ("index", "term", "voters", "learners", "members")},
+                                  self._cfg.sync)
 
     def _installed_snapshot_meta(self) -> dict[str, Any] | None:
-        return installed_snapshot(self._cfg.data_dir)
+        assert self._disk is not None
+        return installed_snapshot(self._disk, self._cfg.data_dir)
 
     def _install_chunk(self, ctx: Context, msg: dict[str, Any]) -> None:
         store = self._store

@@ -87,7 +87,9 @@ class ProcContext:
         self._timers: dict[str, float] = {}  # name -> deadline (monotonic seconds)
         self._timer_heap: list[tuple[float, str]] = []
         self._rng = random.Random()
+        self._disk: Any = None  # a LocalDisk, made on first use (only the actors with a store load LMDB)
         self.stop_requested = False
+        self.stop_failed = False  # the actor stopped its member because it cannot go on (a disk failure)
 
     @property
     def address(self) -> str:
@@ -121,9 +123,19 @@ class ProcContext:
             if old is not None:
                 old.close(linger=0)
 
-    def stop_member(self, reason: str) -> None:
-        self.log("warn", "stopping the member", reason=reason)
+    def stop_member(self, reason: str, *, failed: bool = False) -> None:
+        self.log("error" if failed else "warn", "stopping the member", reason=reason)
         self.stop_requested = True
+        self.stop_failed = self.stop_failed or failed
+
+    @property
+    def disk(self) -> Any:
+        """The machine's disk (store/disk.py LocalDisk): real LMDB, synced as the actor asks."""
+        if self._disk is None:
+            from petcd.store.disk import LocalDisk
+
+            self._disk = LocalDisk()
+        return self._disk
 
     # -- runtime side
     def next_timeout_ms(self) -> int | None:
@@ -177,6 +189,8 @@ def peer_endpoint(url: str) -> str:
 
 # Exit status of an actor process whose actor asked to stop its member (e.g. removed from the cluster).
 EXIT_MEMBER_STOPPED = 64
+# ... and whose actor stopped its member because it cannot go on (its disk failed a write): a failure.
+EXIT_MEMBER_FAILED = 65
 
 
 RUNTIME_METRICS = "runtime_metrics"
@@ -226,8 +240,9 @@ class RuntimeStats:
 def run(
     actor: Actor, address: str, endpoints: dict[str, str], log_level: str = "info", extra_binds: tuple[str, ...] = (), fault_file: str = "",
     socks_proxy: str = "",
-) -> bool:
-    """Serve `actor` until SIGTERM/SIGINT (False) or until it asks to stop its member (True)."""
+) -> int:
+    """Serve `actor` until SIGTERM/SIGINT (returns 0) or until it asks to stop its member (returns
+    EXIT_MEMBER_STOPPED, or EXIT_MEMBER_FAILED if it stopped it as a failure): the process's exit status."""
     zctx = zmq.Context()
     pull = zctx.socket(zmq.PULL)
     pull.setsockopt(zmq.RCVHWM, _RECV_HWM)
@@ -279,7 +294,9 @@ def run(
     finally:
         actor.stop()
         zctx.destroy(linger=500)
-    return ctx.stop_requested
+    if not ctx.stop_requested:
+        return 0
+    return EXIT_MEMBER_FAILED if ctx.stop_failed else EXIT_MEMBER_STOPPED
 
 
 def _build(kind: str, config: dict[str, Any]) -> Actor:
@@ -306,7 +323,7 @@ def _build(kind: str, config: dict[str, Any]) -> Actor:
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     kind, spec = args[0], json.loads(args[1])
-    stopped = run(
+    status = run(
         _build(kind, spec["config"]),
         spec["address"],
         spec["endpoints"],
@@ -315,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
         spec.get("fault_file", ""),
         spec.get("socks_proxy", ""),
     )
-    sys.exit(EXIT_MEMBER_STOPPED if stopped else 0)
+    sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,17 @@ import sys
 import time
 from typing import TextIO
 
+from petcd.sim.faults import ALL_KINDS, DISK_KINDS, KIND_GROUPS
 from petcd.sim.run import FAULT_CHOICES, SimReport, run
+
+# the fault names `all` covers (a group such as "partition" is covered when all its kinds are)
+_ALL_NAMES = {f for f in FAULT_CHOICES if set(KIND_GROUPS.get(f, (f,))) <= set(ALL_KINDS)}
 
 SWARM_FAULT_MIXES = (["all"], ["partition", "crash"], ["drop", "delay", "reorder"], ["pause", "clock", "duplicate"], ["crash", "pause"],
                      ["partition", "drop", "duplicate"], ["clock", "delay", "crash"])
 # what `--faults all` and `--faults raft` stand for when a swarm draws its mixes from a list
-_SWARM_GROUPS = {"all": [f for f in FAULT_CHOICES if f not in ("raft", "all")], "raft": ["late_snapshot", "stale_leader"]}
+_SWARM_GROUPS = {"all": [f for f in FAULT_CHOICES if f not in ("raft", "disk", "all") and f in _ALL_NAMES],
+                 "raft": ["late_snapshot", "stale_leader"], "disk": list(DISK_KINDS)}
 
 
 def _faults(text: str) -> list[str]:

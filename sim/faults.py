@@ -13,7 +13,8 @@ Partitions block (from member, to member) pairs, one set per tag.
 `Nemesis` draws, from the rng it is given, when to start which fault and for
 how long, and undoes it at its end: partitions (isolate, split, one_way,
 bridge, leader), crash and restart of a member, pauses, timer-rate skew, and
-the network's random faults. Every start and stop goes to `Nemesis.log`.
+the network's random faults, and a member's disk (power loss, failed fsync,
+full disk: sim/disk.py). Every start and stop goes to `Nemesis.log`.
 
 Three places reach into `SimRuntime` internals, for want of a public hook:
 `pause_member` (`_events`), `skew_timers` (`_contexts`) and
@@ -41,8 +42,14 @@ NETWORK_KINDS = ("drop", "duplicate", "delay", "reorder")
 # leader); a leader cut off while its timers run slow, so it believes it leads (and answers lease
 # keep-alives) while the others elect a new leader.
 RAFT_KINDS = ("late_snapshot", "stale_leader")
+# A member's disk (sim/disk.py): a power loss that strikes after the member's next few writes (and
+# loses what it did not sync), an fsync that fails (the member must stop), a full disk.
+DISK_KINDS = ("disk-crash", "fsync-fail", "disk-full")
 ALL_KINDS = PARTITION_KINDS + MEMBER_KINDS + NETWORK_KINDS + RAFT_KINDS
-KIND_GROUPS = {"partition": PARTITION_KINDS, "network": NETWORK_KINDS, "raft": RAFT_KINDS, "all": ALL_KINDS}
+KNOWN_KINDS = ALL_KINDS + DISK_KINDS
+# Faults that take a member down, or may (a write a full disk fails can stop it): at most max_down at once.
+DOWN_KINDS = ("crash", "pause", "disk-crash", "fsync-fail", "disk-full")
+KIND_GROUPS = {"partition": PARTITION_KINDS, "network": NETWORK_KINDS, "raft": RAFT_KINDS, "disk": DISK_KINDS, "all": ALL_KINDS}
 _PARTITION_TAG = "partition"
 
 
@@ -395,7 +402,7 @@ class Nemesis:
             return
         kind = self._rng.choice(candidates)
         until_ms = now_ms + self._rng.randint(self._min_duration_ms, self._max_duration_ms)
-        detail, member, undo = getattr(self, f"_start_{kind}")(until_ms)
+        detail, member, undo = getattr(self, f"_start_{kind.replace('-', '_')}")(until_ms)
         self._active.append(_Fault(kind, detail, until_ms, member, undo))
         self._record("start", kind, f"{detail} until {until_ms}ms")
 
@@ -413,8 +420,8 @@ class Nemesis:
             return not partitioned and len(self.members) >= (3 if kind == "bridge" else 2)
         if kind == "stale_leader":
             return not partitioned and current_leader(self._rt, self.members) in self._free_members()
-        if kind in ("crash", "pause"):
-            down = sum(1 for f in self._active if f.kind in ("crash", "pause"))
+        if kind in DOWN_KINDS:
+            down = sum(1 for f in self._active if f.kind in DOWN_KINDS)
             return down < self._max_down and bool(self._free_members())
         if kind == "clock":
             return bool(self._free_members())
@@ -490,6 +497,49 @@ class Nemesis:
         rate = round(self._rng.uniform(lo, hi), 2)
         return f"{member} timers at rate {rate}", member, skew_timers(self._rt, member, rate)
 
+    def _start_disk_crash(self, until_ms: int) -> tuple[str, str | None, Callable[[], None]]:
+        # The power goes out after the member's next 0-3 disk writes (0: now), possibly mid-turn;
+        # its disk keeps only what was synced. It comes back when the fault ends.
+        member = self._rng.choice(self._free_members())
+        disk = self._rt.disk(member)
+        writes = self._rng.randint(0, 3)
+        if writes == 0:
+            self._rt.power_loss(member)
+        else:
+            disk.power_loss_after = writes
+        rt = self._rt
+
+        def undo() -> None:
+            disk.power_loss_after = None
+            rt.restart_member(member)
+
+        return f"{member} power lost after {writes} more disk writes", member, undo
+
+    def _start_fsync_fail(self, until_ms: int) -> tuple[str, str | None, Callable[[], None]]:
+        # The member's next synced write fails: it must stop (it is restarted when the fault ends).
+        member = self._rng.choice(self._free_members())
+        disk = self._rt.disk(member)
+        disk.fail_next_sync = True
+        rt = self._rt
+
+        def undo() -> None:
+            disk.fail_next_sync = False
+            rt.restart_member(member)
+
+        return f"{member} next fsync fails", member, undo
+
+    def _start_disk_full(self, until_ms: int) -> tuple[str, str | None, Callable[[], None]]:
+        member = self._rng.choice(self._free_members())
+        disk = self._rt.disk(member)
+        disk.full = True
+        rt = self._rt
+
+        def undo() -> None:
+            disk.full = False
+            rt.restart_member(member)  # if a write it could not do stopped it
+
+        return f"{member} disk full", member, undo
+
     def _start_late_snapshot(self, until_ms: int) -> tuple[str, str | None, Callable[[], None]]:
         # Every snapshot sent while this lasts arrives after it ends: other faults (a leader
         # partition, a crash) get the time to depose its sender before it lands.
@@ -544,11 +594,11 @@ def _expand_kinds(kinds: Collection[str]) -> tuple[str, ...]:
     for k in kinds:
         if k in KIND_GROUPS:
             wanted.update(KIND_GROUPS[k])
-        elif k in ALL_KINDS:
+        elif k in KNOWN_KINDS:
             wanted.add(k)
         else:
-            raise ValueError(f"unknown fault kind {k!r}; known: {', '.join(ALL_KINDS)} or {', '.join(KIND_GROUPS)}")
-    return tuple(k for k in ALL_KINDS if k in wanted)
+            raise ValueError(f"unknown fault kind {k!r}; known: {', '.join(KNOWN_KINDS)} or {', '.join(KIND_GROUPS)}")
+    return tuple(k for k in KNOWN_KINDS if k in wanted)
 
 
 class _Driver:

@@ -16,14 +16,15 @@ from typing import Any
 
 from petcd.sim.check.verdict import Verdict
 from petcd.sim.cluster import build
-from petcd.sim.faults import ALL_KINDS, KIND_GROUPS, FaultyNetwork, Nemesis, current_leader
+from petcd.sim.faults import KIND_GROUPS, KNOWN_KINDS, FaultyNetwork, Nemesis, current_leader
 from petcd.sim.invariants import InvariantChecker, InvariantViolation, run_checked
 from petcd.sim.lease_client import LeaseClient, LeaseLog
 from petcd.sim.lock_client import LockClient, LockLog
 from petcd.sim.watch_client import WatchClient, WatchLog
 from petcd.sim import checks
 
-FAULT_CHOICES = ("drop", "delay", "duplicate", "reorder", "partition", "crash", "pause", "clock", "late_snapshot", "stale_leader", "raft", "all")
+FAULT_CHOICES = ("drop", "delay", "duplicate", "reorder", "partition", "crash", "pause", "clock", "late_snapshot", "stale_leader",
+                 "disk-crash", "fsync-fail", "disk-full", "raft", "disk", "all")
 KEYS = [b"k0", b"k1", b"k2", b"k3", b"k4"]
 # Faults run while the clients work, for at most this long; then everything heals.
 FAULT_PHASE_MS = 20_000
@@ -38,7 +39,7 @@ def fault_kinds(names: list[str]) -> set[str]:
         if name not in FAULT_CHOICES:
             raise ValueError(f"unknown fault {name!r} (choose from {', '.join(FAULT_CHOICES)})")
         kinds.update(KIND_GROUPS.get(name, (name,)))
-    assert kinds <= set(ALL_KINDS)
+    assert kinds <= set(KNOWN_KINDS)
     return kinds
 
 

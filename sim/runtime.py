@@ -9,11 +9,15 @@ hashes the whole trace to prove it.
 Faults plug in through `Network`: it decides, for each wire message, whether
 and when it arrives (drop, delay, duplicate, reorder, partition). Actors can
 be crashed (all in-memory state lost) and restarted from their durable state.
+Each member has a simulated disk (sim/disk.py, `Context.disk`): a power loss
+(`power_loss`) crashes the member and loses every write it did not sync; the
+disk can strike it mid-turn, from inside a write (`PowerLoss`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import heapq
 import random
 from collections.abc import Callable
@@ -23,6 +27,7 @@ from typing import Any
 import msgpack
 
 from petcd.actors.actor import MAX_BATCH_MESSAGES, Actor, Envelope, Message, member_of
+from petcd.sim.disk import PowerLoss, SimDisk
 
 ActorFactory = Callable[[], Actor]
 
@@ -96,8 +101,12 @@ class SimContext:
     def set_route(self, address: str, url: str) -> None:
         pass  # every address is reachable on the simulated bus
 
-    def stop_member(self, reason: str) -> None:
-        self._rt.request_stop(member_of(self._address), reason)
+    def stop_member(self, reason: str, *, failed: bool = False) -> None:
+        self._rt.request_stop(member_of(self._address), reason + (" (failed)" if failed else ""))
+
+    @property
+    def disk(self) -> SimDisk:
+        return self._rt.disk(member_of(self._address))
 
 
 class SimRuntime:
@@ -120,6 +129,7 @@ class SimRuntime:
         self.log_lines: list[str] = []
         self.delivered_batches = 0
         self._stop_requests: list[str] = []
+        self._disks: dict[str, SimDisk] = {}
 
     # -- world building
     def add(self, address: str, factory: ActorFactory) -> None:
@@ -146,6 +156,21 @@ class SimRuntime:
     def restart_member(self, member: str) -> None:
         for address in [a for a in self._factories if member_of(a) == member and a not in self._actors]:
             self.restart(address)
+
+    def disk(self, member: str) -> SimDisk:
+        """The member's disk (made on first use; it outlives the member's crashes)."""
+        disk = self._disks.get(member)
+        if disk is None:
+            disk = self._disks[member] = SimDisk(member)
+        return disk
+
+    def power_loss(self, member: str) -> list[str]:
+        """The member's power goes out: its actors crash and its disk loses every write not synced."""
+        self.crash_member(member)
+        lost = [os.path.basename(p) for p in self.disk(member).power_loss()]  # no temporary directory in the digest
+        self._record(f"power loss {member} lost {lost}".encode())
+        self.trace_log(member, "warn", "power loss", {"lost_unsynced": lost})
+        return lost
 
     def is_running(self, address: str) -> bool:
         return address in self._actors
@@ -194,8 +219,7 @@ class SimRuntime:
         ctx = SimContext(self, address, incarnation)
         self._actors[address] = actor
         self._contexts[address] = ctx
-        actor.start(ctx)
-        self._flush(address, ctx)
+        self._turn(address, ctx, lambda: actor.start(ctx))
 
     def _step(self) -> None:
         ev = heapq.heappop(self._events)
@@ -208,8 +232,8 @@ class SimRuntime:
                 return  # stale: cancelled, re-armed, or its actor crashed since
             del ctx.timers[name]
             self._record(f"{self.now_ms} timer {ev.to} {name}".encode())
-            self._actors[ev.to].on_timer(ctx, name)
-            self._flush(ev.to, ctx)
+            actor = self._actors[ev.to]
+            self._turn(ev.to, ctx, lambda: actor.on_timer(ctx, name))
             return
         # Deliver everything due now for this actor as one batch, as the process runtime drains its socket.
         wires = [ev.payload]
@@ -230,8 +254,18 @@ class SimRuntime:
             batch.extend((sender, m) for m in msgs)
         self.delivered_batches += 1
         ctx = self._contexts[ev.to]
-        self._actors[ev.to].receive(ctx, batch)
-        self._flush(ev.to, ctx)
+        actor = self._actors[ev.to]
+        self._turn(ev.to, ctx, lambda: actor.receive(ctx, batch))
+
+    def _turn(self, address: str, ctx: SimContext, call: Callable[[], None]) -> None:
+        """Run one turn of an actor, then send what it queued; a power loss mid-turn sends nothing."""
+        try:
+            call()
+        except PowerLoss:
+            ctx.outbox.clear()
+            self.power_loss(member_of(address))
+            return
+        self._flush(address, ctx)
 
     def _flush(self, address: str, ctx: SimContext) -> None:
         while self._stop_requests:

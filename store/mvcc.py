@@ -84,6 +84,10 @@ def _put_cost(put: dict) -> int:
     return KV_OVERHEAD_BYTES + len(put.get("key", b"")) + len(put.get("value", b"")) + 16
 
 
+class MapFull(RuntimeError):
+    """The LMDB map cannot take even the record of an entry's failure: the member must stop."""
+
+
 class MvccStore:
     """An LMDB environment (a directory) holding etcd's MVCC key space."""
 
@@ -140,6 +144,15 @@ class MvccStore:
     def _begin(self) -> lmdb.Transaction:
         self._follow_writer()
         return self._env.begin()
+
+    def _write(self):
+        """A write transaction (commits on leaving the `with` block, aborts on an exception): every
+        commit of the store goes through here, so a simulated disk can model it (sim/disk.py)."""
+        return self._env.begin(write=True)
+
+    def _applied_before_batch(self, tables: StoreTxn) -> int:
+        """The applied index an apply batch starts from (a seam tests use to plant a bug)."""
+        return tables.applied_index()
 
     def close(self) -> None:
         self._env.close()
@@ -209,16 +222,16 @@ class MvccStore:
                 try:
                     responses += self._apply_batch([entry], map_full=True)
                 except lmdb.MapFullError:
-                    raise RuntimeError(
+                    raise MapFull(
                         f"apply: the LMDB map of {self.path} is full even for recording entry {entry[0]} as failed; "
                         "restart the member with a larger --quota-backend-bytes") from None
         return responses
 
     def _apply_batch(self, entries: list, *, map_full: bool) -> list[dict | None]:
         responses: list[dict | None] = []
-        with self._env.begin(write=True) as parent:
-            applied_index = StoreTxn(parent, self._dbs).applied_index()
+        with self._write() as parent:
             tables = StoreTxn(parent, self._dbs)
+            applied_index = self._applied_before_batch(tables)
             for raft_index, request, *key in entries:
                 if raft_index <= applied_index:
                     responses.append(None)
@@ -344,7 +357,7 @@ class MvccStore:
         """Fill a new, empty store in one LMDB write transaction: fill(StoreTxn) writes the tables
         directly (an import, see store/etcd_import.py), not through apply; an exception commits nothing."""
         assert not self._readonly
-        with self._env.begin(write=True) as txn:
+        with self._write() as txn:
             tables = StoreTxn(txn, self._dbs)
             if tables.applied_index() or tables.current_revision() != 1 or txn.stat(self._dbs.revs)["entries"]:
                 raise RuntimeError(f"bulk_load: the store {self._dir} is not empty")
@@ -354,7 +367,7 @@ class MvccStore:
         """For a store restored from a backup into a new cluster: its entries count from 0 again
         (the applied index) and the proposals it remembers belong to the old log."""
         assert not self._readonly
-        with self._env.begin(write=True) as txn:
+        with self._write() as txn:
             StoreTxn(txn, self._dbs).forget_raft_position()
 
     def copy_to(self, path: str) -> None:
@@ -415,7 +428,7 @@ class MvccStore:
         src_env = lmdb.open(path, subdir=False, readonly=True, lock=False, max_dbs=DB_COUNT)
         try:
             src_dbs = open_databases(src_env, create=False)
-            with self._env.begin(write=True) as dst, src_env.begin() as src:
+            with self._write() as dst, src_env.begin() as src:
                 for name in src_dbs._fields:
                     src_db, dst_db = getattr(src_dbs, name), getattr(self._dbs, name)
                     if not isinstance(src_db, lmdb._Database):

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from .mvcc import MvccStore
+
+if TYPE_CHECKING:
+    from .disk import Disk
 
 
 def outgoing_chunks(store: MvccStore, path: str, chunk_bytes: int) -> tuple[int, int, Iterator[bytes]]:
@@ -62,30 +65,14 @@ class IncomingSnapshot:
 _INSTALLED_RECORD = "snapshot-installed.meta"
 
 
-def record_installed_snapshot(data_dir: str, meta: dict[str, Any], sync: bool) -> None:
+def record_installed_snapshot(disk: "Disk", data_dir: str, meta: dict[str, Any], sync: bool) -> None:
     """Durably note (before installing it) the snapshot a member installs: its index, term and
     membership. After a crash between the store install and the Raft log reset, the Raft actor
-    learns from it where to reset its log."""
-    path = os.path.join(data_dir, _INSTALLED_RECORD)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(msgpack.packb(meta))
-        if sync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
-    if sync:  # the rename is durable only once the directory is
-        fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    learns from it where to reset its log. Written through the actor's disk (see store/disk.py)."""
+    disk.write_file(os.path.join(data_dir, _INSTALLED_RECORD), msgpack.packb(meta), sync=sync)
 
 
-def installed_snapshot(data_dir: str) -> dict[str, Any] | None:
+def installed_snapshot(disk: "Disk", data_dir: str) -> dict[str, Any] | None:
     """The last snapshot record_installed_snapshot noted, or None."""
-    try:
-        with open(os.path.join(data_dir, _INSTALLED_RECORD), "rb") as f:
-            return msgpack.unpackb(f.read())
-    except FileNotFoundError:
-        return None
+    data = disk.read_file(os.path.join(data_dir, _INSTALLED_RECORD))
+    return None if data is None else msgpack.unpackb(data)

@@ -1,0 +1,222 @@
+"""The simulator's disk: real LMDB underneath, with the durability contract on top.
+
+Each member has one `SimDisk` (it outlives the member's crashes). The stores
+it hands out run LMDB without syncing (fast), and the disk keeps, for each
+store whose state got ahead of its last durable (synced) commit, a copy of that
+durable state; likewise the durable content of each file written without sync.
+Production syncs every commit, so in a correct petcd no copy is ever taken.
+
+The faults it plays (sim/faults.py draws them from the seed):
+- power loss (`disk-crash`): armed to strike after the next k writes (a store
+  commit or a file write, synced ones included), it raises `PowerLoss` out of
+  that write, mid-turn; the runtime crashes the member there (nothing of the
+  turn is sent) and `power_loss` puts every store and file back to its durable
+  state: each write not synced is lost (an LMDB commit is atomic, so a lost
+  one is lost whole). A crash (`crash`) is a process crash: the OS keeps what
+  was written, synced or not.
+- fsync failure (`fsync-fail`): the next synced write is made but not durable
+  and raises (lmdb.Error, or OSError EIO for a file); the member must stop.
+- full disk (`disk-full`): store commits fail with LMDB's MapFullError (except
+  the one-entry commit that records an entry's failure as NOSPACE, which
+  mvcc.apply falls back to) and file writes with ENOSPC, until it ends.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from collections import Counter
+from typing import Any
+
+import lmdb
+
+from petcd.store.mvcc import MvccStore
+
+
+class PowerLoss(BaseException):
+    """Raised out of a write the power went out after; only the simulation runtime catches it.
+
+    A BaseException, so no `except Exception` in an actor can carry on past it."""
+
+
+class SimMvccStore(MvccStore):
+    """An MvccStore whose commits go through its `SimDisk`."""
+
+    def __init__(self, disk: SimDisk, path: str, *, map_size_bytes: int, sync: bool) -> None:
+        self._disk = disk
+        self.sync_wanted = sync  # whether each commit must be durable when it returns (what LMDB's sync would do)
+        self.recording_failure = False  # inside mvcc.apply's map-full fallback (an entry recorded as failed)
+        super().__init__(path, sync=False, map_size_bytes=map_size_bytes)
+        disk.opened(self)
+
+    def _write(self) -> Any:
+        return _SimWriteTxn(self._disk, self)
+
+    def _apply_batch(self, entries: list, *, map_full: bool) -> list[dict | None]:
+        self.recording_failure = map_full
+        try:
+            return super()._apply_batch(entries, map_full=map_full)
+        finally:
+            self.recording_failure = False
+
+    def defragment(self) -> None:
+        super().defragment()  # copies, fsyncs and swaps the file itself: durable when it returns
+        self._disk.made_durable(self)
+
+    def close(self) -> None:
+        super().close()
+        self._disk.closed(self)
+
+    @property
+    def env(self) -> lmdb.Environment:
+        return self._env
+
+
+class _SimWriteTxn:
+    """`with store._write() as txn`: a write transaction whose commit the disk judges."""
+
+    def __init__(self, disk: SimDisk, store: SimMvccStore) -> None:
+        self._disk, self._store = disk, store
+        self._txn: lmdb.Transaction | None = None
+        self._durable = False
+
+    def __enter__(self) -> lmdb.Transaction:
+        disk, store = self._disk, self._store
+        if disk.full and not store.recording_failure:
+            disk.counts["map_full"] += 1
+            raise lmdb.MapFullError("simulated disk full: mdb_put: MDB_MAP_FULL")
+        self._durable = store.sync_wanted and not disk.fail_next_sync
+        if not self._durable:
+            disk.keep_durable_state(store)
+        self._txn = store.env.begin(write=True)
+        return self._txn
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        txn, self._txn = self._txn, None
+        assert txn is not None
+        if exc_type is not None:
+            txn.abort()
+            return False
+        txn.commit()
+        disk, store = self._disk, self._store
+        if self._durable:
+            disk.made_durable(store)
+        elif store.sync_wanted:  # the fsync failed: the commit is in the page cache only
+            disk.fail_next_sync = False
+            disk.counts["fsync_failed"] += 1
+            raise lmdb.DiskError(f"simulated fsync failure committing to {store.path}: Input/output error")
+        disk.wrote()
+        return False
+
+
+class SimDisk:
+    """One member's disk (see the module docstring)."""
+
+    # What open_mvcc hands out; a test plants a bug by putting a subclass here (tests/test_sim_disk.py).
+    mvcc_class: type[SimMvccStore] = SimMvccStore
+
+    def __init__(self, member: str) -> None:
+        self.member = member
+        self._durable_copies: dict[str, str] = {}  # store dir -> dir holding a copy of its durable state
+        self._durable_files: dict[str, bytes | None] = {}  # file -> its durable content (None: absent)
+        self._open: list[SimMvccStore] = []
+        self.power_loss_after: int | None = None  # writes until the power goes out (None: not armed)
+        self.fail_next_sync = False
+        self.full = False
+        self.counts: Counter[str] = Counter()  # "writes", "map_full", "fsync_failed", "power_losses", "lost_commits"...
+
+    # -- Disk (store/disk.py)
+    def open_mvcc(self, path: str, *, map_size_bytes: int, sync: bool = True) -> MvccStore:
+        return self.mvcc_class(self, path, map_size_bytes=map_size_bytes, sync=sync)
+
+    def write_file(self, path: str, data: bytes, *, sync: bool = True) -> None:
+        if self.full:
+            self.counts["enospc"] += 1
+            raise OSError(errno.ENOSPC, f"simulated disk full writing {path}")
+        durable = sync and not self.fail_next_sync
+        if not durable and path not in self._durable_files:
+            self._durable_files[path] = self.read_file(path)
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        if durable:
+            self._durable_files.pop(path, None)
+        elif sync:
+            self.fail_next_sync = False
+            self.counts["fsync_failed"] += 1
+            raise OSError(errno.EIO, f"simulated fsync failure writing {path}")
+        self.wrote()
+
+    def read_file(self, path: str) -> bytes | None:
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    # -- used by SimMvccStore
+    def opened(self, store: SimMvccStore) -> None:
+        self._open.append(store)
+
+    def closed(self, store: SimMvccStore) -> None:
+        self._open = [s for s in self._open if s is not store]
+
+    def keep_durable_state(self, store: SimMvccStore) -> None:
+        """Before a commit that will not be durable: copy the store's durable state, unless held already."""
+        if store.path in self._durable_copies:
+            return
+        copy_dir = store.path + ".durable"
+        shutil.rmtree(copy_dir, ignore_errors=True)
+        os.makedirs(copy_dir)
+        store.env.copy(copy_dir)
+        self._durable_copies[store.path] = copy_dir
+
+    def made_durable(self, store: SimMvccStore) -> None:
+        """A synced commit: everything the store holds is durable (the copy is no longer needed)."""
+        copy_dir = self._durable_copies.pop(store.path, None)
+        if copy_dir is not None:
+            shutil.rmtree(copy_dir, ignore_errors=True)
+        self.counts["synced"] += 1
+
+    def wrote(self) -> None:
+        """After each write: strike if the power loss is due."""
+        self.counts["writes"] += 1
+        if self.power_loss_after is None:
+            return
+        self.power_loss_after -= 1
+        if self.power_loss_after <= 0:
+            self.power_loss_after = None
+            raise PowerLoss(self.member)
+
+    # -- used by the runtime
+    def power_loss(self) -> list[str]:
+        """Every store and file back to its durable state (the member's stores are closed); returns what was lost."""
+        assert not self._open, f"power loss on {self.member} with stores still open: {[s.path for s in self._open]}"
+        self.power_loss_after = None
+        self.fail_next_sync = False
+        self.counts["power_losses"] += 1
+        lost = []
+        for path, copy_dir in sorted(self._durable_copies.items()):
+            os.replace(os.path.join(copy_dir, "data.mdb"), os.path.join(path, "data.mdb"))
+            try:
+                os.remove(os.path.join(path, "lock.mdb"))
+            except FileNotFoundError:
+                pass
+            shutil.rmtree(copy_dir, ignore_errors=True)
+            lost.append(path)
+        for path, content in sorted(self._durable_files.items()):
+            if content is None:
+                try:
+                    os.remove(path)
+                except FileNotFoundError:
+                    pass
+            else:
+                with open(path, "wb") as f:
+                    f.write(content)
+            lost.append(path)
+        self._durable_copies.clear()
+        self._durable_files.clear()
+        self.counts["lost_unsynced"] += len(lost)
+        return lost

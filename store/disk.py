@@ -1,0 +1,63 @@
+"""The disk an actor reaches through its context (`Context.disk`): the one seam for its durable state.
+
+An actor never opens LMDB or writes a durable file itself; it asks its context's
+disk, so the runtime decides what a disk is. The process runtime hands out
+`LocalDisk` (real LMDB, real files, synced as asked); the simulator hands out
+a model with the durability contract (sim/disk.py): a power loss loses every
+write that was not synced, an fsync can fail, the disk can fill up.
+
+Failure contract for the actor: a write that raises `lmdb.Error` (other than the
+map-full case the store handles itself) or `OSError` means the disk could not
+make it durable; the actor must stop its member (`ctx.stop_member`), never carry on.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+from .mvcc import MvccStore
+
+
+class Disk(Protocol):
+    def open_mvcc(self, path: str, *, map_size_bytes: int, sync: bool = True) -> MvccStore:
+        """The MVCC store in directory `path`, created if missing; `sync`: every commit is durable when it returns."""
+        ...
+
+    def write_file(self, path: str, data: bytes, *, sync: bool = True) -> None:
+        """Replace the file `path` with `data` atomically (old or new content, never a mix);
+        `sync`: durable (file and directory) when it returns."""
+        ...
+
+    def read_file(self, path: str) -> bytes | None:
+        """The file's content, or None if there is none."""
+        ...
+
+
+class LocalDisk:
+    """The machine's own disk: real LMDB environments and files."""
+
+    def open_mvcc(self, path: str, *, map_size_bytes: int, sync: bool = True) -> MvccStore:
+        return MvccStore(path, sync=sync, map_size_bytes=map_size_bytes)
+
+    def write_file(self, path: str, data: bytes, *, sync: bool = True) -> None:
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+        if sync:  # the rename is durable only once the directory is
+            fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def read_file(self, path: str) -> bytes | None:
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None

@@ -1,0 +1,165 @@
+"""The simulator's disk (sim/disk.py): the durability contract, the disk faults, and a planted bug the swarm must catch.
+
+Everything runs for real: real LMDB under the model, the real simulator, the production actors.
+"""
+
+from __future__ import annotations
+
+import msgpack
+import lmdb
+import pytest
+
+from petcd.sim.cli import swarm_mix
+from petcd.sim.cluster import build
+from petcd.sim.disk import PowerLoss, SimDisk, SimMvccStore
+from petcd.sim.run import run
+from petcd.store.tables import StoreTxn
+
+
+def _put(index: int, key: bytes, value: bytes = b"v") -> tuple[int, dict, bytes]:
+    return index, {"op": "put", "key": key, "value": value}, msgpack.packb(["m1", "c0/client", index])
+
+
+def test_a_power_loss_keeps_synced_commits_and_loses_unsynced_ones(tmp_path):
+    disk = SimDisk("m1")
+    synced = disk.open_mvcc(str(tmp_path / "synced"), map_size_bytes=1 << 24)
+    unsynced = disk.open_mvcc(str(tmp_path / "unsynced"), map_size_bytes=1 << 24, sync=False)
+    for store in (synced, unsynced):
+        store.apply([_put(1, b"a"), _put(2, b"b")])
+        store.apply([_put(3, b"c")])
+    synced.close()
+    unsynced.close()
+    assert sorted(disk.power_loss()) == [str(tmp_path / "unsynced")]
+    synced = disk.open_mvcc(str(tmp_path / "synced"), map_size_bytes=1 << 24)
+    unsynced = disk.open_mvcc(str(tmp_path / "unsynced"), map_size_bytes=1 << 24, sync=False)
+    assert synced.applied_index() == 3 and synced.range({"key": b"c"})["count"] == 1
+    assert unsynced.applied_index() == 0 and unsynced.range({"key": b"a"})["count"] == 0, "nothing of it was ever synced"
+    synced.close()
+    unsynced.close()
+
+
+def test_a_file_written_without_sync_is_lost_and_a_synced_one_kept(tmp_path):
+    disk = SimDisk("m1")
+    kept, lost = str(tmp_path / "kept"), str(tmp_path / "lost")
+    disk.write_file(kept, b"one")
+    disk.write_file(lost, b"old")
+    disk.write_file(lost, b"new", sync=False)
+    disk.write_file(kept, b"two", sync=False)
+    disk.write_file(kept, b"three")  # synced: everything before it is durable too
+    disk.power_loss()
+    assert disk.read_file(kept) == b"three" and disk.read_file(lost) == b"old"
+
+
+def test_power_loss_strikes_after_the_armed_write(tmp_path):
+    disk = SimDisk("m1")
+    store = disk.open_mvcc(str(tmp_path / "s"), map_size_bytes=1 << 24)
+    disk.power_loss_after = 2
+    store.apply([_put(1, b"a")])
+    with pytest.raises(PowerLoss):
+        store.apply([_put(2, b"b")])
+    store.close()
+    disk.power_loss()
+    store = disk.open_mvcc(str(tmp_path / "s"), map_size_bytes=1 << 24)
+    assert store.applied_index() == 2, "the write the power went out after was synced: it stays"
+    store.close()
+
+
+def test_a_failed_fsync_raises_and_its_commit_is_not_durable(tmp_path):
+    disk = SimDisk("m1")
+    store = disk.open_mvcc(str(tmp_path / "s"), map_size_bytes=1 << 24)
+    store.apply([_put(1, b"a")])
+    disk.fail_next_sync = True
+    with pytest.raises(lmdb.Error):
+        store.apply([_put(2, b"b")])
+    assert not disk.fail_next_sync, "one fsync fails, not every one after it"
+    store.close()
+    disk.power_loss()
+    store = disk.open_mvcc(str(tmp_path / "s"), map_size_bytes=1 << 24)
+    assert store.applied_index() == 1
+    store.close()
+
+
+def test_a_full_disk_fails_entries_with_nospace_through_the_stores_map_full_path(tmp_path):
+    disk = SimDisk("m1")
+    store = disk.open_mvcc(str(tmp_path / "s"), map_size_bytes=1 << 24)
+    disk.full = True
+    [resp] = store.apply([_put(1, b"a")])
+    assert resp["error"] == "no_space" and resp["map_full"] is True
+    assert store.applied_index() == 1, "recorded as failed: a replay does not meet it again"
+    with pytest.raises(OSError):
+        disk.write_file(str(tmp_path / "f"), b"x")
+    disk.full = False
+    assert store.apply([(2, {"op": "noop"})]) == [{"revision": 1}]
+    store.close()
+
+
+def test_a_member_whose_fsync_fails_stops_and_the_cluster_carries_on(tmp_path):
+    cluster = build(7, 3, str(tmp_path))
+    rt = cluster.runtime
+    cluster.add_clients(count=2, ops_per_client=200, keys=[b"k0", b"k1"])
+    rt.run(until_ms=500)
+    assert not cluster.clients_done()
+    rt.disk("m1").fail_next_sync = True
+    assert rt.run(until_ms=20_000, until=lambda: not rt.is_running("m1/raft")), "m1 applied nothing more?"
+    assert rt.disk("m1").counts["fsync_failed"] == 1
+    assert not any(rt.is_running(f"m1/{role}") for role in ("raft", "apply", "watch", "lease")), "every actor of m1 stopped"
+    rt.restart_member("m1")
+    assert rt.run(until_ms=60_000, until=cluster.clients_done)
+    ok = [op for op in cluster.history if op.outcome == "ok"]
+    assert ok, "the clients' operations went through"
+
+
+# ------------------------------------------------------------------------------ the planted bug
+
+
+class AppliedIndexFirst(SimMvccStore):
+    """PLANTED BUG (tests only): the applied index is committed in a transaction of its own, before the
+    batch's data. A power loss between the two loses the batch on that member, for good."""
+
+    _claimed: int | None = None
+
+    def _apply_batch(self, entries: list, *, map_full: bool) -> list[dict | None]:
+        before = self.applied_index()
+        last = entries[-1][0]
+        if last > before:
+            with self._write() as txn:
+                StoreTxn(txn, self._dbs).set_applied_index(last)
+        self._claimed = before
+        try:
+            return super()._apply_batch(entries, map_full=map_full)
+        finally:
+            self._claimed = None
+
+    def _applied_before_batch(self, tables: StoreTxn) -> int:
+        return self._claimed if self._claimed is not None else super()._applied_before_batch(tables)
+
+
+SEEDS = range(1, 7)
+
+
+def _disk_crash_swarm() -> dict[int, list[str]]:
+    """What `petcd sim swarm --seeds 1-6 --faults disk-crash` runs: seed -> the failed verdicts."""
+    failed = {}
+    for seed in SEEDS:
+        members, faults = swarm_mix(seed, ["disk-crash"])
+        report = run(seed, members, 300, faults)
+        failed[seed] = [f"{v.checker}: {v.summary}" for v in report.verdicts if not v.ok]
+    return failed
+
+
+def test_the_disk_crash_swarm_catches_an_applied_index_written_apart_from_the_data(monkeypatch):
+    monkeypatch.setattr(SimDisk, "mvcc_class", AppliedIndexFirst)
+    with_bug = _disk_crash_swarm()
+    caught = {seed: v for seed, v in with_bug.items() if v}
+    assert caught, "the planted bug went unnoticed by every seed"
+    assert any("applied state agreement" in v[0] for v in caught.values()), caught
+    monkeypatch.undo()
+    assert SimDisk.mvcc_class is SimMvccStore
+    without = _disk_crash_swarm()
+    assert not any(without.values()), f"the same seeds fail without the bug: {without}"
+
+
+def test_a_disk_crash_run_is_reproduced_by_its_seed():
+    a, b = (run(4, 3, 200, ["disk-crash", "fsync-fail", "crash"]) for _ in range(2))
+    assert a.ok and a.digest == b.digest
+    assert any("disk-crash" in line for line in a.fault_log)
