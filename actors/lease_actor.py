@@ -29,6 +29,7 @@ Deadlines live in memory only: they are the leader's, not the log's.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,9 @@ class LeaseActor:
         self._me = config.member_id
         self._raft = f"{config.member_id}/raft"
         self._leases: dict[int, _Lease] = {}
+        # (deadline ms, lease id), earliest first, so an expiry check looks only at what is due
+        # (not every lease). An entry whose deadline is no longer its lease's is stale and skipped.
+        self._deadlines: list[tuple[int, int]] = []
         self._is_leader = False
         self._leader = ""
         self._term = 0  # the term we lead in
@@ -155,20 +159,21 @@ class LeaseActor:
             self._fail_renewals(ctx, "not_leader")
         if not self._is_leader:
             return
-        for lease_id, lease in sorted(self._leases.items()):
-            if len(self._pending) >= MAX_PENDING_REVOKES:
-                break
-            if lease.deadline_ms <= now and lease_id not in self._pending:
-                self._pending.add(lease_id)
-                ctx.log("info", "lease expired; revoking", lease=f"{lease_id:x}", ttl=lease.ttl_s)
-                self._next_request += 1
-                request_id = self._request_prefix + self._next_request
-                self._revokes[request_id] = lease_id
-                origin = [ctx.address, request_id]
-                # leader_term: the revocation counts only if appended in the term we decided it in, i.e.
-                # by us while still leader -- not held and forwarded to a later leader after we lost office.
-                req = {"op": "lease_revoke", "ID": lease_id, "leader_term": self._term}
-                ctx.send(self._raft, {"t": "propose", "req": req, "origin": origin})
+        while self._deadlines and self._deadlines[0][0] <= now and len(self._pending) < MAX_PENDING_REVOKES:
+            deadline, lease_id = heapq.heappop(self._deadlines)
+            lease = self._leases.get(lease_id)
+            if lease is None or lease.deadline_ms != deadline or lease_id in self._pending:
+                continue  # gone, renewed since (a later entry stands for it), or being revoked
+            self._pending.add(lease_id)
+            ctx.log("info", "lease expired; revoking", lease=f"{lease_id:x}", ttl=lease.ttl_s)
+            self._next_request += 1
+            request_id = self._request_prefix + self._next_request
+            self._revokes[request_id] = lease_id
+            origin = [ctx.address, request_id]
+            # leader_term: the revocation counts only if appended in the term we decided it in, i.e.
+            # by us while still leader -- not held and forwarded to a later leader after we lost office.
+            req = {"op": "lease_revoke", "ID": lease_id, "leader_term": self._term}
+            ctx.send(self._raft, {"t": "propose", "req": req, "origin": origin})
 
     def receive(self, ctx: Context, batch: list[Envelope]) -> None:
         now = ctx.now_ms()
@@ -178,8 +183,8 @@ class LeaseActor:
                 became = msg["is_leader"] and not self._is_leader
                 self._is_leader, self._leader, self._term = msg["is_leader"], msg["leader"], msg["term"]
                 if became:
-                    for lease in self._leases.values():
-                        lease.deadline_ms = now + lease.ttl_s * 1000
+                    for lease_id, lease in self._leases.items():
+                        self._due(lease_id, lease, now + lease.ttl_s * 1000)
                 if not self._is_leader or became:
                     self._pending.clear()
                     self._revokes.clear()
@@ -188,13 +193,15 @@ class LeaseActor:
                     self._fail_renewals(ctx, "not_leader")  # the round cannot confirm a leadership we lost
             elif kind == "leases":
                 for lease_id, ttl in msg["items"]:
-                    self._leases.setdefault(lease_id, _Lease(ttl, now + ttl * 1000))
+                    if lease_id not in self._leases:
+                        self._due(lease_id, self._leases.setdefault(lease_id, _Lease(ttl, 0)), now + ttl * 1000)
             elif kind == "lease_changes":
                 for change, lease_id, ttl in msg["changes"]:
                     # Either way a revocation we proposed is settled: the lease is gone, or new.
                     self._pending.discard(lease_id)
                     if change == "grant":
-                        self._leases[lease_id] = _Lease(ttl, now + ttl * 1000)
+                        self._leases[lease_id] = _Lease(ttl, 0)
+                        self._due(lease_id, self._leases[lease_id], now + ttl * 1000)
                     else:
                         self._leases.pop(lease_id, None)
             elif kind in ("keepalive", "ttl"):
@@ -209,6 +216,9 @@ class LeaseActor:
                 lease_id = self._revokes.pop(msg["id"], None)
                 if lease_id is not None and "error" in msg["resp"]:
                     self._pending.discard(lease_id)  # try again at the next check
+                    lease = self._leases.get(lease_id)
+                    if lease is not None:
+                        self._due(lease_id, lease, lease.deadline_ms)
             else:
                 raise ValueError(f"lease actor: unknown message type {kind!r} from {sender}")
         self._maybe_confirm(ctx, now)
@@ -242,8 +252,16 @@ class LeaseActor:
                 # revocation is decided or about to be): the lease is gone for the client.
                 lease = None
             if lease is not None:
-                lease.deadline_ms = now + lease.ttl_s * 1000
+                self._due(msg["id"], lease, now + lease.ttl_s * 1000)
             self._answer(ctx, msg, {"TTL": lease.ttl_s if lease else 0})
+
+    def _due(self, lease_id: int, lease: _Lease, deadline_ms: int) -> None:
+        """Set a lease's deadline; the heap keeps at most about two entries per lease."""
+        lease.deadline_ms = deadline_ms
+        heapq.heappush(self._deadlines, (deadline_ms, lease_id))
+        if len(self._deadlines) > 2 * len(self._leases) + 1024:
+            self._deadlines = [(lease.deadline_ms, lid) for lid, lease in self._leases.items()]
+            heapq.heapify(self._deadlines)
 
     def _fail_renewals(self, ctx: Context, error: str) -> None:
         renewals = self._round[2] if self._round is not None else []
