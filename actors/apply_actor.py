@@ -99,7 +99,7 @@ class ApplyActor:
         try:
             self._receive(ctx, batch)
         except (lmdb.Error, OSError, MapFull) as err:
-            # The disk did not make a write durable (or cannot take even the record of a failure):
+            # The disk did not make a write durable, or its map is full:
             # what the store holds is no longer known to be what is on disk. Stop, as etcd does.
             self._failed = True
             ctx.log("error", "the disk failed a write; stopping the member", error=repr(err))
@@ -157,9 +157,6 @@ class ApplyActor:
         for i, req in enumerate(requests):
             if req[1] is _STALE and responses[i] is not None:
                 responses[i] = {"error": "leader_changed"}
-            elif responses[i] is not None and responses[i].pop("map_full", False):
-                ctx.log("error", "the store's LMDB map is full: entry failed with NOSPACE and the alarm raised",
-                        index=req[0], op=req[1].get("op"))
         assert len(responses) == len(entries)
         self._term = entries[-1][1]
         me = self._cfg.member_id

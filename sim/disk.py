@@ -16,9 +16,9 @@ The faults it plays (sim/faults.py draws them from the seed):
   was written, synced or not.
 - fsync failure (`fsync-fail`): the next synced write is made but not durable
   and raises (lmdb.Error, or OSError EIO for a file); the member must stop.
-- full disk (`disk-full`): store commits fail with LMDB's MapFullError (except
-  the one-entry commit that records an entry's failure as NOSPACE, which
-  mvcc.apply falls back to) and file writes with ENOSPC, until it ends.
+- full disk (`disk-full`): store commits fail with LMDB's MapFullError (the
+  apply actor then stops its member: see MvccStore.apply) and file writes with
+  ENOSPC, until it ends.
 """
 
 from __future__ import annotations
@@ -46,19 +46,11 @@ class SimMvccStore(MvccStore):
     def __init__(self, disk: SimDisk, path: str, *, map_size_bytes: int, sync: bool) -> None:
         self._disk = disk
         self.sync_wanted = sync  # whether each commit must be durable when it returns (what LMDB's sync would do)
-        self.recording_failure = False  # inside mvcc.apply's map-full fallback (an entry recorded as failed)
         super().__init__(path, sync=False, map_size_bytes=map_size_bytes)
         disk.opened(self)
 
     def _write(self) -> Any:
         return _SimWriteTxn(self._disk, self)
-
-    def _apply_batch(self, entries: list, *, map_full: bool) -> list[dict | None]:
-        self.recording_failure = map_full
-        try:
-            return super()._apply_batch(entries, map_full=map_full)
-        finally:
-            self.recording_failure = False
 
     def defragment(self) -> None:
         super().defragment()  # copies, fsyncs and swaps the file itself: durable when it returns
@@ -83,7 +75,7 @@ class _SimWriteTxn:
 
     def __enter__(self) -> lmdb.Transaction:
         disk, store = self._disk, self._store
-        if disk.full and not store.recording_failure:
+        if disk.full:
             disk.counts["map_full"] += 1
             raise lmdb.MapFullError("simulated disk full: mdb_put: MDB_MAP_FULL")
         self._durable = store.sync_wanted and not disk.fail_next_sync

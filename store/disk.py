@@ -6,9 +6,9 @@ disk, so the runtime decides what a disk is. The process runtime hands out
 a model with the durability contract (sim/disk.py): a power loss loses every
 write that was not synced, an fsync can fail, the disk can fill up.
 
-Failure contract for the actor: a write that raises `lmdb.Error` (other than the
-map-full case the store handles itself) or `OSError` means the disk could not
-make it durable; the actor must stop its member (`ctx.stop_member`), never carry on.
+Failure contract for the actor: a write that raises `lmdb.Error`, `OSError` or the
+store's MapFull means the disk could not make it durable, or had no room; the actor
+must stop its member (`ctx.stop_member`), never carry on.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from petcd.actors.lease_actor import LeaseActor, LeaseConfig
 from petcd.rpc.config import ConfigError, parse
 from petcd.rpc.pb import rpc_pb2 as pb
 from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
-from petcd.store.mvcc import ALARM_NOSPACE, MvccStore, map_size_for_quota
+from petcd.store.mvcc import ALARM_NOSPACE, MapFull, MvccStore, map_size_for_quota
 from tests.servers import etcd_binary, grpc_outcome, restart, start_cluster, start_etcd, start_petcd, wait_ready
 
 QUOTA = str(1 << 20)
@@ -218,25 +218,26 @@ def test_writes_in_flight_past_the_quota_are_refused_at_apply_and_the_member_liv
         s.stop()
 
 
-def test_an_entry_that_does_not_fit_the_map_fails_with_nospace_and_is_applied(tmp_path):
+def test_an_entry_that_does_not_fit_the_map_stops_the_store_and_applies_after_a_restart(tmp_path):
+    """The LMDB map is one member's matter, not the log's: a batch that does not fit is not applied
+    (recording it as failed on this member alone would make members differ); MapFull stops the
+    member, and with a larger map the same entry applies."""
     store = MvccStore(str(tmp_path / "s"), sync=False, map_size_bytes=1 << 20)
-    index, resp = 0, None
-    while index < 1000:
-        index += 1
-        resp = store.apply([(index, {"op": "put", "key": b"k%d" % index, "value": b"x" * 3000, "alarm_member": 7})])[0]
-        if "error" in resp:
-            break
-    assert resp == {"error": "no_space", "code": "RESOURCE_EXHAUSTED", "message": NOSPACE, "map_full": True}
-    assert store.applied_index() == index, "the entry is applied (as a failure): replay does not meet it again"
-    assert store.alarms() == [(7, ALARM_NOSPACE)]
-    assert store.apply([(index, {"op": "put", "key": b"again", "value": b"x"})]) == [None]
-    # Capped by the alarm from now on; reads still work.
-    assert store.apply([(index + 1, {"op": "put", "key": b"small", "value": b"v"})])[0]["error"] == "no_space"
-    assert store.range({"key": b"k1"})["count"] == 1
+    index = 0
+    with pytest.raises(MapFull):
+        while index < 1000:
+            index += 1
+            store.apply([(index, {"op": "put", "key": b"k%d" % index, "value": b"x" * 3000, "alarm_member": 7})])
+    assert store.applied_index() == index - 1, "nothing of the batch that did not fit is applied"
+    assert store.alarms() == [], "no member-local alarm either"
     store.close()
+    bigger = MvccStore(str(tmp_path / "s"), sync=False, map_size_bytes=1 << 22)
+    [resp] = bigger.apply([(index, {"op": "put", "key": b"k%d" % index, "value": b"x" * 3000})])
+    assert "error" not in resp and bigger.applied_index() == index
+    bigger.close()
 
 
-def test_the_apply_actor_lives_through_a_full_map_and_restarts_past_the_entry(tmp_path):
+def test_the_apply_actor_stops_its_member_on_a_full_map_and_resumes_at_the_entry(tmp_path):
     config = ApplyConfig("m1", str(tmp_path), sync=False, map_size_bytes=1 << 20)
 
     def entry(index: int, key: bytes) -> list:
@@ -245,19 +246,18 @@ def test_the_apply_actor_lives_through_a_full_map_and_restarts_past_the_entry(tm
 
     actor, ctx = ApplyActor(config), _Ctx()
     actor.start(ctx)
-    answers: list[dict] = []
-    for index in range(1, 1000):
-        ctx.sent.clear()
+    index = 0
+    while not ctx.stopped and index < 1000:
+        index += 1
         actor.receive(ctx, [("m1/raft", {"t": "apply", "entries": [entry(index, b"k%d" % index)]})])
-        answers = [m["resp"] for to, m in ctx.sent if to == "m1/gw0"]
-        if "error" in answers[0]:
-            break
-    assert answers == [{"error": "no_space", "code": "RESOURCE_EXHAUSTED", "message": NOSPACE}]
-    assert ("error", "the store's LMDB map is full: entry failed with NOSPACE and the alarm raised") in ctx.logged
+    assert ctx.stopped == [True], "the member stops, as a failure"
+    assert not [m for to, m in ctx.sent if to == "m1/gw0" and m["id"] == index], "the entry is not answered"
     actor.stop()
-    restarted, ctx = ApplyActor(config), _Ctx()
+    restarted, ctx = ApplyActor(ApplyConfig("m1", str(tmp_path), sync=False, map_size_bytes=1 << 22)), _Ctx()
     restarted.start(ctx)
-    assert ctx.sent[0][1]["applied"] == index, "the refused entry counts as applied: replay starts after it"
+    assert ctx.sent[0][1]["applied"] == index - 1, "replay starts at the entry that did not fit"
+    restarted.receive(ctx, [("m1/raft", {"t": "apply", "entries": [entry(index, b"k%d" % index)]})])
+    assert [m["resp"].get("error") for to, m in ctx.sent if to == "m1/gw0"] == [None]
     restarted.stop()
 
 
@@ -319,7 +319,7 @@ class _Ctx:
     """Just enough of actors.actor.Context for the lease actor's compactor."""
 
     def __init__(self) -> None:
-        self.now, self.sent, self.timers, self.logged = 0, [], {}, []
+        self.now, self.sent, self.timers, self.logged, self.stopped = 0, [], {}, [], []
         self.address = "m1/lease"
 
     def send(self, to: str, msg: dict) -> None:
@@ -336,6 +336,9 @@ class _Ctx:
 
     def log(self, level: str, msg: str, **fields: Any) -> None:
         self.logged.append((level, msg))
+
+    def stop_member(self, reason: str, failed: bool = False) -> None:
+        self.stopped.append(failed)
 
 
 def test_revision_auto_compaction_every_five_minutes_on_the_leader_only():

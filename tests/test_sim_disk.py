@@ -13,6 +13,7 @@ from petcd.sim.cli import swarm_mix
 from petcd.sim.cluster import build
 from petcd.sim.disk import PowerLoss, SimDisk, SimMvccStore
 from petcd.sim.run import run
+from petcd.store.mvcc import MapFull
 from petcd.store.tables import StoreTxn
 
 
@@ -79,17 +80,20 @@ def test_a_failed_fsync_raises_and_its_commit_is_not_durable(tmp_path):
     store.close()
 
 
-def test_a_full_disk_fails_entries_with_nospace_through_the_stores_map_full_path(tmp_path):
+def test_a_full_disk_stops_the_store_and_applies_nothing_of_the_batch(tmp_path):
+    """A full map is one member's disk, not the log: the store applies nothing and raises MapFull
+    (the apply actor stops its member), and the batch applies once there is room again."""
     disk = SimDisk("m1")
     store = disk.open_mvcc(str(tmp_path / "s"), map_size_bytes=1 << 24)
     disk.full = True
-    [resp] = store.apply([_put(1, b"a")])
-    assert resp["error"] == "no_space" and resp["map_full"] is True
-    assert store.applied_index() == 1, "recorded as failed: a replay does not meet it again"
+    with pytest.raises(MapFull):
+        store.apply([_put(1, b"a")])
+    assert store.applied_index() == 0, "nothing of the batch is applied"
     with pytest.raises(OSError):
         disk.write_file(str(tmp_path / "f"), b"x")
     disk.full = False
-    assert store.apply([(2, {"op": "noop"})]) == [{"revision": 1}]
+    [resp] = store.apply([_put(1, b"a")])
+    assert "error" not in resp and store.applied_index() == 1
     store.close()
 
 
@@ -118,7 +122,7 @@ class AppliedIndexFirst(SimMvccStore):
 
     _claimed: int | None = None
 
-    def _apply_batch(self, entries: list, *, map_full: bool) -> list[dict | None]:
+    def _apply_batch(self, entries: list) -> list[dict | None]:
         before = self.applied_index()
         last = entries[-1][0]
         if last > before:
@@ -126,7 +130,7 @@ class AppliedIndexFirst(SimMvccStore):
                 StoreTxn(txn, self._dbs).set_applied_index(last)
         self._claimed = before
         try:
-            return super()._apply_batch(entries, map_full=map_full)
+            return super()._apply_batch(entries)
         finally:
             self._claimed = None
 
