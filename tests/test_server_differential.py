@@ -13,10 +13,11 @@ Scripts run here: kv, formats, txn, flags, plus two of this file's own: txn
 response headers as etcdctl prints them, and raw gRPC requests etcdctl cannot
 make (nested txns, serializable and filtered ranges, error statuses).
 
-What needs auth is NOT run, since petcd has no users or roles yet (README: "Auth:
-not yet"): the whole "auth" script (users, roles, auth enable) is left out, neither
-skipped nor counted as a pass. The flags script's `--user` steps do run: like etcd
-with auth disabled, petcd answers Authenticate with "authentication is not enabled".
+The "auth" script (users, roles, auth enable) is not run here: auth has its own
+differential tests, tests/test_auth_differential.py (etcd's RBAC guide, tokens,
+watches, leases, 1 and 3 members) and tests/test_ctl_auth.py (every user, role and
+auth command). The flags script's `--user` steps do run: like etcd with auth
+disabled, petcd answers Authenticate with "authentication is not enabled".
 
 petcd is started with the same advertised peer URL and cluster token as the etcd
 fixture's servers; petcd computes member and cluster IDs from those exactly as
@@ -66,7 +67,7 @@ ETCDCTL_SCRIPTS = {
     "flags": SCRIPTS["flags"],
     "txn_headers": _TXN_HEADERS,
 }
-# "auth" is deliberately absent (see the module docstring).
+# "auth" runs in tests/test_auth_differential.py and tests/test_ctl_auth.py (see the module docstring).
 GRPC = "grpc"
 RUNS = (*ETCDCTL_SCRIPTS, GRPC)
 
