@@ -383,9 +383,15 @@ class Runner:
                                        self.ctx["ep"]))
 
     def _mark_watchers(self) -> None:
-        """The baseline of Watchers: taken at the first of consecutive Start/Feed steps."""
-        if self.last not in (Start, Feed):
-            self.watch_base = self.server.watchers() or 0
+        """The baseline of Watchers: taken at the first of consecutive Start/Feed steps. With no
+        background command left running, every watcher of the earlier ones must be gone first:
+        the server unregisters a closed stream's watchers a moment after the client exits, and a
+        baseline taken before that would count one that is about to go."""
+        if self.last in (Start, Feed):
+            return
+        if not any(b.proc.poll() is None for b in self.bg.values()):
+            self._await(lambda: self.server.watchers() == 0, "the stopped commands' watchers to go")
+        self.watch_base = self.server.watchers() or 0
 
     def _do_start(self, step: Start) -> None:
         self._mark_watchers()
