@@ -31,6 +31,7 @@ from typing import Any
 
 import lmdb
 
+from petcd.store.disk import read_file
 from petcd.store.mvcc import MvccStore
 
 
@@ -142,11 +143,7 @@ class SimDisk:
         self.wrote()
 
     def read_file(self, path: str) -> bytes | None:
-        try:
-            with open(path, "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            return None
+        return read_file(path)
 
     # -- used by SimMvccStore
     def opened(self, store: SimMvccStore) -> None:

@@ -56,8 +56,13 @@ class LocalDisk:
                 os.close(fd)
 
     def read_file(self, path: str) -> bytes | None:
-        try:
-            with open(path, "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            return None
+        return read_file(path)
+
+
+def read_file(path: str) -> bytes | None:
+    """A file's content, or None if there is none (reading is the same on every disk)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None

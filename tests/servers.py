@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -187,3 +188,34 @@ def grpc_outcome(call: Callable[[], object]) -> str:
         return "OK"
     except grpc.RpcError as e:
         return f"{e.code().name}: {e.details()}"
+
+
+def run_on_etcd_and_petcd(run: Callable[[str, str], object], prefix: str) -> tuple[tuple[object, str], tuple[object, str]]:
+    """`run(endpoint, dead_endpoint)` against a fresh real etcd and a fresh petcd started with
+    etcd_fixture's identity (so member and cluster IDs agree), concurrently: ((etcd's result,
+    etcd's endpoint), (petcd's result, petcd's endpoint))."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.etcd_fixture import ADVERTISED_PEER_URL, EtcdServer, closed_port
+
+    dead = "127.0.0.1:%d" % closed_port()
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    root = tempfile.mkdtemp(prefix=prefix, dir=base)
+    petcd = None
+    try:
+        with EtcdServer() as etcd, ThreadPoolExecutor(2) as pool:
+            started = pool.submit(
+                start_petcd, os.path.join(root, "data"),
+                "--name", "default",
+                "--initial-advertise-peer-urls", ADVERTISED_PEER_URL,
+                "--initial-cluster", "default=" + ADVERTISED_PEER_URL,
+                "--initial-cluster-token", "petcd-test",
+                "--log-level", "error")
+            expected = pool.submit(run, etcd.endpoint, dead)
+            petcd = started.result()
+            actual = run(petcd.endpoint, dead)
+            return (expected.result(), etcd.endpoint), (actual, petcd.endpoint)
+    finally:
+        if petcd is not None:
+            petcd.stop()
+        shutil.rmtree(root, ignore_errors=True)

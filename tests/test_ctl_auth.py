@@ -24,13 +24,10 @@ auth group's help is printed (3.5 added the command).
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.etcd_fixture import ADVERTISED_PEER_URL, EtcdServer, closed_port
-from tests.servers import start_petcd
+from tests.etcd_fixture import EtcdServer, closed_port
+from tests.servers import run_on_etcd_and_petcd
 from tests.test_ctl_harness import ETCDCTL, PETCDCTL, Step, diff_runs, run_script
 
 S = Step
@@ -303,27 +300,7 @@ def test_petcdctl_auth_matches_etcdctl():
 
 def test_etcdctl_auth_cannot_tell_petcd_from_etcd():
     """The real etcdctl against real etcd and against petcd (petcd's auth on the server side)."""
-    dead = "127.0.0.1:%d" % closed_port()
-    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    root = tempfile.mkdtemp(prefix="petcd-ctlauth-", dir=base)
-    petcd = None
-    try:
-        with EtcdServer() as etcd, ThreadPoolExecutor(2) as pool:
-            started = pool.submit(
-                start_petcd, os.path.join(root, "data"),
-                # etcd_fixture's identity: petcd derives the same member and cluster IDs
-                "--name", "default",
-                "--initial-advertise-peer-urls", ADVERTISED_PEER_URL,
-                "--initial-cluster", "default=" + ADVERTISED_PEER_URL,
-                "--initial-cluster-token", "petcd-test",
-                "--log-level", "error")
-            expected_f = pool.submit(run_script, SCRIPT, ETCDCTL, etcd.endpoint, dead)
-            petcd = started.result()
-            actual = run_script(SCRIPT, ETCDCTL, petcd.endpoint, dead)
-            expected = expected_f.result()
-            problems = diff_runs(SCRIPT, expected, actual, etcd.endpoint, petcd.endpoint)
-    finally:
-        if petcd is not None:
-            petcd.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    (expected, etcd_ep), (actual, petcd_ep) = run_on_etcd_and_petcd(
+        lambda endpoint, dead: run_script(SCRIPT, ETCDCTL, endpoint, dead), "petcd-ctlauth-")
+    problems = diff_runs(SCRIPT, expected, actual, etcd_ep, petcd_ep)
     assert not problems, "%d differing steps:\n%s" % (len(problems), "\n".join(problems))

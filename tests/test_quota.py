@@ -13,7 +13,6 @@ import os
 import re
 import subprocess
 import threading
-import time
 from typing import Any
 
 import grpc
@@ -27,6 +26,7 @@ from petcd.rpc.config import ConfigError, parse
 from petcd.rpc.pb import rpc_pb2 as pb
 from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
 from petcd.store.mvcc import ALARM_NOSPACE, MapFull, MvccStore, map_size_for_quota
+from tests.waiting import wait_until
 from tests.servers import etcd_binary, grpc_outcome, restart, start_cluster, start_etcd, start_petcd, wait_ready
 
 QUOTA = str(1 << 20)
@@ -126,16 +126,6 @@ def _member_status(endpoint: str) -> pb.StatusResponse:
         return pb_grpc.MaintenanceStub(ch).Status(pb.StatusRequest(), timeout=5)
 
 
-def _wait(condition: Any, what: str, timeout_s: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _nospace_only(errors: Any) -> bool:
     return bool(errors) and all(re.fullmatch(r"memberID:\d+ alarm:NOSPACE ", e) for e in errors)
 
@@ -154,9 +144,9 @@ def test_cluster_member_restarted_under_the_alarm_keeps_it(tmp_path, server):
         # alarm raises one under its own id, e.g. when replaying its log after a restart.)
         for m in cluster.members:
             if server == "petcd":
-                _wait(lambda: list(_member_status(m.endpoint).errors) == [alarm], f"the alarm on {m.endpoint}")
+                wait_until(lambda: list(_member_status(m.endpoint).errors) == [alarm], 20, f"the alarm on {m.endpoint}")
             else:
-                _wait(lambda: _nospace_only(_member_status(m.endpoint).errors), f"the alarm on {m.endpoint}")
+                wait_until(lambda: _nospace_only(_member_status(m.endpoint).errors), 20, f"the alarm on {m.endpoint}")
         for m in cluster.members:
             code, listed = ctl(m.endpoint, "alarm", "list")
             assert code == 0 and {ln.strip() for ln in listed.splitlines()} == {"memberID:<id> alarm:NOSPACE"}
@@ -179,7 +169,7 @@ def test_cluster_member_restarted_under_the_alarm_keeps_it(tmp_path, server):
         assert code == 0 and {ln.strip() for ln in disarmed.splitlines()} == {"memberID:<id> alarm:NOSPACE"}
         assert ctl(third.endpoint, "put", "small", "v") == (0, "OK")
         for m in cluster.members:
-            _wait(lambda: list(_member_status(m.endpoint).errors) == [], f"the alarm gone on {m.endpoint}")
+            wait_until(lambda: list(_member_status(m.endpoint).errors) == [], 20, f"the alarm gone on {m.endpoint}")
         assert all(m.proc.poll() is None for m in cluster.members), "no member died"
     finally:
         cluster.stop()
@@ -307,7 +297,7 @@ def test_periodic_auto_compaction(tmp_path, server):
                 kv.Put(pb.PutRequest(key=b"k", value=b"v"), timeout=5)
                 return _compact_revision(s.endpoint) > 1
 
-            _wait(advanced, "the compacted revision to advance", timeout_s=15)
+            wait_until(advanced, 15, "the compacted revision to advance")
             current = kv.Range(pb.RangeRequest(key=b"k"), timeout=5).header.revision
         compacted = _compact_revision(s.endpoint)
         assert compacted < current, "the revisions of the last retention window are kept"

@@ -29,11 +29,8 @@ Run with real etcd first on PATH:
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -41,8 +38,7 @@ import pytest
 
 from petcd.rpc.pb import rpc_pb2 as pb
 from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
-from tests.etcd_fixture import ADVERTISED_PEER_URL, EtcdServer, closed_port
-from tests.servers import start_petcd
+from tests.servers import run_on_etcd_and_petcd
 from tests.test_ctl_harness import ETCDCTL, Result, Step, diff_runs, run_script
 from tests.test_ctl_scripts import SCRIPTS
 
@@ -223,28 +219,7 @@ def _run(name: str, endpoint: str, dead: str):
 
 def _run_pair(name: str):
     """One run against a fresh etcd and one against a fresh petcd, concurrently."""
-    dead = "127.0.0.1:%d" % closed_port()
-    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    root = tempfile.mkdtemp(prefix="petcd-srvdiff-", dir=base)
-    petcd = None
-    try:
-        with EtcdServer() as etcd, ThreadPoolExecutor(2) as pool:
-            started = pool.submit(
-                start_petcd, os.path.join(root, "data"),
-                # etcd_fixture's identity: member and cluster IDs come from the same inputs
-                "--name", "default",
-                "--initial-advertise-peer-urls", ADVERTISED_PEER_URL,
-                "--initial-cluster", "default=" + ADVERTISED_PEER_URL,
-                "--initial-cluster-token", "petcd-test",
-                "--log-level", "error")
-            expected = pool.submit(_run, name, etcd.endpoint, dead)
-            petcd = started.result()
-            actual = _run(name, petcd.endpoint, dead)
-            return (expected.result(), etcd.endpoint), (actual, petcd.endpoint)
-    finally:
-        if petcd is not None:
-            petcd.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    return run_on_etcd_and_petcd(lambda endpoint, dead: _run(name, endpoint, dead), "petcd-srvdiff-")
 
 
 @pytest.fixture(scope="module")
