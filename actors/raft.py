@@ -596,6 +596,9 @@ class RaftCore:
             pr = self.progress[peer]
             if pr.state == REPLICATE and not any(to == peer and m["t"] == "app" for to, m in self._msgs):
                 prev = pr.next - 1
+                if prev < self._log.snapshot_index:
+                    self._need_snapshot(peer)  # compacted past it while its appends were in flight (found by seed 3, disk-crash)
+                    continue
                 self._send(peer, self._append_msg(prev, [], min(self.commit, prev)))
 
     def _send_append(self, peer: str) -> None:
@@ -609,9 +612,7 @@ class RaftCore:
             return
         prev = pr.next - 1
         if prev < self._log.snapshot_index:
-            # What this follower needs was compacted away: it gets the state machine instead.
-            pr.state, pr.snapshot_ticks, pr.snapshot_index = SNAPSHOT, 0, 0
-            self._snapshots.append(peer)
+            self._need_snapshot(peer)
             return
         hi = min(last + 1, pr.next + MAX_ENTRIES_PER_APPEND)
         entries = self._entries(pr.next, hi) if pr.next <= last else []
@@ -621,6 +622,12 @@ class RaftCore:
         elif entries:
             pr.next = entries[-1].index + 1  # optimistic: pipeline the next batch without waiting
             pr.inflight.append(entries[-1].index)
+
+    def _need_snapshot(self, peer: str) -> None:
+        """What `peer` needs next was compacted away: it gets the state machine instead."""
+        pr = self.progress[peer]
+        pr.state, pr.snapshot_ticks, pr.snapshot_index, pr.inflight = SNAPSHOT, 0, 0, []
+        self._snapshots.append(peer)
 
     def _append_msg(self, prev: int, entries: list[Entry], commit: int) -> dict[str, Any]:
         return {

@@ -36,11 +36,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import lmdb
 import msgpack
 
 from petcd.actors import membership
 from petcd.actors.actor import Context, Envelope
 from petcd.actors.raft import LEADER, RaftCore, Ready
+from petcd.store.disk import LocalDisk
 from petcd.store.raftlog import ENTRY_CONF, ConfState, Entry, HardState, RaftLog
 
 _TICK_TIMER = "tick"
@@ -105,7 +107,24 @@ class RaftActor:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, ctx: Context) -> None:
-        log = self._log = RaftLog(os.path.join(self._cfg.data_dir, "raft"), sync=self._cfg.sync)
+        self._guarded(ctx, self._start, ctx)
+
+    def _guarded(self, ctx: Context, turn: Any, *args: Any) -> None:
+        """Run one turn; should the disk fail a write (it raised: not durable, or no room), stop the member.
+
+        What depends on a write (votes, append acks, commits) is queued only after the write returns,
+        so none of it leaves; etcd likewise stops on a WAL write or fsync error."""
+        try:
+            turn(*args)
+        except (lmdb.Error, OSError) as err:
+            self._stopped = True
+            ctx.log("error", "the disk failed a write to the raft log; stopping the member", error=repr(err))
+            ctx.stop_member(f"disk failure: {err!r}", failed=True)
+
+    def _start(self, ctx: Context) -> None:
+        # Every runtime's context has a disk; a bare hand-made test context gets the real one.
+        disk = getattr(ctx, "disk", None) or LocalDisk()
+        log = self._log = disk.open_raftlog(os.path.join(self._cfg.data_dir, "raft"), sync=self._cfg.sync)
         if log.last_index == 0 and log.conf_state is None and self._cfg.initial_members:
             self._bootstrap(log)
         if log.cluster_id and not self._cluster_id:
@@ -146,6 +165,10 @@ class RaftActor:
         assert name == _TICK_TIMER and self._core is not None
         if self._stopped:
             return
+        self._guarded(ctx, self._tick, ctx)
+
+    def _tick(self, ctx: Context) -> None:
+        assert self._core is not None
         role_before, leader_before = self._core.role, self._core.leader
         self._core.tick()
         self._activity.observe(self._core, ctx.now_ms())
@@ -158,10 +181,13 @@ class RaftActor:
 
     # ------------------------------------------------------------------ messages
     def receive(self, ctx: Context, batch: list[Envelope]) -> None:
-        core = self._core
-        assert core is not None
         if self._stopped:
             return
+        self._guarded(ctx, self._receive, ctx, batch)
+
+    def _receive(self, ctx: Context, batch: list[Envelope]) -> None:
+        core = self._core
+        assert core is not None
         role_before, leader_before = core.role, core.leader
         proposals: list[bytes] = []
         for sender, msg in batch:

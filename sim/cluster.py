@@ -40,10 +40,9 @@ def build(
 ) -> SimCluster:
     """Members m1..mN, each a Raft actor and an apply actor with their stores under `data_root`.
 
-    The apply actors' stores come from each member's simulated disk (sim/disk.py),
-    which syncs nothing but keeps what a power loss would leave; the Raft log is
-    still opened unsynced by the Raft actor itself (an actor crash loses memory,
-    not the OS page cache; power losses do not reach it yet).
+    Both stores of a member, the Raft log and the apply actor's MVCC store, come
+    from its simulated disk (sim/disk.py), which syncs nothing but keeps what a
+    power loss would leave. Both ask for synced commits, as in production.
     """
     rt = SimRuntime(seed, network, trace=trace)
     members = [f"m{i + 1}" for i in range(member_count)]
@@ -51,8 +50,8 @@ def build(
     for m in members:
         data_dir = os.path.join(data_root, m)
         os.makedirs(data_dir, exist_ok=True)
-        raft_cfg = RaftConfig(member_id=m, data_dir=data_dir, cluster_id=SIM_CLUSTER_ID, initial_members=initial, snapshot_count=snapshot_count, sync=False)
-        apply_cfg = ApplyConfig(member_id=m, data_dir=data_dir)  # synced commits, as in production (the disk models them)
+        raft_cfg = RaftConfig(member_id=m, data_dir=data_dir, cluster_id=SIM_CLUSTER_ID, initial_members=initial, snapshot_count=snapshot_count)
+        apply_cfg = ApplyConfig(member_id=m, data_dir=data_dir)
         rt.add(f"{m}/watch", lambda m=m: WatchActor(WatchConfig(member_id=m)))
         rt.add(f"{m}/lease", lambda m=m: LeaseActor(LeaseConfig(member_id=m)))
         rt.add(f"{m}/apply", lambda c=apply_cfg: ApplyActor(c))

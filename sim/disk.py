@@ -1,7 +1,8 @@
 """The simulator's disk: real LMDB underneath, with the durability contract on top.
 
 Each member has one `SimDisk` (it outlives the member's crashes). The stores
-it hands out run LMDB without syncing (fast), and the disk keeps, for each
+it hands out (the apply actor's MVCC store, the Raft actor's log) run LMDB
+without syncing (fast), and the disk keeps, for each
 store whose state got ahead of its last durable (synced) commit, a copy of that
 durable state; likewise the durable content of each file written without sync.
 Production syncs every commit, so in a correct petcd no copy is ever taken.
@@ -33,6 +34,7 @@ import lmdb
 
 from petcd.store.disk import read_file
 from petcd.store.mvcc import MvccStore
+from petcd.store.raftlog import RaftLog
 
 
 class PowerLoss(BaseException):
@@ -66,10 +68,30 @@ class SimMvccStore(MvccStore):
         return self._env
 
 
+class SimRaftLog(RaftLog):
+    """A RaftLog whose saves go through its `SimDisk`."""
+
+    def __init__(self, disk: SimDisk, path: str, *, sync: bool) -> None:
+        self._disk = disk
+        self.sync_wanted = sync
+        super().__init__(path, sync=False)
+        disk.opened(self)
+
+    def _write(self) -> Any:
+        return _SimWriteTxn(self._disk, self)
+
+    def close(self) -> None:
+        super().close()
+        self._disk.closed(self)
+
+
+_Store = SimMvccStore | SimRaftLog  # what the disk judges the commits of: each has env, path and sync_wanted
+
+
 class _SimWriteTxn:
     """`with store._write() as txn`: a write transaction whose commit the disk judges."""
 
-    def __init__(self, disk: SimDisk, store: SimMvccStore) -> None:
+    def __init__(self, disk: SimDisk, store: _Store) -> None:
         self._disk, self._store = disk, store
         self._txn: lmdb.Transaction | None = None
         self._durable = False
@@ -106,14 +128,15 @@ class _SimWriteTxn:
 class SimDisk:
     """One member's disk (see the module docstring)."""
 
-    # What open_mvcc hands out; a test plants a bug by putting a subclass here (tests/test_sim_disk.py).
+    # What open_mvcc and open_raftlog hand out; a test plants a bug by putting a subclass here (tests/test_sim_disk.py).
     mvcc_class: type[SimMvccStore] = SimMvccStore
+    raftlog_class: type[SimRaftLog] = SimRaftLog
 
     def __init__(self, member: str) -> None:
         self.member = member
         self._durable_copies: dict[str, str] = {}  # store dir -> dir holding a copy of its durable state
         self._durable_files: dict[str, bytes | None] = {}  # file -> its durable content (None: absent)
-        self._open: list[SimMvccStore] = []
+        self._open: list[_Store] = []
         self.power_loss_after: int | None = None  # writes until the power goes out (None: not armed)
         self.fail_next_sync = False
         self.full = False
@@ -122,6 +145,9 @@ class SimDisk:
     # -- Disk (store/disk.py)
     def open_mvcc(self, path: str, *, map_size_bytes: int, sync: bool = True) -> MvccStore:
         return self.mvcc_class(self, path, map_size_bytes=map_size_bytes, sync=sync)
+
+    def open_raftlog(self, path: str, *, sync: bool = True) -> RaftLog:
+        return self.raftlog_class(self, path, sync=sync)
 
     def write_file(self, path: str, data: bytes, *, sync: bool = True) -> None:
         if self.full:
@@ -145,14 +171,14 @@ class SimDisk:
     def read_file(self, path: str) -> bytes | None:
         return read_file(path)
 
-    # -- used by SimMvccStore
-    def opened(self, store: SimMvccStore) -> None:
+    # -- used by SimMvccStore and SimRaftLog
+    def opened(self, store: _Store) -> None:
         self._open.append(store)
 
-    def closed(self, store: SimMvccStore) -> None:
+    def closed(self, store: _Store) -> None:
         self._open = [s for s in self._open if s is not store]
 
-    def keep_durable_state(self, store: SimMvccStore) -> None:
+    def keep_durable_state(self, store: _Store) -> None:
         """Before a commit that will not be durable: copy the store's durable state, unless held already."""
         if store.path in self._durable_copies:
             return
@@ -162,7 +188,7 @@ class SimDisk:
         store.env.copy(copy_dir)
         self._durable_copies[store.path] = copy_dir
 
-    def made_durable(self, store: SimMvccStore) -> None:
+    def made_durable(self, store: _Store) -> None:
         """A synced commit: everything the store holds is durable (the copy is no longer needed)."""
         copy_dir = self._durable_copies.pop(store.path, None)
         if copy_dir is not None:

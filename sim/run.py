@@ -91,7 +91,7 @@ def run(seed: int, members: int = 3, ops: int = 1000, faults: list[str] | None =
 def _run(report: SimReport, workdir: str, clients: int, watchers: int, leases: int, lockers: int, trace: bool) -> None:
     names = [f"m{i + 1}" for i in range(report.members)]
     net = FaultyNetwork(names)
-    cluster = build(report.seed, report.members, workdir, net, trace=trace, snapshot_count=500)
+    cluster = build(report.seed, report.members, workdir, net, trace=trace, snapshot_count=100)
     rt = cluster.runtime
     per_client = max(1, report.ops // clients)
     cluster.add_clients(count=clients, ops_per_client=per_client, keys=KEYS)

@@ -1,7 +1,8 @@
 """The disk an actor reaches through its context (`Context.disk`): the one seam for its durable state.
 
-An actor never opens LMDB or writes a durable file itself; it asks its context's
-disk, so the runtime decides what a disk is. The process runtime hands out
+An actor never opens LMDB or writes a durable file itself (the apply actor's MVCC
+store, the Raft actor's log, snapshot records); it asks its context's disk, so the
+runtime decides what a disk is. The process runtime hands out
 `LocalDisk` (real LMDB, real files, synced as asked); the simulator hands out
 a model with the durability contract (sim/disk.py): a power loss loses every
 write that was not synced, an fsync can fail, the disk can fill up.
@@ -17,11 +18,16 @@ import os
 from typing import Protocol
 
 from .mvcc import MvccStore
+from .raftlog import RaftLog
 
 
 class Disk(Protocol):
     def open_mvcc(self, path: str, *, map_size_bytes: int, sync: bool = True) -> MvccStore:
         """The MVCC store in directory `path`, created if missing; `sync`: every commit is durable when it returns."""
+        ...
+
+    def open_raftlog(self, path: str, *, sync: bool = True) -> RaftLog:
+        """The Raft log in directory `path`, created if missing; `sync`: every save is durable when it returns."""
         ...
 
     def write_file(self, path: str, data: bytes, *, sync: bool = True) -> None:
@@ -39,6 +45,9 @@ class LocalDisk:
 
     def open_mvcc(self, path: str, *, map_size_bytes: int, sync: bool = True) -> MvccStore:
         return MvccStore(path, sync=sync, map_size_bytes=map_size_bytes)
+
+    def open_raftlog(self, path: str, *, sync: bool = True) -> RaftLog:
+        return RaftLog(path, sync=sync)
 
     def write_file(self, path: str, data: bytes, *, sync: bool = True) -> None:
         tmp = path + ".tmp"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import lmdb
 import msgpack
@@ -67,6 +68,7 @@ class RaftLog:
 
     def __init__(self, path: str, *, sync: bool = True) -> None:
         os.makedirs(path, exist_ok=True)
+        self.path = path
         self._env = lmdb.open(path, map_size=_MAP_SIZE_BYTES, max_dbs=4, sync=sync, metasync=sync)
         self._log = self._env.open_db(b"log")
         self._meta = self._env.open_db(b"meta")
@@ -91,6 +93,14 @@ class RaftLog:
 
     def close(self) -> None:
         self._env.close()
+
+    @property
+    def env(self) -> lmdb.Environment:
+        return self._env
+
+    def _write(self) -> Any:
+        """A write transaction (`with log._write() as txn`); the simulator's disk judges its commit (sim/disk.py)."""
+        return self._env.begin(write=True)
 
     # -- reads
     @property
@@ -175,7 +185,7 @@ class RaftLog:
         """
         if hard_state is None and not entries and conf is None and members is None and cluster_id is None:
             return
-        with self._env.begin(write=True) as txn:
+        with self._write() as txn:
             if entries:
                 first = entries[0].index
                 assert self._snap_index < first <= self._last_index + 1, (first, self._snap_index, self._last_index)
@@ -215,7 +225,7 @@ class RaftLog:
             return
         assert index <= self._last_index, (index, self._last_index)
         term = self.term(index)
-        with self._env.begin(write=True) as txn:
+        with self._write() as txn:
             for i in range(self._snap_index + 1, index + 1):
                 txn.delete(_INDEX.pack(i), db=self._log)
             txn.put(_SNAPSHOT_KEY, msgpack.packb((index, term)), db=self._meta)
@@ -231,7 +241,7 @@ class RaftLog:
 
     def reset_to_snapshot(self, index: int, term: int, conf: ConfState, members: dict[str, dict], hard_state: HardState) -> None:
         """The state machine was replaced by a leader's snapshot at (index, term): the log starts after it."""
-        with self._env.begin(write=True) as txn:
+        with self._write() as txn:
             txn.put(_MEMBERS_KEY, msgpack.packb(members), db=self._meta)
             for i in range(self._snap_index + 1, self._last_index + 1):
                 txn.delete(_INDEX.pack(i), db=self._log)

@@ -295,6 +295,30 @@ def test_a_follower_behind_the_compacted_log_gets_a_snapshot_while_appends_fly(n
     assert c.last_index() == a.last_index() and c.commit == a.commit
 
 
+def test_a_commit_broadcast_to_a_follower_behind_the_compacted_log_sends_a_snapshot(net3):
+    """Found by the simulator (disk-crash, seed 3): a follower in the replicate state whose lost
+    appends were given up on (next back to match + 1) while the leader compacted past it made the
+    commit broadcast read the term of a compacted entry, and the leader's Raft actor crashed."""
+    net3.elect("a")
+    a = net3.cores["a"]
+    assert a.progress["c"].state == "replicate"
+    for i in range(20):
+        a.propose([f"e{i}".encode()])
+        net3.settle(cut={"c"})
+    a.propose([b"more"])
+    net3.flush("a")
+    net3.deliver(lambda f, t, m: t == "c", drop=True)
+    net3.deliver(lambda f, t, m: t == "b")  # b's ack is on its way back
+    pr = a.progress["c"]
+    pr.next, pr.inflight = pr.match + 1, []  # as the leader does once appends went unanswered for a while
+    net3.logs["a"].compact(a.applied - 2)
+    net3.snapshots.clear()
+    net3.deliver(lambda f, t, m: t == "a")  # b's ack: the commit index moves, and is broadcast
+    net3.settle(cut={"c"})
+    assert ("a", "c") in net3.snapshots and a.progress["c"].state == "snapshot"
+    assert any(e.data == b"more" for e in net3.applied["b"]), "the others go on committing"
+
+
 def test_membership_change_while_the_leader_steps_down(net3):
     net3.elect("a")
     a = net3.cores["a"]
