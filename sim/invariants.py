@@ -3,6 +3,9 @@
 `InvariantChecker.check(cluster)` looks at every running member and raises
 `InvariantViolation` if one of these ever failed:
   election safety     at most one leader per term, over the whole run (crashed members included);
+  leader agreement    a follower that names a leader for its term names the one elected in it
+                      (a message of an old term, a deposed leader's late snapshot say, must not
+                      make anyone follow its sender);
   term monotonicity   a member's term never goes down, across restarts too;
   log matching        entries with the same (index, term) hold the same data and follow the
                       same term, in every log it was ever seen in -- by induction, two logs that
@@ -67,6 +70,7 @@ class MemberView:
     commit: int = 0
     log: LogReader | None = None  # None: the Raft actor is down
     store: StateReader | None = None  # None: the apply actor is down
+    leader: str = ""  # who the member follows ("" if nobody, or it leads)
 
 
 class InvariantViolation(Exception):
@@ -134,6 +138,8 @@ class InvariantChecker:
         # who led when, as seen by the checks: [member, term, from_ms, to_ms | None (still leading)]
         self.leadership: list[list[Any]] = []
         self._leading: dict[tuple[str, int], list[Any]] = {}
+        # Leader agreement needs every leader seen; a checker run every few ms (run_checked) may miss one.
+        self.sees_every_step = True
 
     # -- entry points
     def check(self, cluster: SimCluster) -> None:
@@ -163,6 +169,8 @@ class InvariantChecker:
         leaders = [v for v in up if v.role == "leader"]
         self._track_leadership(leaders)
         new_leaders = [v for v in leaders if self._new_leader(v)]
+        for v in up:
+            self._check_followed_leader(v)
         for v in up:
             self._scan(v, leaders)
         for v in new_leaders:
@@ -209,6 +217,15 @@ class InvariantChecker:
             self.stats["leaders"] += 1
             return True
         return False
+
+    def _check_followed_leader(self, v: MemberView) -> None:
+        # Checked after every step, a leader is seen in the step it won, before any follower hears of it.
+        if v.role != "follower" or not v.leader or not self.sees_every_step:
+            return
+        elected = self.leaders.get(v.term)
+        if elected != v.leader:
+            self._fail("leader agreement", f"{v.member} follows {v.leader} in term {v.term}, "
+                                           f"whose leader was {elected or 'not seen'}")
 
     # -- log matching and commits
     def _scan(self, v: MemberView, leaders: list[MemberView]) -> None:
@@ -406,7 +423,7 @@ def member_views(cluster: SimCluster) -> list[MemberView]:
         if core is None or log is None:
             views.append(MemberView(m, store=store))
         else:
-            views.append(MemberView(m, core.term, core.role, core.commit, log, store))
+            views.append(MemberView(m, core.term, core.role, core.commit, log, store, core.leader if core.role == "follower" else ""))
     return views
 
 
@@ -435,6 +452,8 @@ def run_checked(
     rt = cluster.runtime
     assert check_every_ms >= 0
     checker = checker or InvariantChecker()
+    if check_every_ms:
+        checker.sees_every_step = False
     if check_every_ms == 0:
 
         def check_then_test() -> bool:

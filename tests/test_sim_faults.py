@@ -358,6 +358,14 @@ def test_a_leader_is_remembered_after_it_crashes():
     assert "m1 and m2 were both leader in term 2" in str(err)
 
 
+def test_a_follower_names_the_leader_its_term_elected():
+    checker = InvariantChecker()
+    checker.observe([V("m1", 2, "leader"), MemberView("m2", 2, "follower", 0, FakeLog([]), None, "m1")])
+    checker.observe([V("m1", 3), V("m3", 3, "leader"), MemberView("m2", 3, "follower", 0, FakeLog([]), None, "m3")])
+    err = _violation(checker, [V("m1", 3), V("m3", 3, "leader"), MemberView("m2", 3, "follower", 0, FakeLog([]), None, "m1")])
+    assert err.invariant == "leader agreement" and "m2 follows m1 in term 3, whose leader was m3" in str(err)
+
+
 def test_a_term_never_goes_down():
     checker = InvariantChecker()
     checker.observe([V("m1", 3)])
