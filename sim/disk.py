@@ -20,6 +20,10 @@ The faults it plays (sim/faults.py draws them from the seed):
 - full disk (`disk-full`): store commits fail with LMDB's MapFullError (the
   apply actor then stops its member: see MvccStore.apply) and file writes with
   ENOSPC, until it ends.
+- slow disk (`disk-slow`): each synced write costs `slow_ms` of virtual time
+  and each read transaction of the MVCC store a tenth of it; the runtime makes
+  the turn that did them last that long (sim/runtime.py). The Raft log's reads
+  are not slowed (its tail is in memory, as etcd's unstable log is).
 """
 
 from __future__ import annotations
@@ -55,6 +59,10 @@ class SimMvccStore(MvccStore):
     def _write(self) -> Any:
         return _SimWriteTxn(self._disk, self)
 
+    def _begin(self) -> lmdb.Transaction:
+        self._disk.busy_ms += self._disk.slow_ms // 10
+        return super()._begin()
+
     def defragment(self) -> None:
         super().defragment()  # copies, fsyncs and swaps the file itself: durable when it returns
         self._disk.made_durable(self)
@@ -62,10 +70,6 @@ class SimMvccStore(MvccStore):
     def close(self) -> None:
         super().close()
         self._disk.closed(self)
-
-    @property
-    def env(self) -> lmdb.Environment:
-        return self._env
 
 
 class SimRaftLog(RaftLog):
@@ -140,14 +144,22 @@ class SimDisk:
         self.power_loss_after: int | None = None  # writes until the power goes out (None: not armed)
         self.fail_next_sync = False
         self.full = False
+        self.slow_ms = 0  # what a synced write costs (a tenth of it, a read); 0: a fast disk
+        self.busy_ms = 0  # what the current turn's disk work cost (the runtime takes it after the turn)
         self.counts: Counter[str] = Counter()  # "writes", "map_full", "fsync_failed", "power_losses", "lost_commits"...
 
     # -- Disk (store/disk.py)
     def open_mvcc(self, path: str, *, map_size_bytes: int, sync: bool = True) -> MvccStore:
-        return self.mvcc_class(self, path, map_size_bytes=map_size_bytes, sync=sync)
+        store = self.mvcc_class(self, path, map_size_bytes=map_size_bytes, sync=sync)
+        if sync:
+            self.made_durable(store)  # synced as it opens (store/disk.py `Disk`)
+        return store
 
     def open_raftlog(self, path: str, *, sync: bool = True) -> RaftLog:
-        return self.raftlog_class(self, path, sync=sync)
+        log = self.raftlog_class(self, path, sync=sync)
+        if sync:
+            self.made_durable(log)  # synced as it opens (store/disk.py `Disk`)
+        return log
 
     def write_file(self, path: str, data: bytes, *, sync: bool = True) -> None:
         if self.full:
@@ -162,6 +174,7 @@ class SimDisk:
         os.replace(tmp, path)
         if durable:
             self._durable_files.pop(path, None)
+            self.busy_ms += self.slow_ms
         elif sync:
             self.fail_next_sync = False
             self.counts["fsync_failed"] += 1
@@ -194,6 +207,12 @@ class SimDisk:
         if copy_dir is not None:
             shutil.rmtree(copy_dir, ignore_errors=True)
         self.counts["synced"] += 1
+        self.busy_ms += self.slow_ms
+
+    def take_busy_ms(self) -> int:
+        """What the disk work since the last call cost (the runtime asks after each turn)."""
+        busy, self.busy_ms = self.busy_ms, 0
+        return busy
 
     def wrote(self) -> None:
         """After each write: strike if the power loss is due."""

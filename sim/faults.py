@@ -44,8 +44,8 @@ NETWORK_KINDS = ("drop", "duplicate", "delay", "reorder")
 RAFT_KINDS = ("late_snapshot", "stale_leader")
 # A member's disk (sim/disk.py): a power loss that strikes after the member's next few writes (and
 # loses what it did not sync), an fsync that fails (the member must stop), a full disk.
-DISK_KINDS = ("disk-crash", "fsync-fail", "disk-full")
-ALL_KINDS = PARTITION_KINDS + MEMBER_KINDS + NETWORK_KINDS + RAFT_KINDS
+DISK_KINDS = ("disk-crash", "fsync-fail", "disk-full", "disk-slow")
+ALL_KINDS = PARTITION_KINDS + MEMBER_KINDS + NETWORK_KINDS + RAFT_KINDS + DISK_KINDS
 KNOWN_KINDS = ALL_KINDS + DISK_KINDS
 # Faults that take a member down, or may (a write a full disk fails can stop it): at most max_down at once.
 DOWN_KINDS = ("crash", "pause", "disk-crash", "fsync-fail", "disk-full")
@@ -539,6 +539,18 @@ class Nemesis:
             rt.restart_member(member)  # if a write it could not do stopped it
 
         return f"{member} disk full", member, undo
+
+    def _start_disk_slow(self, until_ms: int) -> tuple[str, str | None, Callable[[], None]]:
+        # Every fsync of the member takes this long, and holds up the actor that asked for it
+        # (etcd warns from 1 s of WAL fsync; a busy or failing disk does hundreds of ms).
+        member = self._rng.choice(self.members)
+        disk = self._rt.disk(member)
+        disk.slow_ms = self._rng.choice((5, 20, 50, 100, 300, 1000))
+
+        def undo() -> None:
+            disk.slow_ms = 0
+
+        return f"{member} fsync takes {disk.slow_ms}ms", None, undo
 
     def _start_late_snapshot(self, until_ms: int) -> tuple[str, str | None, Callable[[], None]]:
         # Every snapshot sent while this lasts arrives after it ends: other faults (a leader

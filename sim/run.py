@@ -24,7 +24,7 @@ from petcd.sim.watch_client import WatchClient, WatchLog
 from petcd.sim import checks
 
 FAULT_CHOICES = ("drop", "delay", "duplicate", "reorder", "partition", "crash", "pause", "clock", "late_snapshot", "stale_leader",
-                 "disk-crash", "fsync-fail", "disk-full", "raft", "disk", "all")
+                 "disk-crash", "fsync-fail", "disk-full", "disk-slow", "raft", "disk", "all")
 KEYS = [b"k0", b"k1", b"k2", b"k3", b"k4"]
 # Faults run while the clients work, for at most this long; then everything heals.
 FAULT_PHASE_MS = 20_000

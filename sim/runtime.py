@@ -11,7 +11,9 @@ and when it arrives (drop, delay, duplicate, reorder, partition). Actors can
 be crashed (all in-memory state lost) and restarted from their durable state.
 Each member has a simulated disk (sim/disk.py, `Context.disk`): a power loss
 (`power_loss`) crashes the member and loses every write it did not sync; the
-disk can strike it mid-turn, from inside a write (`PowerLoss`).
+disk can strike it mid-turn, from inside a write (`PowerLoss`). A slow disk
+makes a turn take time: what the turn's syncs and reads cost (`SimDisk.slow_ms`)
+delays what it sends, and the actor takes nothing else in until it is over.
 """
 
 from __future__ import annotations
@@ -130,6 +132,7 @@ class SimRuntime:
         self.delivered_batches = 0
         self._stop_requests: list[str] = []
         self._disks: dict[str, SimDisk] = {}
+        self._busy_until: dict[str, int] = {}  # actor -> end of its last turn, when a slow disk made it take time
 
     # -- world building
     def add(self, address: str, factory: ActorFactory) -> None:
@@ -142,6 +145,7 @@ class SimRuntime:
         actor = self._actors.pop(address)
         actor.stop()
         del self._contexts[address]
+        self._busy_until.pop(address, None)
         self._record(f"crash {address}".encode())
 
     def restart(self, address: str) -> None:
@@ -225,6 +229,12 @@ class SimRuntime:
         ev = heapq.heappop(self._events)
         assert ev.time_ms >= self.now_ms, "time went backwards"
         self.now_ms = ev.time_ms
+        busy_until = self._busy_until.get(ev.to, 0)
+        if busy_until > self.now_ms:
+            # Still in a turn a slow disk stretched: it waits until the turn is over, keeping its
+            # place (its seq) among what else waits for this actor, so each sender's order holds.
+            heapq.heappush(self._events, _Event(busy_until, ev.seq, ev.kind, ev.to, ev.payload))
+            return
         if ev.kind == "timer":
             incarnation, name, gen = ev.payload
             ctx = self._contexts.get(ev.to)
@@ -265,16 +275,21 @@ class SimRuntime:
             ctx.outbox.clear()
             self.power_loss(member_of(address))
             return
-        self._flush(address, ctx)
+        finally:
+            disk = self._disks.get(member_of(address))  # made on first use, perhaps in this turn
+            busy_ms = disk.take_busy_ms() if disk is not None else 0
+        if busy_ms:
+            self._busy_until[address] = self.now_ms + busy_ms
+        self._flush(address, ctx, self.now_ms + busy_ms)
 
-    def _flush(self, address: str, ctx: SimContext) -> None:
+    def _flush(self, address: str, ctx: SimContext, depart_ms: int) -> None:
         while self._stop_requests:
             self.crash_member(self._stop_requests.pop())
         outbox, ctx.outbox = ctx.outbox, {}
         for to, msgs in outbox.items():
             raw = msgpack.packb([address, msgs])
             extra_ms = self.network.extra_delay_ms(address, to, msgs)
-            for arrival in self.network.deliveries(self._rng, self.now_ms, address, to):
+            for arrival in self.network.deliveries(self._rng, depart_ms, address, to):
                 arrival += extra_ms
                 if self.network.fifo(address, to):
                     arrival = max(arrival, self._last_arrival.get((address, to), 0))

@@ -141,6 +141,10 @@ class MvccStore:
             self._retired.close()
         self._retired = old  # a backup thread may still be copying from it
 
+    @property
+    def env(self) -> lmdb.Environment:
+        return self._env
+
     def _begin(self) -> lmdb.Transaction:
         self._follow_writer()
         return self._env.begin()

@@ -60,8 +60,8 @@ def test_a_passing_run_writes_a_report_with_every_op_the_faults_and_the_leaders(
     # faults: a band across the operations and a bar in its kind's lane, each with its times on hover
     faults = sections["fault"]
     assert len(faults) >= 5
-    assert re.findall(r'class="fault-band" data-kind="([a-z_]+)"', text) == [f["kind"] for f in faults]
-    assert re.findall(r'class="fault" data-kind="([a-z_]+)"', text) == [f["kind"] for f in faults]
+    assert re.findall(r'class="fault-band" data-kind="([a-z_-]+)"', text) == [f["kind"] for f in faults]
+    assert re.findall(r'class="fault" data-kind="([a-z_-]+)"', text) == [f["kind"] for f in faults]
     for f in faults:
         assert f"fault {f['kind']} {f['detail']}: from {f['from_ms']} ms to {f['to_ms']} ms" in titles
 
@@ -149,7 +149,8 @@ def test_swarm_draws_each_seeds_faults_from_the_list_given(capsys):
     assert all(m and set(m) <= {"drop", "crash", "late_snapshot", "stale_leader"} for m in mixes)
     assert len({tuple(m) for m in mixes}) > 3
     assert set().union(*(sim_cli.swarm_mix(s, ["all"])[1] for s in range(1, 41))) == {
-        "drop", "delay", "duplicate", "reorder", "partition", "crash", "pause", "clock", "late_snapshot", "stale_leader"}
+        "drop", "delay", "duplicate", "reorder", "partition", "crash", "pause", "clock", "late_snapshot", "stale_leader",
+        "disk-crash", "fsync-fail", "disk-full", "disk-slow"}
     assert sim_cli.swarm_mix(5, ["none"])[1] == []
     assert all(sim_cli.swarm_mix(s, None)[1] in [list(m) for m in sim_cli.SWARM_FAULT_MIXES] for s in range(1, 20))
 

@@ -192,3 +192,33 @@ def test_a_disk_crash_run_is_reproduced_by_its_seed():
     a, b = (run(4, 3, 200, ["disk-crash", "fsync-fail", "crash"]) for _ in range(2))
     assert a.ok and a.digest == b.digest
     assert any("disk-crash" in line for line in a.fault_log)
+
+
+def test_a_slow_disk_stretches_its_members_turns_and_a_very_slow_one_costs_the_leadership(tmp_path):
+    from petcd.sim.faults import current_leader
+    from petcd.sim.invariants import run_checked
+
+    cluster = build(11, 3, str(tmp_path))
+    rt = cluster.runtime
+    rt.run(until_ms=2000)
+    leader = current_leader(rt, cluster.members)
+    assert leader is not None
+    cluster.add_clients(count=1, ops_per_client=20, keys=[b"k0"])
+    assert rt.run(until=cluster.clients_done, until_ms=rt.now_ms + 10_000)
+    def write_ms(ops: list) -> list[int]:
+        return [op.complete_ms - op.invoke_ms for op in ops if op.kind in ("put", "cas", "delete") and op.outcome == "ok"]
+
+    seen = len(cluster.history)
+    fast_ms = write_ms(cluster.history)
+    rt.disk(leader).slow_ms = 50
+    cluster.add_clients(count=1, ops_per_client=20, keys=[b"k1"])
+    assert rt.run(until=cluster.clients_done, until_ms=rt.now_ms + 60_000)
+    slow_ms = write_ms(cluster.history[seen:])
+    assert fast_ms and slow_ms and min(slow_ms) >= 50 > max(fast_ms), (fast_ms, slow_ms)  # each write waits for the leader's fsync
+    # An fsync slower than the election timeout: the followers stop hearing from the leader and elect another.
+    rt.disk(leader).slow_ms = 3000
+    cluster.add_clients(count=2, ops_per_client=20, keys=[b"k2"])
+    checked = run_checked(cluster, rt.now_ms + 60_000, 0, until=lambda: current_leader(rt, cluster.members) not in (None, leader))
+    assert checked.reached, "the others never elected a new leader"
+    rt.disk(leader).slow_ms = 0
+    assert run_checked(cluster, rt.now_ms + 60_000, 0, until=cluster.clients_done, checker=checked.checker).reached
