@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import lmdb
 
 from .bbolt import BboltError, BboltFile, looks_like_bbolt
-from .etcd_import import EtcdImportError, ImportResult, import_bbolt
+from .etcd_import import EtcdImportError, ImportResult, import_bbolt, snapshot_status
 from .mvcc import MvccStore
 
 SHA256_BYTES = 32
@@ -185,8 +185,23 @@ def restore_etcd(path: str, store_dir: str, *, skip_hash_check: bool = False) ->
     return result
 
 
+def etcd_status(path: str) -> BackupStatus:
+    """What `etcdctl snapshot status` (etcd 3.4) reports for etcd's bbolt file, saved by `snapshot
+    save` or a stopped member's `member/snap/db` (see etcd_import.snapshot_status). As etcdctl's,
+    it does not check the sha256 trailer (`snapshot restore` does); unlike etcdctl, it refuses a file
+    shorter than its meta page's high-water mark says (truncated) instead of reading past its end."""
+    try:
+        with BboltFile(path) as db:
+            return BackupStatus(*snapshot_status(db))
+    except BboltError as e:
+        raise BackupError(str(e)) from None
+
+
 def status(path: str) -> BackupStatus:
-    """Hash, revision, total keys and size of a backup file (verified first)."""
+    """Hash, revision, total keys and size of a backup file (verified first), or of etcd's bbolt
+    file (told apart by content, see is_etcd_snapshot)."""
+    if is_etcd_snapshot(path):
+        return etcd_status(path)
     db_size = verify(path)
     work = tempfile.mkdtemp(prefix="petcd-snapshot-status-")
     try:

@@ -14,6 +14,10 @@ Layout (little-endian, as bbolt writes it on the machines etcd runs on):
   (header and elements) follows in the value itself.
 
 Every loop is bounded by the file's page count, and damage is reported as BboltError.
+`check()` is bbolt's Tx.Check (bbolt v1.3.6 tx.go, the version etcd 3.4 vendors): the freelist
+page (meta freelist pgid, or none: u64 max, as etcd writes with NoFreelistSync) lists free page
+ids, u16 count or 0xFFFF and the count as the first u64; every page below the high-water mark must
+be reachable from the root bucket or free, and reachable once.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ MAX_DEPTH = 64  # a B+tree of pages this deep would hold more keys than any file
 
 BRANCH_PAGE, LEAF_PAGE, META_PAGE, FREELIST_PAGE = 0x01, 0x02, 0x04, 0x10
 BUCKET_LEAF_FLAG = 0x01
+NO_FREELIST = (1 << 64) - 1  # bbolt's pgidNoFreelist: the freelist is not written (NoFreelistSync)
 
 _PAGE_HEADER = struct.Struct("<QHHI")
 _META = struct.Struct("<IIIIQQQQQQ")
@@ -43,6 +48,14 @@ _BUCKET = struct.Struct("<QQ")
 _U32 = struct.Struct("<I")
 _FNV_OFFSET, _FNV_PRIME, _U64 = 0xCBF29CE484222325, 0x100000001B3, (1 << 64) - 1
 _PAGE_SIZES = (4096, 8192, 16384, 32768, 65536, 1024, 2048)
+
+
+def page_type(flags: int) -> str:
+    """bbolt's page.typ()."""
+    for flag, name in ((BRANCH_PAGE, "branch"), (LEAF_PAGE, "leaf"), (META_PAGE, "meta"), (FREELIST_PAGE, "freelist")):
+        if flags & flag:
+            return name
+    return "unknown<%02x>" % flags
 
 
 class BboltError(Exception):
@@ -261,7 +274,110 @@ class BboltFile:
                 raise KeyError(name)
         return header
 
+    # --- integrity (bbolt's Tx.Check)
+    def _freelist(self) -> tuple[list[int], int]:
+        """(sorted free page ids, overflow) of the freelist page the meta names."""
+        pgid = self.meta.freelist
+        if not 2 <= pgid < self._pages:
+            raise BboltError(f"{self.path} is damaged: its freelist page {pgid} is outside pages 2..{self._pages - 1}")
+        offset = pgid * self.page_size
+        _, flags, count, overflow = _PAGE_HEADER.unpack_from(self._map, offset)
+        if not flags & FREELIST_PAGE:
+            raise BboltError(f"{self.path} is damaged: invalid freelist page: {pgid}, page type is {page_type(flags)}")
+        if pgid + overflow >= self._pages:
+            raise BboltError(f"{self.path} is damaged: freelist page {pgid} overflows past the last page")
+        end, start = offset + (overflow + 1) * self.page_size, offset + PAGE_HEADER_BYTES
+        if count == 0xFFFF:
+            count = struct.unpack_from("<Q", self._map, start)[0]
+            start += 8
+        if start + count * 8 > end:
+            raise BboltError(f"{self.path} is damaged: freelist page {pgid} claims {count} ids, more than fit")
+        return sorted(struct.unpack_from("<%dQ" % count, self._map, start)), overflow
+
+    def check(self) -> list[str]:
+        """What bbolt's Tx.Check reports, in its words ("page 7: multiple references", ...); empty for
+        a sound file. Where bbolt would read past a page or loop (a page claiming another page's id,
+        a reference past the high-water mark, a cycle), this says so and does not follow it."""
+        problems: list[str] = []
+        reachable: set[int] = {0, 1}
+        freed: set[int] = set()
+        synced = self.meta.freelist != NO_FREELIST
+        if synced:
+            ids, overflow = self._freelist()
+            for pgid in ids:
+                if pgid in freed:
+                    problems.append(f"page {pgid}: already freed")
+                freed.add(pgid)
+            reachable.update(range(self.meta.freelist, self.meta.freelist + overflow + 1))
+        self._check_bucket(self._root_header(), "(root)", 0, reachable, freed, problems)
+        if synced:  # without a freelist, bbolt counts every unreachable page as free
+            problems += [f"page {pgid}: unreachable unfreed" for pgid in range(self._pages)
+                         if pgid not in reachable and pgid not in freed]
+        return problems
+
+    def _check_bucket(self, header: bytes, name: str, nesting: int, reachable: set[int], freed: set[int],
+                      problems: list[str]) -> None:
+        """bbolt's checkBucket: every page of the bucket (preorder), then each nested bucket in key order."""
+        if nesting > MAX_DEPTH:
+            raise BboltError(f"{self.path} is damaged: buckets nested deeper than {MAX_DEPTH}")
+        if len(header) < BUCKET_HEADER_BYTES:
+            raise BboltError(f"{self.path} is damaged: bucket {name} has a {len(header)}-byte header")
+        root, _ = _BUCKET.unpack_from(header, 0)
+        if root == 0:
+            return  # inline: no pages of its own, and no nested buckets
+        nested: list[tuple[bytes, bytes]] = []
+        stack = [(root, 0)]
+        while stack:
+            pgid, depth = stack.pop()
+            if depth > MAX_DEPTH:
+                raise BboltError(f"{self.path} is damaged: its B+tree is deeper than {MAX_DEPTH} pages")
+            if pgid >= self._pages:
+                problems.append(f"page {pgid}: out of bounds: {self._pages}")
+                continue
+            offset = pgid * self.page_size
+            page_id, flags, count, overflow = _PAGE_HEADER.unpack_from(self._map, offset)
+            if page_id != pgid:
+                problems.append(f"page {pgid}: its header says it is page {page_id}")
+                continue
+            if pgid + overflow >= self._pages:
+                problems.append(f"page {pgid + overflow}: out of bounds: {self._pages}")
+                continue
+            again = [i for i in range(pgid, pgid + overflow + 1) if i in reachable]
+            problems += [f"page {i}: multiple references" for i in again]
+            reachable.update(range(pgid, pgid + overflow + 1))
+            if again:
+                continue  # followed already: following it again could loop
+            if pgid in freed:
+                problems.append(f"page {pgid}: reachable freed")
+            elif not flags & (BRANCH_PAGE | LEAF_PAGE):
+                problems.append(f"page {pgid}: invalid type: {page_type(flags)}")
+            if not flags & (BRANCH_PAGE | LEAF_PAGE):
+                continue
+            end, where = offset + (overflow + 1) * self.page_size, f"page {pgid}"
+            if flags & BRANCH_PAGE:
+                children = [child for _, child in self._elements(self._map, offset, flags, count, end, where)]
+                stack += [(child, depth + 1) for child in reversed(children)]
+            else:
+                nested += [(k, v) for k, v, f in self._elements(self._map, offset, flags, count, end, where)
+                           if f & BUCKET_LEAF_FLAG]
+        for key, value in nested:
+            self._check_bucket(value, key.decode(errors="replace"), nesting + 1, reachable, freed, problems)
+
     # --- public
+    @property
+    def size(self) -> int:
+        """bbolt's Tx.Size(): the high-water mark times the page size (the database's logical size)."""
+        return self.meta.high_water * self.page_size
+
+    def bucket_root(self, *path: bytes) -> int:
+        """The root page of the bucket at `path` (0: an inline bucket, kept in its parent's page)."""
+        return _BUCKET.unpack_from(self._find(path), 0)[0]
+
+    def root_entries(self) -> Iterator[tuple[bytes, bool]]:
+        """(name, is a bucket) of every entry at the top level, in key order (etcd keeps only buckets there)."""
+        for key, _, flags in self._bucket_items(self._root_header(), "(root)"):
+            yield key, bool(flags & BUCKET_LEAF_FLAG)
+
     def buckets(self, *path: bytes) -> list[bytes]:
         """Names of the buckets at the top level (or inside the bucket at `path`), in order."""
         return [k for k, _, f in self._bucket_items(self._find(path), "/".join(p.decode(errors="replace") for p in path) or "(root)")

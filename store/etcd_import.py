@@ -11,7 +11,10 @@ What etcd keeps (etcd 3.4, mvcc/kvstore.go restore, lease/lessor.go) and where i
   newest live revision names, if that lease exists (etcd logs and skips the others);
 - buckets `authUsers`, `authRoles`, `auth`: users (bcrypt hashes as they are), roles, the enabled
   flag and the auth revision, into petcd's auth store (store/auth.py);
-  `alarm`: counted, not imported; `members`, `members_removed`, `cluster`: the new cluster's own.
+- bucket `alarm`: every raised alarm (see _alarms: kept, as etcd's own restore keeps them);
+- buckets `members`, `members_removed`, `cluster`: not taken, the new cluster's are its own.
+
+`snapshot_status` is what `etcdctl snapshot status` prints for such a file.
 
 The store layer must not import the rpc layer, so KeyValue and Lease are read by the small
 protobuf decoder below.
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 
 from . import auth, keys
 from .bbolt import BboltError, BboltFile
+from .crc32c import Crc32c
 from .mvcc import MvccStore
 from .records import Record, tombstone
 from .tables import StoreTxn
@@ -49,7 +53,7 @@ class ImportResult:
     users: int
     roles: int
     auth_enabled: bool
-    alarms: int  # not imported
+    alarms: int  # alarms raised in etcd, raised in petcd too
 
 
 # --- protobuf (proto3 wire format), just enough for mvccpb.KeyValue and leasepb.Lease
@@ -160,10 +164,6 @@ def _compact_rev(db: BboltFile, name: bytes) -> int:
     return -1
 
 
-def _count(db: BboltFile, bucket: bytes) -> int:
-    return sum(1 for _ in db.items(bucket)) if db.has_bucket(bucket) else 0
-
-
 def _auth_store(db: BboltFile) -> tuple[list[auth.User], dict[str, list[auth.Permission]], bool, int]:
     """etcd's auth buckets: users (authpb.User), roles (authpb.Role), the enabled flag and the
     auth revision. bcrypt hashes carry over as they are: passwords keep working."""
@@ -214,9 +214,73 @@ def _text(value: object, what: str) -> str:
         raise EtcdImportError(f"{what} {value!r} is not UTF-8") from None
 
 
+_ALARM_TYPES = (0, 1, 2)  # etcdserverpb.AlarmType in etcd 3.4: NONE, NOSPACE, CORRUPT
+
+
+def _alarms(db: BboltFile) -> list[tuple[int, int]]:
+    """(member id, alarm type) of every alarm in etcd's `alarm` bucket, whose keys are marshalled
+    etcdserverpb.AlarmMember{memberID uint64 = 1, alarm AlarmType = 2} (values empty; etcd 3.4
+    etcdserver/api/v3alarm/alarms.go, Activate and restore).
+
+    They are imported, because etcd's own restore keeps them: `etcdctl snapshot restore` (etcd 3.4
+    clientv3/snapshot/v3_snapshot.go, v3Manager.saveDB) copies the whole database and then empties
+    only the `members` and `members_removed` buckets; the `alarm` bucket stays, and the restored
+    member's EtcdServer.restoreAlarms (etcdserver/server.go) loads it on start (NewAlarmStore), so
+    `etcdctl alarm list` shows the old alarms, still under the old member's id, and a NOSPACE alarm
+    keeps refusing writes (the capped applier) until `etcdctl alarm disarm`. petcd's alarms live in
+    its store too (store/tables.py), so the imported ones act the same way."""
+    if not db.has_bucket(b"alarm"):
+        return []
+    found = []
+    for k, _ in db.items(b"alarm"):
+        try:
+            fields = decode_fields(k)
+        except EtcdImportError as e:
+            raise EtcdImportError(f"alarm {k.hex()}: not an etcdserverpb.AlarmMember: {e}") from None
+        member, alarm = _int_field(fields, 1) & ((1 << 64) - 1), _int_field(fields, 2)
+        if alarm not in _ALARM_TYPES:
+            raise EtcdImportError(f"alarm {k.hex()}: alarm type {alarm} is not one etcd 3.4 knows (NONE, NOSPACE, CORRUPT)")
+        found.append((member, alarm))
+    return found
+
+
+def snapshot_status(db: BboltFile) -> tuple[int, int, int, int]:
+    """(hash, revision, total keys, total size) as `etcdctl snapshot status` reports them (etcd 3.4
+    clientv3/snapshot/v3_snapshot.go, v3Manager.Status), for a bbolt file opened whole (a trailer
+    after the high-water mark is not read):
+    - bbolt's Tx.Check first: any problem refuses the file, in etcd's words;
+    - hash: CRC-32C (Castagnoli) over, for every top-level bucket in order, its name, then every
+      key and value of it in order (a nested bucket's value is empty); a top-level entry that is
+      not a bucket is an error ("cannot get hash of bucket NAME");
+    - revision: the main revision (the first 8 bytes, big-endian, as int64) of the last key of the
+      `key` bucket, a tombstone's included; 0 if that bucket is empty or missing (meta is not read);
+    - total keys: every key of every top-level bucket (nested buckets count as one key);
+    - total size: bbolt's Tx.Size(), the high-water mark times the page size, not the file size."""
+    problems = db.check()
+    if problems:
+        raise BboltError(f"snapshot file integrity check failed. {len(problems)} errors found.\n" + "\n".join(problems))
+    h = Crc32c()
+    revision, total = 0, 0
+    for name, is_bucket in list(db.root_entries()):
+        if not is_bucket:
+            raise BboltError("cannot get hash of bucket %s" % name.decode(errors="replace"))
+        h.write(name)
+        is_key_bucket = name == b"key"
+        for k, v in db.items(name):
+            h.write(k)
+            if v:
+                h.write(v)
+            if is_key_bucket:
+                if len(k) < _REV_BYTES:
+                    raise BboltError(f"the key bucket holds key {k.hex()}, not a revision")
+                revision = _int64(_MAIN.unpack_from(k, 0)[0])
+            total += 1
+    return h.sum32(), revision, total, db.size
+
+
 def import_bbolt(db: BboltFile, store: MvccStore) -> ImportResult:
-    """Write etcd's keys, history, compaction and leases from `db` into the new, empty `store`, in
-    one LMDB write transaction. Raises EtcdImportError (and BboltError) with nothing committed."""
+    """Write etcd's keys, history, compaction, leases, auth store and alarms from `db` into the new,
+    empty `store`, in one LMDB write transaction. Raises EtcdImportError (and BboltError) with nothing committed."""
     for bucket in (b"key", b"meta"):
         if not db.has_bucket(bucket):
             raise EtcdImportError(f"{db.path} is a bbolt database but not etcd's: it has no {bucket.decode()!r} bucket")
@@ -236,6 +300,7 @@ def import_bbolt(db: BboltFile, store: MvccStore) -> ImportResult:
                 raise EtcdImportError(f"lease {k.hex()}: its ID {lease_id} does not match its key")
             leases.append((lease_id, ttl))
     users, roles, auth_enabled, auth_revision = _auth_store(db)
+    alarms = _alarms(db)
 
     counts: dict[str, int] = {}
 
@@ -259,6 +324,8 @@ def import_bbolt(db: BboltFile, store: MvccStore) -> ImportResult:
             tables.set_compact_revision(scheduled)
         for lease_id, ttl in leases:
             tables.put_lease(lease_id, ttl)
+        for member, alarm in alarms:
+            tables.activate_alarm(member, alarm)
         # Simple tokens of the new store are signed with a fresh secret: etcd's tokens do not carry over.
         auth.restore(tables.auth(), users, roles, auth_enabled, auth_revision, os.urandom(32))
         live, attached = 0, 0
@@ -275,8 +342,8 @@ def import_bbolt(db: BboltFile, store: MvccStore) -> ImportResult:
         revision=counts["revision"], compact_revision=counts["compact"], revisions=counts["revisions"],
         keys=counts["keys"], leases=len(leases), attached=counts["attached"],
         users=len(users), roles=len(roles), auth_enabled=auth_enabled,
-        alarms=_count(db, b"alarm"),
+        alarms=len(set(alarms)),
     )
 
 
-__all__ = ["BboltError", "EtcdImportError", "ImportResult", "decode_fields", "import_bbolt", "parse_revision"]
+__all__ = ["BboltError", "EtcdImportError", "ImportResult", "decode_fields", "import_bbolt", "parse_revision", "snapshot_status"]

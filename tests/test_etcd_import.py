@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import subprocess
 
 import grpc
@@ -15,7 +16,7 @@ import pytest
 from petcd.rpc.pb import auth_pb2
 from petcd.rpc.pb import rpc_pb2 as pb
 from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
-from petcd.store.bbolt import BboltError, BboltFile
+from petcd.store.bbolt import BboltError, BboltFile, fnv64a
 from petcd.store.etcd_import import parse_revision
 from petcd.store.mvcc import MvccStore
 from tests.servers import _start, etcd_binary, free_port, petcd_command, start_etcd
@@ -338,5 +339,199 @@ def test_an_unfinished_compaction_is_finished_and_leases_attach_to_the_newest_li
         with pytest.raises(EtcdImportError, match="revision 2_0: not a mvccpb.KeyValue: field 1 runs past the end"):
             import_bbolt(bad, store)
         assert store.current_revision() == 1  # nothing committed
+    finally:
+        store.close()
+
+
+# --- `snapshot status` of etcd's file: what etcdctl 3.4 prints, byte for byte
+STATUS_FORMATS = ("simple", "table", "json", "fields", "protobuf")  # protobuf: refused by both
+_META = struct.Struct("<IIIIQQQQQQ")  # bbolt's meta after the page header: ..., root, seq, freelist, pgid, txid, checksum
+
+
+def _status(tool: list[str], path: str, fmt: str = "simple") -> tuple[int, str, str]:
+    out = ctl(tool, "snapshot", "status", path, "-w", fmt)
+    return out.returncode, out.stdout, out.stderr
+
+
+def test_snapshot_status_of_an_etcd_file_prints_what_etcdctl_prints(etcd_files):
+    """etcd's hash (crc32c over the buckets), revision (the key bucket's last), total keys and total
+    size, for the `snapshot save` file and the stopped member's db, in every output format."""
+    for path in (etcd_files["snap"], etcd_files["member_db"]):
+        for fmt in STATUS_FORMATS:
+            want = _status(ETCDCTL, path, fmt)
+            assert _status(PETCDCTL, path, fmt) == want, (path, fmt)
+            assert want[0] == (4 if fmt == "protobuf" else 0), want
+        status = json.loads(_status(PETCDCTL, path, "json")[1])
+        assert status["revision"] == etcd_files["current"]
+        assert status["totalKey"] > MANY and status["totalSize"] == os.path.getsize(etcd_files["member_db"])
+
+
+def _with_freelist(db: bytes, free) -> bytes:
+    """etcd's file as bbolt writes it without NoFreelistSync: two pages appended, the first the
+    freelist page listing free(high_water, root pgid), the second a free page; both meta pages
+    point at the freelist and count the new pages."""
+    page_size, root, high_water = (_META.unpack_from(db, 16)[i] for i in (2, 4, 7))
+    ids = free(high_water, root)
+    out = bytearray(db[:high_water * page_size])
+    out += (struct.pack("<QHHI", high_water, 0x10, len(ids), 0) + struct.pack("<%dQ" % len(ids), *ids)).ljust(page_size, b"\0")
+    out += struct.pack("<QHHI", high_water + 1, 0x10, 0, 0).ljust(page_size, b"\0")
+    for offset in (16, page_size + 16):
+        fields = list(_META.unpack_from(out, offset))
+        fields[6], fields[7] = high_water, high_water + 2
+        fields[9] = fnv64a(_META.pack(*fields)[:56])
+        _META.pack_into(out, offset, *fields)
+    return bytes(out)
+
+
+def test_snapshot_status_runs_bbolts_integrity_check_as_etcdctl_does(etcd_files, tmp_path):
+    """A file with a freelist page (etcd writes none, other bbolt writers do): sound, it reports as
+    etcdctl does; with a page freed twice, a reachable page freed, or a page neither reachable nor
+    free, both refuse it with the same "snapshot file integrity check failed" error."""
+    db = open(etcd_files["member_db"], "rb").read()
+    probe = str(tmp_path / "probe.db")
+    open(probe, "wb").write(_with_freelist(db, lambda hw, root: []))
+    with BboltFile(probe) as f:  # the free pages: those no bucket reaches (etcd's, and the appended one)
+        problems = f.check()
+    assert len(problems) > 1 and all(p.endswith(": unreachable unfreed") for p in problems), problems
+    unreachable = sorted(int(p.split()[1].rstrip(":")) for p in problems)
+    cases = {
+        "sound": lambda hw, root: unreachable,
+        "freed-twice": lambda hw, root: [*unreachable, hw + 1],
+        "reachable-freed": lambda hw, root: [*unreachable, root],
+        "unreachable-unfreed": lambda hw, root: [p for p in unreachable if p != hw + 1],
+    }
+    for name, free in cases.items():
+        path = str(tmp_path / f"{name}.db")
+        open(path, "wb").write(_with_freelist(db, free))
+        for fmt in ("simple", "json"):
+            want = _status(ETCDCTL, path, fmt)
+            assert _status(PETCDCTL, path, fmt) == want, (name, fmt)
+        if name == "sound":
+            assert want[0] == 0 and json.loads(want[1])["totalSize"] == len(db) + 2 * _META.unpack_from(db, 16)[2]
+        else:
+            assert want[0] == 1 and want[2].startswith("Error: snapshot file integrity check failed. "), (name, want)
+
+
+def test_snapshot_status_of_a_damaged_etcd_file_is_a_clear_error(etcd_files, tmp_path):
+    db = open(etcd_files["member_db"], "rb").read()
+    page_size = _META.unpack_from(db, 16)[2]
+    with BboltFile(etcd_files["member_db"]) as f:
+        key_root = f.bucket_root(b"key")
+    flags, count = struct.unpack_from("<HH", db, key_root * page_size + 8)
+    assert flags == 0x01 and count >= 2, "the key bucket's root is a branch page (MANY keys)"
+    first_child = struct.unpack_from("<Q", db, key_root * page_size + 16 + 8)[0]
+    twice = bytearray(db)  # the root's second child is its first one again
+    struct.pack_into("<Q", twice, key_root * page_size + 16 + 16 + 8, first_child)
+    garbage = bytearray(db)
+    for pgid in range(2, len(db) // page_size):  # every page but the meta pages: a wrong page id
+        garbage[pgid * page_size] ^= 0x55
+    no_meta = bytearray(db)
+    no_meta[16 + 20] ^= 1  # meta 0's root: checksum fails
+    no_meta[page_size + 16 + 20] ^= 1  # and meta 1's
+    cases = {
+        # etcdctl: bbolt's freepages panics (exit 2) with "(page N: multiple references)"
+        "twice.db": (bytes(twice), f"Error: snapshot file integrity check failed. 1 errors found.\npage {first_child}: multiple references\n"),
+        "garbage.db": (bytes(garbage), "Error: snapshot file integrity check failed. "),
+        "truncated.db": (db[:len(db) // 2], "is damaged (truncated?): its meta page counts "),
+        "no-meta.db": (bytes(no_meta), "is a damaged bbolt database: meta page 0: checksum mismatch; meta page 1: checksum mismatch"),
+    }
+    for name, (content, why) in cases.items():
+        path = str(tmp_path / name)
+        open(path, "wb").write(content)
+        code, out, err = _status(PETCDCTL, path)
+        assert (code, out) == (1, "") and err.startswith("Error: ") and why in err, (name, err)
+        if name == "twice.db":
+            etcd_code, _, etcd_err = _status(ETCDCTL, path)
+            assert etcd_code != 0 and f"(page {first_child}: multiple references)" in etcd_err, etcd_err
+        if name == "no-meta.db":
+            assert _status(ETCDCTL, path) == (1, "", "Error: checksum error\n")
+    missing = _status(PETCDCTL, str(tmp_path / "nope.db"))
+    assert missing == _status(ETCDCTL, str(tmp_path / "nope.db")) == (1, "", f"Error: stat {tmp_path}/nope.db: no such file or directory\n")
+
+
+def test_crc32c_is_castagnoli():
+    from petcd.store.crc32c import Crc32c, update
+
+    assert update(0, b"123456789") == 0xE3069283  # the CRC-32C check value
+    data = bytes(range(256)) * 1000
+    h = Crc32c()
+    for i in range(0, len(data), 777):
+        h.write(data[i:i + 777])
+    assert h.sum32() == update(0, data) == update(update(0, data[:1001]), data[1001:])
+
+
+# --- alarms: etcd's restore keeps the `alarm` bucket, and so does petcd's import
+def _alarm_answers(endpoint: str) -> list[tuple[int, str, str]]:
+    """alarm list; a put (refused while NOSPACE is raised); disarm; alarm list; the put again. Of
+    stderr, the last line: the client's retry log line before it carries a time and a client id."""
+    asks = (["alarm", "list"], ["put", "after", "restore"], ["alarm", "disarm"], ["alarm", "list"], ["put", "after", "restore"])
+    return [(o.returncode, o.stdout, "".join(o.stderr.splitlines(True)[-1:]))
+            for o in (ctl(ETCDCTL, *ask, endpoint=endpoint) for ask in asks)]
+
+
+def test_a_nospace_alarm_comes_over_as_etcds_own_restore_keeps_it(tmp_path):
+    from tests.test_ctl_maintenance import QUOTA_BYTES, _fill_until_nospace
+
+    etcd = start_etcd(str(tmp_path / "full"), "--quota-backend-bytes", str(QUOTA_BYTES))
+    try:
+        _fill_until_nospace(etcd.endpoint)
+        raised = ctl(ETCDCTL, "alarm", "list", endpoint=etcd.endpoint)
+        snap = str(tmp_path / "full.db")
+        saved = ctl(ETCDCTL, "snapshot", "save", snap, endpoint=etcd.endpoint)
+        assert saved.returncode == 0, saved.stderr
+    finally:
+        etcd.stop()
+    assert raised.returncode == 0 and raised.stdout.startswith("memberID:") and "alarm:NOSPACE" in raised.stdout, raised
+    assert _status(PETCDCTL, snap, "json") == _status(ETCDCTL, snap, "json")  # the alarm bucket is hashed too
+
+    flags = ["--name", "r1", "--initial-cluster-token", "from-etcd"]
+    answers = {}
+    for tool in ("etcd", "petcd"):
+        data_dir, peer, port = str(tmp_path / f"{tool}.etcd"), f"http://127.0.0.1:{free_port()}", free_port()
+        if tool == "etcd":
+            out = ctl(ETCDCTL, "snapshot", "restore", snap, "--data-dir", data_dir, *flags,
+                      "--initial-cluster", f"r1={peer}", "--initial-advertise-peer-urls", peer)
+        else:
+            out, peer = _restore(snap, data_dir)
+            assert json.loads(next(line for line in out.stderr.splitlines() if "imported etcd database" in line))["alarms"] == 1
+        assert out.returncode == 0, out.stderr
+        command = [etcd_binary()] if tool == "etcd" else petcd_command()
+        argv = [*command, *flags, "--data-dir", data_dir, "--listen-client-urls", f"http://127.0.0.1:{port}",
+                "--advertise-client-urls", f"http://127.0.0.1:{port}", "--listen-peer-urls", peer,
+                "--initial-advertise-peer-urls", peer, "--initial-cluster", f"r1={peer}"]
+        server = _start(argv, f"127.0.0.1:{port}", data_dir, ready=True)
+        try:
+            answers[tool] = _alarm_answers(server.endpoint)
+        finally:
+            server.stop()
+    want = answers["etcd"]
+    assert want[0] == (0, raised.stdout, ""), "etcd's restore keeps the alarm, under the old member's id"
+    assert want[1] == (1, "", "Error: etcdserver: mvcc: database space exceeded\n")
+    assert want[3] == (0, "", "") and want[4] == (0, "OK\n", "")
+    assert answers["petcd"] == want
+
+
+def test_alarms_are_read_from_marshalled_alarm_members(tmp_path):
+    """The alarm bucket's keys are etcdserverpb.AlarmMember (memberID a uint64, possibly past 2^63);
+    every alarm is raised in the new store; a type etcd 3.4 does not have is refused."""
+    from petcd.store.etcd_import import EtcdImportError, import_bbolt
+    from petcd.store.mvcc import ALARM_CORRUPT, ALARM_NOSPACE
+
+    big_member = 0x8E9E05C52164694D
+    alarm = lambda member, kind: pb.AlarmMember(memberID=member, alarm=kind).SerializeToString()
+    buckets = {b"key": {_rev(2): _kv(b"a", 2, 2, 1, b"1")}, b"meta": {},
+               b"alarm": {alarm(big_member, pb.NOSPACE): b"", alarm(0, pb.CORRUPT): b""}}
+    store = MvccStore(str(tmp_path / "s"))
+    try:
+        assert import_bbolt(_FakeDb(buckets), store).alarms == 2
+        assert store.alarms() == [(0, ALARM_CORRUPT), (big_member, ALARM_NOSPACE)]
+    finally:
+        store.close()
+    buckets[b"alarm"] = {b"\x08\x01\x10\x07": b""}  # AlarmMember{memberID: 1, alarm: 7}
+    store = MvccStore(str(tmp_path / "bad"))
+    try:
+        with pytest.raises(EtcdImportError, match="alarm type 7 is not one etcd 3.4 knows"):
+            import_bbolt(_FakeDb(buckets), store)
+        assert store.alarms() == []
     finally:
         store.close()

@@ -2,9 +2,12 @@
 
 ``save`` streams Maintenance.Snapshot from one endpoint into ``FILE.part``, checks that a sha256
 trailer came with it (etcd's size test), fsyncs and renames, logging as etcdctl's zap loggers do.
-``status`` reads a petcd snapshot file (an LMDB store plus its sha256, see store/backup.py); it
-refuses a file whose checksum does not match. ``restore`` takes a petcd snapshot file or etcd's
-bbolt database (told apart by content), see store/etcd_import.py.
+``status`` reads a petcd snapshot file (an LMDB store plus its sha256, see store/backup.py; it
+refuses a file whose checksum does not match), or etcd's bbolt database (`etcdctl snapshot save`,
+or a stopped member's `member/snap/db`), for which it prints what etcdctl 3.4 prints: bbolt's
+integrity check, then the hash, revision, total keys and size etcd's v3Manager.Status computes
+(see store/etcd_import.snapshot_status). ``restore`` takes a petcd snapshot file or etcd's bbolt
+database (told apart by content), see store/etcd_import.py.
 """
 
 from __future__ import annotations
@@ -187,14 +190,9 @@ def snapshot_restore_command_func(ctl, cmd: Command, args: list[str]) -> None:
 
 
 def _report_etcd_import(imported, fields: list[tuple[str, object]]) -> None:
-    """What came over from etcd's database, and a warning for what petcd cannot take yet."""
+    """What came over from etcd's database."""
     _log("info", "petcdctl/snapshot_command.go", "imported etcd database", fields + [
         ("revision", imported.revision), ("compact-revision", imported.compact_revision),
         ("revisions", imported.revisions), ("keys", imported.keys), ("leases", imported.leases),
         ("keys-attached-to-leases", imported.attached), ("users", imported.users), ("roles", imported.roles),
-        ("auth-enabled", imported.auth_enabled)], True)
-    skipped = []
-    if imported.alarms:
-        skipped.append("%d alarms" % imported.alarms)
-    if skipped:
-        errors.err("Warning: the etcd snapshot holds %s; they are not imported\n" % "; and ".join(skipped))
+        ("auth-enabled", imported.auth_enabled), ("alarms", imported.alarms)], True)
