@@ -137,6 +137,10 @@ class ProcContext:
             self._disk = LocalDisk()
         return self._disk
 
+    def disk_metrics(self) -> dict[str, Any]:
+        """How long the disk's synced commits took (LocalDisk.metrics), if the actor has a disk."""
+        return self._disk.metrics() if self._disk is not None else {}
+
     # -- runtime side
     def next_timeout_ms(self) -> int | None:
         while self._timer_heap and self._timers.get(self._timer_heap[0][1]) != self._timer_heap[0][0]:
@@ -231,7 +235,8 @@ class RuntimeStats:
         if asked:
             counters = getattr(actor, "metrics", None)
             report = {"batches": self.batches, "messages": self.messages, "full_batches": self.full_batches,
-                      "batch_buckets": list(zip(BATCH_BUCKETS, self.bucket_counts)), "actor": counters() if counters else {}}
+                      "batch_buckets": list(zip(BATCH_BUCKETS, self.bucket_counts)), "actor": counters() if counters else {},
+                      "disk": ctx.disk_metrics()}
             for origin in asked:
                 ctx.send(origin[0], {"t": "resp", "id": origin[1], "resp": report})
         return rest

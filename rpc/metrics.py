@@ -21,8 +21,11 @@ etcd metrics exported, with etcd's types:
   etcd_debugging_mvcc_current_revision (gauges)
   grpc_server_handled_total (counter, by grpc_type, grpc_service, grpc_method, grpc_code; the gRPC
       calls only: etcd's JSON gateway dials its own gRPC server, petcd's calls the servicers directly)
-Not exported (yet): etcd_disk_wal_fsync_duration_seconds and etcd_network_peer_round_trip_time_seconds
-(the Raft actor would have to time its syncs and heartbeats), etcd_disk_backend_commit_duration_seconds.
+  etcd_disk_wal_fsync_duration_seconds, etcd_disk_backend_commit_duration_seconds (histograms, etcd's
+      buckets: the Raft log's and the MVCC store's synced LMDB commits, timed by the process runtime's
+      disk, store/disk.py LocalDisk; an LMDB commit writes and fsyncs, so both include the write)
+Not exported (yet): etcd_network_peer_round_trip_time_seconds (etcd probes its peers over HTTP; petcd's
+peer traffic is ZeroMQ, and the Raft actor's clock has millisecond resolution).
 petcd's own: petcd_actor_batches_total, petcd_actor_messages_total, petcd_actor_backlogged_batches_total,
 petcd_actor_batch_size (histogram), petcd_actor_queue_depth{actor, queue}, petcd_gateway_requests_in_flight.
 """
@@ -192,4 +195,23 @@ class MemberMetrics:
                 if key in report["actor"]:
                     depth.add_metric([role, queue], report["actor"][key])
         families += [batches, messages, backlog, sizes, depth]
+        families.append(_commit_histogram("etcd_disk_wal_fsync_duration_seconds",
+                                          "The latency distributions of fsync called by WAL.", runtimes.get("raft"), "raft_log"))
+        families.append(_commit_histogram("etcd_disk_backend_commit_duration_seconds",
+                                          "The latency distributions of commit called by backend.", runtimes.get("apply"), "mvcc"))
         return families
+
+
+def _commit_histogram(name: str, doc: str, report: dict[str, Any] | None, store: str) -> HistogramMetricFamily:
+    """One store's synced commit times (store/disk.py CommitTimes.report), as a Prometheus histogram."""
+    family = HistogramMetricFamily(name, doc)
+    times = ((report or {}).get("disk") or {}).get(store)
+    if times is None:
+        return family
+    cumulative, buckets = 0, []
+    for bound, n in times["buckets"]:
+        cumulative += n
+        buckets.append((repr(float(bound)), cumulative))
+    buckets.append(("+Inf", times["count"]))
+    family.add_metric([], buckets, sum_value=times["sum_s"])
+    return family

@@ -21,7 +21,7 @@ ETCD_NAMED = (
     "etcd_server_has_leader", "etcd_server_leader_changes_seen_total", "etcd_server_proposals_committed_total",
     "etcd_server_proposals_applied_total", "etcd_server_proposals_pending", "etcd_server_proposals_failed_total",
     "etcd_mvcc_db_total_size_in_bytes", "etcd_debugging_mvcc_keys_total", "etcd_debugging_mvcc_watcher_total",
-    "grpc_server_handled_total",
+    "grpc_server_handled_total", "etcd_disk_wal_fsync_duration_seconds", "etcd_disk_backend_commit_duration_seconds",
 )
 
 
@@ -40,6 +40,12 @@ def scrape(address: str) -> dict[str, tuple[str, dict[tuple, float]]]:
 def value(metrics: dict, name: str, **labels: str) -> float:
     _, samples = metrics[name]
     return sum(v for (sample, ls), v in samples.items() if sample == name and all(dict(ls).get(k) == x for k, x in labels.items()))
+
+
+def observed(metrics: dict, histogram: str) -> float:
+    """A histogram's observation count."""
+    _, samples = metrics[histogram]
+    return sum(v for (sample, _), v in samples.items() if sample == histogram + "_count")
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +91,9 @@ def test_values_move(servers):
         assert value(after, "etcd_debugging_mvcc_keys_total") == value(before, "etcd_debugging_mvcc_keys_total") + 1
         assert value(after, "grpc_server_handled_total", grpc_method="Put", grpc_code="OK") > \
             value(before, "grpc_server_handled_total", grpc_method="Put", grpc_code="OK")
+        # the put was synced into the Raft log and committed to the MVCC store, each timed
+        for histogram in ("etcd_disk_wal_fsync_duration_seconds", "etcd_disk_backend_commit_duration_seconds"):
+            assert observed(after, histogram) > observed(before, histogram), histogram
         watches = pb_grpc.WatchStub(ch).Watch(iter([pb.WatchRequest(create_request=pb.WatchCreateRequest(key=b"moved"))]))
         created = next(watches)
         assert created.created
