@@ -448,7 +448,7 @@ class RaftActor:
         core, log = self._core, self._log
         assert core is not None and log is not None
         # Durable before anything that depends on it leaves this actor.
-        log.save(rd.hard_state, rd.entries)
+        log.save(self._must_sync(rd), rd.entries)
         for peer, msg in rd.messages:
             if peer == "remote":
                 continue
@@ -480,6 +480,21 @@ class RaftActor:
                 self._reject(ctx, read_ctx[1], "not_leader")
             else:
                 self._reject(ctx, read_ctx[1], "leader_changed")
+
+    def _must_sync(self, rd: Ready) -> HardState | None:
+        """The hard state to save with this Ready: None if only the commit index moved.
+
+        etcd's MustSync: a save is synced when it holds entries, a new term or a vote. A commit
+        index alone need not be durable: a restarted member learns it again from the leader, and
+        never below what its store applied (RaftCore.restore_applied). It is saved with the next
+        write. That saves the leader one fsync per batch (2 Raft log commits per Put to 1, one
+        member); the disk-crash swarm with it finds no lost entry, vote or term (README)."""
+        hs, log = rd.hard_state, self._log
+        assert log is not None
+        saved = log.hard_state
+        if hs is not None and not rd.entries and hs.term == saved.term and hs.vote == saved.vote:
+            return None
+        return hs
 
     def _apply_conf_changes(self, ctx: Context, entries: list[Entry]) -> None:
         core, log = self._core, self._log
