@@ -6,7 +6,7 @@ ETCD    := .cache/etcd
 ETCD_BIN := $(CURDIR)/$(ETCD)/usr/bin
 PYTEST_ARGS ?=
 
-.PHONY: run cluster test setup etcd-reference
+.PHONY: run cluster test setup etcd-reference patroni-reference
 
 setup: $(VENV)/.installed
 
@@ -24,11 +24,22 @@ $(ETCD_BIN)/etcd:
 	for deb in $(ETCD)/debs/*.deb; do dpkg -x $$deb $(ETCD); done
 	$(ETCD_BIN)/etcd --version | head -1
 
+# Patroni and PostgreSQL (Debian's packages) for tests/test_patroni.py, installed with apt-get only
+# when missing (the run needs root; CI runs as root). The package list is refreshed only if the
+# install fails without it. Patroni runs under Debian's python3, not the venv.
+PATRONI_PACKAGES := patroni postgresql
+patroni-reference:
+	@if command -v patroni >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; else \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq --no-install-recommends $(PATRONI_PACKAGES) >/dev/null 2>&1 \
+	  || { apt-get update -qq && apt-get install -y -qq --no-install-recommends $(PATRONI_PACKAGES); }; fi
+	@patroni --version
+
 run: setup
 	$(VENV)/bin/petcd --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379
 
 cluster: setup
 	$(VENV)/bin/petcd local-cluster configs/local-3/m1.yaml configs/local-3/m2.yaml configs/local-3/m3.yaml
 
-test: setup etcd-reference
+test: setup etcd-reference patroni-reference
 	PATH="$(ETCD_BIN):$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)

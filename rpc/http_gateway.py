@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import re
 from collections.abc import AsyncIterator
 from email.utils import formatdate
 from typing import Any, NoReturn
@@ -346,12 +347,14 @@ class HttpGateway:
             responses = _as_stream(call(first_request, _Context(req.headers)))
         started = False
 
-        def start() -> None:
+        def start(with_metadata: bool = True) -> None:
+            """The head, once. Grpc-Metadata-* are the gRPC response's header metadata: a stream that
+            ends without a message had none (a trailers-only response), and etcd's gateway sends none."""
             nonlocal started
             if not started:
                 started = True
-                writer.write(self._head(200, [("Content-Type", "application/json"), ("Grpc-Metadata-Content-Type", "application/grpc"),
-                                              ("Transfer-Encoding", "chunked")]))
+                metadata = [("Grpc-Metadata-Content-Type", "application/grpc")] if with_metadata else []
+                writer.write(self._head(200, [("Content-Type", "application/json"), *metadata, ("Transfer-Encoding", "chunked")]))
 
         def chunk(obj: str) -> None:
             data = (obj + "\n").encode()
@@ -370,7 +373,7 @@ class HttpGateway:
                 status = HTTP_STATUS.get(e.code, 500)
                 chunk(json.dumps({"error": {"grpc_code": e.code.value[0], "http_code": status, "message": e.message,
                                             "http_status": REASONS.get(status, "")}}, separators=(",", ":")))
-            start()
+            start(with_metadata=False)
             writer.write(b"0\r\n\r\n")
 
         # The stream lasts until it ends or the client goes away (EOF on its side of the connection).
@@ -508,10 +511,74 @@ def _parse(cls: type[Message], value: Any) -> Message:
     if not isinstance(value, dict):
         kind = {list: "array", str: "string", bool: "bool"}.get(type(value), "number")
         raise _Abort(_C.INVALID_ARGUMENT, f"json: cannot unmarshal {kind} into Go value of type map[string]json.RawMessage")
+    _check_strict(cls.DESCRIPTOR, value)
     try:
         return json_format.ParseDict(value, cls(), ignore_unknown_fields=True)
     except json_format.ParseError as e:
         raise _Abort(_C.INVALID_ARGUMENT, str(e)) from e
+
+
+def _check_strict(descriptor: Any, value: dict[str, Any]) -> None:
+    """What Go's jsonpb refuses and protobuf's ParseDict lets through (with ignore_unknown_fields
+    it drops an unknown enum name, and it decodes bytes with a base64 decoder that skips what is
+    not base64): an enum name that is not one of the enum's ("descend" for "DESCEND"), and a
+    bytes field that is not standard, padded base64. Fields in declaration order, as jsonpb
+    visits them, so the first error is etcd's."""
+    for field in descriptor.fields:
+        item = value.get(field.name, value.get(field.json_name))
+        if item is None:
+            continue
+        items = item if field.is_repeated and isinstance(item, list) else [item]
+        for one in items:
+            if field.type == field.TYPE_ENUM and isinstance(one, str) and one not in field.enum_type.values_by_name:
+                enum = field.enum_type
+                go_name = enum.full_name[len(enum.file.package) + 1:].replace(".", "_")
+                raise _Abort(_C.INVALID_ARGUMENT, f"unknown value {json.dumps(one, ensure_ascii=False)} for enum {enum.file.package}.{go_name}")
+            if field.type == field.TYPE_BYTES and isinstance(one, str):
+                at = _go_base64_error(one.encode("utf-8"))
+                if at is not None:
+                    raise _Abort(_C.INVALID_ARGUMENT, f"illegal base64 data at input byte {at}")
+            if field.type == field.TYPE_MESSAGE and isinstance(one, dict):
+                _check_strict(field.message_type, one)
+
+
+_BASE64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+_PLAIN_BASE64 = re.compile(rb"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+
+
+def _go_base64_error(src: bytes) -> int | None:
+    """Where Go's base64.StdEncoding.Decode (encoding/json's for []byte) fails on src, or None:
+    its decodeQuantum, step by step (CR and LF are skipped; padding is required). What every
+    client sends, padded base64 without line breaks, is let through at once."""
+    if _PLAIN_BASE64.fullmatch(src):
+        return None
+    si, n = 0, len(src)
+    while si < n:
+        j = 0
+        while j < 4:
+            if si == n:
+                return None if j == 0 else si - j
+            c = src[si]
+            si += 1
+            if c in _BASE64_ALPHABET:
+                j += 1
+                continue
+            if c in b"\r\n":
+                continue
+            if c != ord("=") or j < 2:
+                return si - 1
+            if j == 2:  # "==" expected, the first one read
+                while si < n and src[si] in b"\r\n":
+                    si += 1
+                if si == n:
+                    return n
+                if src[si] != ord("="):
+                    return si - 1
+                si += 1
+            while si < n and src[si] in b"\r\n":
+                si += 1
+            return si if si < n else None  # anything after the padding is garbage
+    return None
 
 
 _DECODER = json.JSONDecoder()

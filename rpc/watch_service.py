@@ -124,8 +124,14 @@ class WatchService(pb_grpc.WatchServicer):
             stream.lagging.discard(wid)
         elif kind == "wcancel":
             if stream.watch_ids.pop(wid, None) is not None:
-                stream.queue.put_nowait(pb.WatchResponse(header=self._header(), watch_id=wid, canceled=True,
-                                                         compact_revision=msg["compact_revision"], cancel_reason=msg["reason"]))
+                if msg["compact_revision"]:
+                    # As etcd 3.4 answers a watch whose start revision is compacted: its mvcc's
+                    # response carries no revision (the header's is 0) and the server adds no
+                    # cancel_reason (clients derive the error from compact_revision).
+                    resp = pb.WatchResponse(header=self._header(0), watch_id=wid, canceled=True, compact_revision=msg["compact_revision"])
+                else:
+                    resp = pb.WatchResponse(header=self._header(), watch_id=wid, canceled=True, cancel_reason=msg["reason"])
+                stream.queue.put_nowait(resp)
         elif kind == "wprogress":
             if wid == PROGRESS_WATCH_ID or wid in stream.watch_ids:
                 stream.queue.put_nowait(pb.WatchResponse(header=self._header(msg["revision"]), watch_id=wid))

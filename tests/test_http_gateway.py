@@ -161,6 +161,38 @@ def test_bad_json_answers_as_etcd(servers, body):
     both(servers, "/v3/kv/range", body)
 
 
+@pytest.mark.parametrize("path, body", [
+    # an enum by a name that is not one of its values (protobuf's ParseDict, told to ignore unknown
+    # fields, also dropped these, so "descend" sorted ascending): 400, "unknown value ..."
+    ("/v3/kv/range", {"key": b64("k"), "sort_order": "descend"}),
+    ("/v3/kv/range", {"key": b64("k"), "sort_order": "DESCEND", "sort_target": "1"}),
+    ("/v3/kv/range", {"key": b64("k"), "sort_order": 2}),  # a number is taken as it is
+    ("/v3/kv/txn", {"compare": [{"key": b64("k"), "result": "BOGUS", "target": "VALUE", "value": b64("x")}]}),
+    ("/v3/kv/txn", {"compare": [{"key": b64("k"), "result": "EQUAL", "target": "NOPE"}]}),
+    ("/v3/maintenance/alarm", {"action": "get"}),
+    ("/v3/auth/role/grant", {"name": "r", "perm": {"permType": "read", "key": b64("k")}}),
+    # bytes that are not standard, padded base64 (ParseDict skipped what was not base64): 400,
+    # "illegal base64 data at input byte N", N as Go's decoder counts
+    ("/v3/kv/range", {"key": "!!!"}),
+    ("/v3/kv/range", {"key": "aw"}),
+    ("/v3/kv/range", {"key": "a-_b"}),
+    ("/v3/kv/range", {"key": "aw==x"}),
+    ("/v3/kv/range", {"key": "aw=x"}),
+    ("/v3/kv/range", {"key": "a==="}),
+    ("/v3/kv/range", {"key": "aGVs\nbG8="}),  # CR and LF are skipped
+    ("/v3/kv/txn", {"success": [{"request_put": {"key": b64("k"), "value": "v"}}]}),
+    # the first error in field order is the one reported
+    ("/v3/kv/range", {"sort_target": "nope", "key": "!", "sort_order": "nope"}),
+])
+def test_enum_names_and_base64_are_as_strict_as_etcd(servers, path, body):
+    both(servers, path, body)
+
+
+def test_a_watch_with_a_bad_enum_fails_as_etcd(servers):
+    """The first request of a bidi stream fails before the stream opens: "Unknown", 500."""
+    assert both(servers, "/v3/watch", {"create_request": {"key": b64("k"), "filters": ["NOPUT", "BOGUS"]}})[0] == 500
+
+
 def test_unknown_paths_and_methods_answer_as_etcd(servers):
     assert both(servers, "/v3/nope", "{}") == (404, b"Not Found\n")
     assert both(servers, "/v3/auth/status", "{}") == (404, b"Not Found\n")  # not in etcd 3.4's gateway
@@ -266,6 +298,40 @@ def test_keepalive_stream_answers_as_etcd(servers):
             keepalive.close()
     assert results["petcd"] == results["etcd"] and len(results["etcd"]) == 2
     assert results["etcd"][0]["result"]["TTL"] == "100" and "TTL" not in results["etcd"][1]["result"]
+
+
+def test_a_watch_from_a_compacted_revision_answers_as_etcd(servers):
+    """etcd 3.4 cancels it with compact_revision, a header without revision and no cancel_reason."""
+    results = {}
+    for name, server in servers.items():
+        for value in ("1", "2"):
+            request(server.endpoint, "POST", "/v3/kv/put", json.dumps({"key": b64("compacted"), "value": b64(value)}))
+        revision = json.loads(request(server.endpoint, "POST", "/v3/kv/range", json.dumps({"key": b64("compacted")}))[2])["header"]["revision"]
+        request(server.endpoint, "POST", "/v3/kv/compaction", json.dumps({"revision": revision}))
+        watch = Stream(server.endpoint, "/v3/watch", json.dumps({"create_request": {"key": b64("compacted"), "start_revision": "1"}}))
+        try:
+            created, canceled = watch.next(), watch.next()
+            assert canceled["result"]["compact_revision"] == revision, name
+            results[name] = [mask(created), mask(canceled)]
+        finally:
+            watch.close()
+    assert results["petcd"] == results["etcd"]
+    assert "revision" not in results["etcd"][1]["result"]["header"] and "cancel_reason" not in results["etcd"][1]["result"]
+
+
+def test_a_stream_that_ends_without_a_message_answers_as_etcd(servers):
+    """A keep-alive stream with no request: 200, an empty chunked body, and no Grpc-Metadata-*
+    header (the gRPC call had no header metadata)."""
+    answers = {}
+    for name, server in servers.items():
+        keepalive = Stream(server.endpoint, "/v3/lease/keepalive", "")
+        try:
+            headers = {k.lower(): v for k, v in keepalive.resp.getheaders() if k.lower() != "date"}
+            answers[name] = (keepalive.resp.status, headers, keepalive.resp.read())
+        finally:
+            keepalive.close()
+    assert answers["petcd"] == answers["etcd"]
+    assert "grpc-metadata-content-type" not in answers["etcd"][1]
 
 
 def test_grpc_still_works_on_the_same_port_with_large_messages(servers):
