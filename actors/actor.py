@@ -38,6 +38,11 @@ class Context(Protocol):
         """Queue a message; the runtime sends one wire message per destination per turn."""
         ...
 
+    def flush(self) -> None:
+        """Send what was queued so far now, not at the end of the turn: before a slow write that
+        those messages need not wait for (the Raft leader's appends, before its own log sync)."""
+        ...
+
     def set_timer(self, name: str, delay_ms: int) -> None:
         """(Re)arm the named timer to fire once after `delay_ms`."""
         ...

@@ -447,10 +447,19 @@ class RaftActor:
     def _persist_and_send(self, ctx: Context, rd: Ready) -> None:
         core, log = self._core, self._log
         assert core is not None and log is not None
+        # A leader's appends leave before its own log sync, so that the followers' syncs run while
+        # its own does (as etcd's leader writes in parallel with replication). They hold entries and
+        # a commit index that needs no durability of this Ready; the leader counts its own entries
+        # only once they are saved, which is before any acknowledgement of them can be taken in.
+        appends = [(peer, msg) for peer, msg in rd.messages if msg["t"] == "app" and peer != "remote"]
+        for peer, msg in appends:
+            ctx.send(f"{peer}/raft", {"t": "raft", "cid": self._cluster_id, "msg": msg})
+        if appends and rd.entries:
+            ctx.flush()
         # Durable before anything that depends on it leaves this actor.
         log.save(self._must_sync(rd), rd.entries)
         for peer, msg in rd.messages:
-            if peer == "remote":
+            if peer == "remote" or msg["t"] == "app":
                 continue
             ctx.send(f"{peer}/raft", {"t": "raft", "cid": self._cluster_id, "msg": msg})
         for peer in rd.snapshots:

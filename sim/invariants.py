@@ -140,6 +140,7 @@ class InvariantChecker:
         self._leading: dict[tuple[str, int], list[Any]] = {}
         # Leader agreement needs every leader seen; a checker run every few ms (run_checked) may miss one.
         self.sees_every_step = True
+        self._followed: dict[int, tuple[str, str]] = {}  # term -> (the leader a follower named, that follower), the first seen
 
     # -- entry points
     def check(self, cluster: SimCluster) -> None:
@@ -212,6 +213,9 @@ class InvariantChecker:
         other = self.leaders.get(v.term)
         if other is not None and other != v.member:
             self._fail("election safety", f"{other} and {v.member} were both leader in term {v.term}")
+        named = self._followed.get(v.term)
+        if named is not None and named[0] != v.member and self.sees_every_step:
+            self._fail("leader agreement", f"{named[1]} followed {named[0]} in term {v.term}, whose leader is {v.member}")
         if other is None:
             self.leaders[v.term] = v.member
             self.stats["leaders"] += 1
@@ -219,13 +223,16 @@ class InvariantChecker:
         return False
 
     def _check_followed_leader(self, v: MemberView) -> None:
-        # Checked after every step, a leader is seen in the step it won, before any follower hears of it.
+        # A leader may win, send its first appends and lose its power within one step, never seen
+        # leading: the first member that names it stands for it until its term's leader is seen.
         if v.role != "follower" or not v.leader or not self.sees_every_step:
             return
         elected = self.leaders.get(v.term)
-        if elected != v.leader:
-            self._fail("leader agreement", f"{v.member} follows {v.leader} in term {v.term}, "
-                                           f"whose leader was {elected or 'not seen'}")
+        named = self._followed.setdefault(v.term, (v.leader, v.member))
+        if elected is not None and elected != v.leader:
+            self._fail("leader agreement", f"{v.member} follows {v.leader} in term {v.term}, whose leader was {elected}")
+        if named[0] != v.leader:
+            self._fail("leader agreement", f"{v.member} follows {v.leader} in term {v.term}, {named[1]} followed {named[0]}")
 
     # -- log matching and commits
     def _scan(self, v: MemberView, leaders: list[MemberView]) -> None:

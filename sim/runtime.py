@@ -82,6 +82,9 @@ class SimContext:
     def send(self, to: str, msg: Message) -> None:
         self.outbox.setdefault(to, []).append(msg)
 
+    def flush(self) -> None:
+        self._rt.send_now(self._address, self)
+
     def set_timer(self, name: str, delay_ms: int) -> None:
         assert delay_ms >= 0
         gen = self._rt.next_seq()
@@ -282,9 +285,17 @@ class SimRuntime:
             self._busy_until[address] = self.now_ms + busy_ms
         self._flush(address, ctx, self.now_ms + busy_ms)
 
+    def send_now(self, address: str, ctx: SimContext) -> None:
+        """Mid-turn (`Context.flush`): what the actor queued leaves now, after what its disk work so far cost."""
+        disk = self._disks.get(member_of(address))
+        self._send_outbox(address, ctx, self.now_ms + (disk.busy_ms if disk is not None else 0))
+
     def _flush(self, address: str, ctx: SimContext, depart_ms: int) -> None:
         while self._stop_requests:
             self.crash_member(self._stop_requests.pop())
+        self._send_outbox(address, ctx, depart_ms)
+
+    def _send_outbox(self, address: str, ctx: SimContext, depart_ms: int) -> None:
         outbox, ctx.outbox = ctx.outbox, {}
         for to, msgs in outbox.items():
             raw = msgpack.packb([address, msgs])

@@ -386,6 +386,9 @@ class FakeCtx:
     def send(self, to, msg):
         self.sent.append((to, msg))
 
+    def flush(self):
+        pass
+
     def set_timer(self, name, delay_ms):
         pass
 
