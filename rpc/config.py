@@ -282,6 +282,10 @@ def _finish(cfg: ServerConfig) -> ServerConfig:
         raise ConfigError(f"invalid value {cfg.initial_cluster_state!r} for flag -initial-cluster-state: want new or existing")
     if cfg.log_level not in ("debug", "info", "warn", "error", "panic", "fatal"):
         raise ConfigError(f"unknown log level {cfg.log_level!r}")
+    if cfg.logger == "capnslog":
+        raise ConfigError("--logger capnslog is not supported by petcd: it logs JSON lines, as etcd's zap logger does (--logger zap)")
+    if cfg.logger != "zap":
+        raise ConfigError(f'unknown logger option "{cfg.logger}"')
     cfg.auto_compaction()  # validates
     if cfg.watch_progress_notify_interval_ms <= 0:
         raise ConfigError("--experimental-watch-progress-notify-interval must be positive")

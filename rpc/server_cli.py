@@ -42,6 +42,10 @@ Member flags:
   --election-timeout 1000                time (in milliseconds) for an election to timeout
   --max-txn-ops 128                      maximum number of operations permitted in a transaction
   --max-request-bytes 1572864            maximum client request size in bytes the server will accept
+  --snapshot-count 100000                applied entries between compactions of the Raft log
+  --quota-backend-bytes 0                size of the store past which writes raise NOSPACE (0: 2 GiB)
+  --auto-compaction-mode 'periodic'      'periodic' (a duration) or 'revision' (a count)
+  --auto-compaction-retention '0'        history to keep: '1h', '30m', a bare number of hours, or revisions; 0: off
   --config-file ''                       path to the server configuration file (etcd's YAML keys)
   --cert-file ''                         path to the client server TLS cert file (https:// client URLs)
   --key-file ''                          path to the client server TLS key file
@@ -60,6 +64,9 @@ Member flags:
   --experimental-initial-corrupt-check 'false'   compare hashes with peers before serving
   --experimental-corrupt-check-time '0s' the leader compares hashes this often; a diverged member raises CORRUPT
   --log-level 'info'                     debug, info, warn, error
+  --logger 'zap'                         etcd's logger choice; petcd always logs JSON lines on stderr ('zap' or 'capnslog')
+  --experimental-watch-progress-notify-interval '10m'   how often idle progress-notify watchers get a progress event
+  --experimental-peer-fault-file ''      petcd only, for `petcd chaos`: a JSON file naming peers to cut off
 Every flag can also be set as ETCD_<FLAG> (e.g. ETCD_DATA_DIR).
 """
 

@@ -33,6 +33,8 @@ def test_go_flag_spellings_and_env():
         (["--name", "x", "--initial-cluster", "y=http://localhost:2380"], "couldn't find local name 'x' in the initial cluster configuration"),
         (["--initial-cluster-state", "maybe"], "invalid value 'maybe' for flag -initial-cluster-state: want new or existing"),
         (["--experimental-corrupt-check-time", "soon"], 'invalid value "soon" for flag -experimental-corrupt-check-time: parse error'),
+        (["--logger", "capnslog"], "--logger capnslog is not supported by petcd: it logs JSON lines, as etcd's zap logger does (--logger zap)"),
+        (["--logger", "syslog"], 'unknown logger option "syslog"'),
     ],
 )
 def test_bad_flags_say_what_is_wrong(argv, message):
@@ -237,3 +239,17 @@ def test_gateway_spec_carries_auth_and_tls_settings(tmp_path):
         assert server.stop() == 0
     assert (spec["auth_token"], spec["auth_token_ttl_s"], spec["bcrypt_cost"]) == (token, 42, 6)
     assert (spec["tls_listen"], spec["cert_file"], spec["key_file"], spec["trusted_ca_file"], spec["client_cert_auth"]) == ([], "", "", "", False)
+
+
+def test_help_lists_every_flag_petcd_takes():
+    import dataclasses
+    import re
+    import subprocess
+    import sys
+
+    from petcd.rpc.config import ServerConfig
+
+    out = subprocess.run([sys.executable, "-m", "petcd.rpc.server_cli", "--help"], capture_output=True, text=True)
+    listed = set(re.findall(r"^  --([a-z0-9-]+)", out.stdout + out.stderr, re.M))
+    taken = {f.name.replace("_", "-") for f in dataclasses.fields(ServerConfig)}
+    assert taken <= listed, f"petcd --help does not list: {sorted(taken - listed)}"
