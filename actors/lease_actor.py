@@ -25,6 +25,27 @@ Only the leader expires leases, and only by proposing the revocation through
 Raft. A member that becomes leader gives every lease a fresh full TTL before
 it expires any, so no lease ever expires before its TTL (etcd's rule).
 Deadlines live in memory only: they are the leader's, not the log's.
+
+How this compares with etcd's lessor (lease/lessor.go, v3.4.23), which bounds how late a lease may
+expire (the simulator's lease checker, sim/check/lease.py, holds petcd to it):
+- etcd's new leader calls `Promote(extend)` once it has applied the empty entry of its term, with
+  extend = the election timeout (etcdserver's applyEntryNormal): every lease gets now + TTL + extend.
+  Here a new leader gives now + TTL, at once: earlier than etcd, never later. The extension is not
+  needed for safety: a keep-alive is answered only after a ReadIndex round confirms the leadership,
+  i.e. after a quorum acknowledged the old leader -- before any of them voted for the new one -- so
+  every keep-alive the old leader answered was sent before the new leader took office, and now + TTL
+  is past send + TTL, all its client was promised. Either way each leader change restarts every
+  lease's countdown: under repeated leader changes a lease outlives its TTL for as long as they go
+  on (in etcd too).
+- etcd's `Demote` sets every expiry to forever on a follower; here a follower's deadlines stand but
+  only the leader looks at them (`_is_leader`), and a new leader refreshes them all.
+- etcd looks for expired leases every 500 ms (`runLoop`), revoking at most leaseRevokeRate/2 = 500 a
+  look, and retries one whose revocation has not applied after 3 s (expiredLeaseRetryInterval); here
+  the look is every CHECK_INTERVAL_MS = 500 ms with up to MAX_PENDING_REVOKES in flight (no slower
+  than etcd's rate limit), and a revocation that fails is tried again at the next look.
+So once a leader stays in office and able to act, a lease's keys are gone by max(its last renewal,
+the leader's promotion) + TTL + one look + a Raft round: within etcd's max(renewal + TTL, promotion +
+TTL + election timeout) + 500 ms + a Raft round.
 """
 
 from __future__ import annotations
@@ -41,7 +62,8 @@ _COMPACT_TIMER = "compact"
 REVISION_COMPACT_INTERVAL_MS = 5 * 60_000
 PERIODIC_MAX_INTERVAL_MS = 3_600_000
 PERIODIC_RETRY_DIVISOR = 10
-# How often the leader looks for expired leases; a lease outlives its TTL by at most this plus a commit.
+# How often the leader looks for expired leases (etcd's runLoop: 500 ms); while one leader stays in office,
+# a lease outlives its deadline (last renewal or that leader's promotion + TTL) by at most this plus a commit.
 CHECK_INTERVAL_MS = 500
 # Revocations in flight at once; the rest wait for the next check.
 MAX_PENDING_REVOKES = 1000

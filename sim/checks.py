@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+from petcd.actors.raft_actor import RaftConfig
 from petcd.sim.check.history import Op as HistoryOp
 from petcd.sim.check.history import make_op
 from petcd.sim.check.verdict import Verdict
@@ -14,7 +16,9 @@ from petcd.sim.lock_client import LOCK_KEY, LockLog
 from petcd.sim.watch_client import WatchLog
 
 _EVENT_TYPES = {0: "PUT", 1: "DELETE"}
-LEASE_LATE_BOUND_UNDER_FAULTS_MS = 20_000
+# The simulated members' election timeout (sim/cluster.py keeps RaftConfig's default); etcd's lessor
+# extends every lease by it when a new leader takes office.
+ELECTION_TIMEOUT_MS: int = next(f.default for f in dataclasses.fields(RaftConfig) if f.name == "election_timeout_ms")
 
 
 def _value(resp: dict[str, Any]) -> bytes | None:
@@ -96,7 +100,10 @@ def lease_ops(logs: list[LeaseLog]) -> list[HistoryOp]:
         if log.granted_ms is None:
             continue
         fields: dict[str, Any] = {"lease_id": log.lease_id, "ttl_s": log.ttl_s, "granted_ms": log.granted_ms,
-                                  "keepalives_ms": log.keepalives_ms, "keys": [log.key], "key_seen_ms": log.key_seen_ms}
+                                  "granted_answered_ms": log.granted_answered_ms, "keepalives_ms": log.keepalives_ms,
+                                  "keepalives_answered_ms": log.keepalives_answered_ms,
+                                  "keepalives_unanswered_ms": log.keepalives_unanswered_ms, "keys": [log.key],
+                                  "key_seen_ms": log.key_seen_ms, "key_seen_sent_ms": log.key_seen_sent_ms}
         if log.key_deleted_ms is not None:
             fields["key_deleted_ms"] = log.key_deleted_ms
         out.append(make_op(log.process, 0, "lease", log.granted_ms, log.key_deleted_ms, "ok", **fields))
@@ -114,13 +121,27 @@ def lock_ops(logs: list[LockLog]) -> list[HistoryOp]:
     return out
 
 
-def lease_bound(*, faulty: bool) -> int | None:
+def lease_bound(*, faulty: bool, leaders: list[dict[str, Any]] | None = None,
+                faults: list[dict[str, Any]] | None = None) -> int | None:
     """The lease checker's lateness bound for a simulated run (None: the checker's default).
 
-    Under faults a lease may legitimately outlive its TTL by more than the quiet bound: every
-    leader change restarts its countdown. Early expiry is judged the same either way.
+    Every leader change restarts every lease's countdown (etcd's lessor.Promote gives each lease
+    now + TTL + election timeout), and a fault may stop the leader in office from expiring
+    anything while it lasts (see petcd.sim.check.lease). Given the run's `leaders` and `faults`
+    (SimReport.leaders, .faults_seen) the checker counts each lease's deadline from the last
+    leader change and the last fault's end itself, so the default bound holds under faults too.
+    Without them, under faults the bound must cover all of it: leader changes and faults go on
+    until the faults heal, FAULT_PHASE_MS after the run started at the latest (so after any
+    renewal); then a leader must still be elected (a randomized election timeout, under 2E) and
+    promoted (its extension, E), after which the default bound (2 s + E) applies:
+    FAULT_PHASE_MS + 4E + 2 s in all, E the election timeout. Early expiry is judged the same
+    either way.
     """
-    return LEASE_LATE_BOUND_UNDER_FAULTS_MS if faulty else None
+    if not faulty or (leaders is not None and faults is not None):
+        return None
+    from petcd.sim.run import FAULT_PHASE_MS
+
+    return FAULT_PHASE_MS + 4 * ELECTION_TIMEOUT_MS + 2000
 
 
 def fault_spans(log: list[Any], end_ms: int) -> list[dict[str, Any]]:
@@ -143,8 +164,14 @@ def fault_spans(log: list[Any], end_ms: int) -> list[dict[str, Any]]:
     return spans
 
 
-def check_all(history: list[HistoryOp], committed: list[dict[str, Any]] | None, *, lease_bound_ms: int | None = None) -> list[Verdict]:
-    """Every checker on one history (KV ops, watchers, leases, lock holds): the verdicts' op indexes are into it."""
+def check_all(history: list[HistoryOp], committed: list[dict[str, Any]] | None, *, lease_bound_ms: int | None = None,
+              leaders: list[dict[str, Any]] | None = None, faults: list[dict[str, Any]] | None = None) -> list[Verdict]:
+    """Every checker on one history (KV ops, watchers, leases, lock holds): the verdicts' op indexes are into it.
+
+    leaders, faults: who led when and which faults were active when (SimReport.leaders, .faults_seen):
+    the lease checker then counts each lease's deadline from the last leader change and fault too
+    (see `lease_bound`).
+    """
     from petcd.sim.check.lease import check_leases
     from petcd.sim.check.linearizability import check_linearizability
     from petcd.sim.check.lock import check_locks
@@ -153,6 +180,6 @@ def check_all(history: list[HistoryOp], committed: list[dict[str, Any]] | None, 
     return [
         check_linearizability(history),
         check_watch(history, committed),
-        check_leases(history, bound_ms=lease_bound_ms),
+        check_leases(history, bound_ms=lease_bound_ms, election_timeout_ms=ELECTION_TIMEOUT_MS, leaders=leaders, faults=faults),
         check_locks(history),
     ]

@@ -142,5 +142,6 @@ def _run(report: SimReport, workdir: str, clients: int, watchers: int, leases: i
     if not report.ok:
         return  # the state may be broken mid-step: judge nothing more
     report.committed = checks.committed_events(cluster)
-    report.lease_bound_ms = checks.lease_bound(faulty=bool(report.faults))
-    report.verdicts += checks.check_all(report.history, report.committed, lease_bound_ms=report.lease_bound_ms)
+    report.lease_bound_ms = checks.lease_bound(faulty=bool(report.faults), leaders=report.leaders, faults=report.faults_seen)
+    report.verdicts += checks.check_all(report.history, report.committed, lease_bound_ms=report.lease_bound_ms,
+                                        leaders=report.leaders, faults=report.faults_seen)

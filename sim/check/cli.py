@@ -4,11 +4,14 @@ Loads a JSON-lines history (see history.py), runs every checker the history has
 material for (or the ones named), prints what it read, one line per checker,
 which checkers it ran and which not (and why), what the KV counts mean, and a final
 `verdict=ok|fail|unknown` line. The history file's #petcd: sections (written by
-`petcd sim run --history`) supply the committed events for the watch checker and
-the lease bound, unless --committed or --lease-bound is given, and the faults and
-leaders for the report. Exit status: 0 all passed, 1 a checker failed,
-2 undecided (a search ran out of its step budget, nothing failed), 3 bad usage
-or an unreadable history.
+`petcd sim run --history`) supply the committed events for the watch checker,
+unless --committed is given, the leaders and faults for the report, and what
+the lease checker judged the run with: a lease bound (counted from each lease's
+last renewal) when the options carry one, unless --lease-bound is given, else
+the leaders and faults (each lease's deadline then counts from the last leader
+change and fault too, see lease.py); --lease-leaders and --lease-flat choose.
+Exit status: 0 all passed, 1 a checker failed, 2 undecided (a search ran out of
+its step budget, nothing failed), 3 bad usage or an unreadable history.
 """
 
 from __future__ import annotations
@@ -47,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None, help="linearizability: search step budget per partition")
     p.add_argument("--election-timeout", type=int, default=1000, metavar="MS", help="lease: the cluster's election timeout")
     p.add_argument("--lease-bound", type=int, default=None, metavar="MS", help="lease: allowed lateness (default 2000 + election timeout)")
+    lease_mode = p.add_mutually_exclusive_group()
+    lease_mode.add_argument("--lease-leaders", action="store_true",
+                            help="lease: count deadlines from the history's leader changes and faults too, even when its "
+                                 "run did not (its options carry a lease bound)")
+    lease_mode.add_argument("--lease-flat", action="store_true",
+                            help="lease: ignore the history's leaders and faults: deadlines count from the last renewal only")
     p.add_argument("--lease-tolerance", type=int, default=0, metavar="MS", help="lease: slack for early expiry (client RTT)")
     p.add_argument("--clock-rates", default="1,1", metavar="SLOW,FAST",
                    help="lease: slowest and fastest rate of the leader's clock against the clients' (default 1,1)")
@@ -65,6 +74,8 @@ def run_checkers(
     lease_bound_ms: int | None = None,
     lease_tolerance_ms: int = 0,
     clock_rates: tuple[float, float] = (1.0, 1.0),
+    leaders: list[Any] | None = None,
+    faults: list[Any] | None = None,
 ) -> list[Verdict]:
     """Run the named checkers (default: every checker with ops in the history); one Verdict each."""
     from petcd.sim.check.lease import check_leases
@@ -88,7 +99,7 @@ def run_checkers(
             out.append(
                 check_leases(
                     history, bound_ms=lease_bound_ms, election_timeout_ms=election_timeout_ms,
-                    tolerance_ms=lease_tolerance_ms, clock_rates=clock_rates,
+                    tolerance_ms=lease_tolerance_ms, clock_rates=clock_rates, leaders=leaders, faults=faults,
                 )
             )
         elif name == "lock":
@@ -139,8 +150,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     options: dict[str, Any] = {}
     for o in sections.get("options", []):
         options.update(o if isinstance(o, dict) else {})
+    # A lease bound in the options says the run judged leases without its leaders and faults: do the same
+    # (the run's verdict), unless asked to use them. With them the lease checker counts each deadline from
+    # the last leader change and fault itself, and the default bound applies.
+    leaders = faults = None
+    has_sections = "leader" in sections or "fault" in sections
+    if has_sections and not args.lease_flat and (args.lease_leaders or options.get("lease_bound_ms") is None):
+        leaders, faults = sections.get("leader", []), sections.get("fault", [])
     lease_bound = args.lease_bound
-    if lease_bound is None and options.get("lease_bound_ms") is not None:
+    if lease_bound is None and leaders is None and options.get("lease_bound_ms") is not None:
         lease_bound = int(options["lease_bound_ms"])
     kinds = {op.kind for op in history}
     counts: dict[str, int] = {}
@@ -155,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         used.append(f"{len(committed or [])} committed events (the watch checker's truth)")
     if args.lease_bound is None and lease_bound is not None:
         used.append(f"lease bound {lease_bound} ms")
+    if leaders is not None:
+        used.append(f"{len(leaders)} leader terms and {len(faults or [])} faults (lease deadlines count from the last of them)")
     if used:
         print("from the history file: " + ", ".join(used) + " (flags override)")
     not_run: list[str] = []
@@ -178,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             lease_bound_ms=lease_bound,
             lease_tolerance_ms=args.lease_tolerance,
             clock_rates=(slow, fast),
+            leaders=leaders,
+            faults=faults,
         )
     except (KeyError, TypeError, ValueError) as e:
         print(f"petcd check: malformed history: {e!r}", file=sys.stderr)

@@ -56,11 +56,16 @@ Other kinds (one op per observed object; outcome normally "ok"):
                      event up to this revision, e.g. from a progress notify)}
   lease   {lease_id, ttl_s (the granted TTL), granted_ms, keepalives_ms: [ms],
            keys: [key], revoked_ms?, key_deleted_revision?, key_deleted_ms?,
-           key_seen_ms?: [ms]}
+           key_seen_ms?: [ms], granted_answered_ms?, keepalives_answered_ms?: [ms],
+           keepalives_unanswered_ms?: [ms], key_seen_sent_ms?: [ms]}
           granted_ms and keepalives_ms are when the grant and each keepalive
-          that was answered with TTL > 0 were *sent*; revoked_ms when a revoke
-          was sent; key_deleted_ms when the deletion of the keys was observed
-          (e.g. a watch event), key_seen_ms when a read found the keys present.
+          that was answered with TTL > 0 were *sent* (granted_answered_ms and
+          keepalives_answered_ms, in the same order, when they were answered);
+          keepalives_unanswered_ms when each keepalive never answered was sent;
+          revoked_ms when a revoke was sent; key_deleted_ms when the deletion
+          of the keys was observed (e.g. a watch event), key_seen_ms when a
+          read that found the keys present was answered (key_seen_sent_ms, in
+          the same order, when it was sent).
   lock    {name, acquired_ms, released_ms | null (never released: held until
            its session ended), fence_revision (the create revision of the
            holder's lock key), writes: [{key, value, outcome, succeeded?: bool,
@@ -78,7 +83,9 @@ as a comment. `petcd sim run --history` writes them, `petcd check` uses them:
   #petcd:run {"command": str, "seed": int, "digest": str, "verdict": str}
               the run that recorded the history
   #petcd:options {"lease_bound_ms": int}
-              the checkers' settings for this history (a flag of `petcd check` wins)
+              the checkers' settings for this history (a flag of `petcd check` wins);
+              lease_bound_ms is the bound for judging leases without the leaders
+              and faults (`petcd check --lease-flat`)
   #petcd:committed {revision, type, key, value, prev_value}
               one committed event, in revision order: the watch checker's truth
               (what `petcd check --committed FILE` gives)
