@@ -37,3 +37,28 @@ def test_petcdctl_matches_etcdctl(differential_runs, name):
     (expected, expected_ep), (actual, actual_ep) = differential_runs[name].result()
     problems = diff_runs(SCRIPTS[name], expected, actual, expected_ep, actual_ep)
     assert not problems, "%d differing steps:\n%s" % (len(problems), "\n".join(problems))
+
+
+def test_petcdctl_names_itself_and_says_what_it_does_not_offer():
+    """Its usage and version say petcdctl (commands print etcdctl's output); help lists only the
+    commands it offers, and the others say why not, with etcdctl's feature-error exit status."""
+    import shutil
+    import subprocess
+
+    tool = shutil.which("petcdctl")
+    assert tool, "petcdctl not on PATH (make test puts .venv/bin there)"
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([tool, *args], capture_output=True, text=True, timeout=30)
+
+    version = run("version")
+    assert version.returncode == 0 and version.stdout.splitlines() == ["petcdctl version: 0.1.0", "API version: 3.4"]
+    usage = run("--help").stdout
+    assert usage.startswith("NAME:\n\tpetcdctl - A simple command line client for etcd3.\n\nUSAGE:\n\tpetcdctl [flags]\n")
+    listed = {line.split("\t")[1] for line in usage.splitlines() if line.startswith("\t") and "\t" in line[1:]}
+    assert {"get", "put", "snapshot save", "lease grant"} <= listed
+    assert not listed & {"migrate", "make-mirror", "check perf", "check datascale", "completion bash"}
+    migrate = run("migrate")
+    assert migrate.returncode == 4
+    assert migrate.stderr == "Error: migrate is not supported by petcdctl: petcd has no v2 store to migrate from\n"
+    assert "etcdctl's make-mirror works against petcd" in run("make-mirror", "127.0.0.1:1").stderr

@@ -188,10 +188,22 @@ def _is_repeated(fd) -> bool:
     return fd.label == fd.LABEL_REPEATED
 
 
+# petcdctl names itself (usage lines, errors about its usage) and gives its own version, and its help
+# leaves out the etcdctl commands it does not offer; everything else must be etcdctl's, byte for byte.
+_TOOL_MASKS = [
+    (re.compile(rb"petcdctl"), b"etcdctl"),
+    (re.compile(rb"etcdctl version: \S+"), b"etcdctl version: <version>"),
+    (re.compile(rb"\nVERSION:\n\t\S+\n"), b"\nVERSION:\n\t<version>\n"),
+    (re.compile(rb"(?m)^\t(make-mirror|migrate|check perf|check datascale|completion [a-z]+)\t.*\n"), b""),
+]
+
+
 def normalise(step: Step, r: Result, endpoint: str = "") -> Result:
     """Mask IDs, raft term, durations, log timestamps/client IDs and the
-    server's own address (each run has its own server)."""
+    server's own address (each run has its own server), and the tool's own name and version."""
     out, err = r.stdout, r.stderr
+    for rx, rep in _TOOL_MASKS:
+        out, err = rx.sub(rep, out), rx.sub(rep, err)
     for rx, rep in _STDERR_MASKS:
         err = rx.sub(rep, err)
     if step.pb:

@@ -9,8 +9,17 @@ from __future__ import annotations
 from . import goutil, pflag
 from .tabwriter import format_tabs
 
-VERSION = "3.4.23"
 API_VERSION = "3.4"
+
+
+def petcd_version() -> str:
+    """petcdctl's own version (the installed petcd's), which it gives where etcdctl gives its own."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("petcd")
+    except PackageNotFoundError:
+        return "0.0.0+unknown"
 
 
 class Command:
@@ -195,12 +204,12 @@ class Command:
             t += "\t%s - %s\n" % (cmd_name(self, root), self.short)
         t += "\nUSAGE:\n\t%s\n" % self.use_line()
         if self.parent is None:
-            t += "\nVERSION:\n\t%s\n" % VERSION
+            t += "\nVERSION:\n\t%s\n" % petcd_version()
         if self.commands:
             t += "\nAPI VERSION:\n\t%s\n" % API_VERSION
             t += "\n\nCOMMANDS:\n"
             for sub in self.all_subcommands():
-                if sub.runnable():
+                if sub.runnable() and not sub.unsupported:  # help lists only what works
                     t += "\t%s\t%s\n" % (cmd_name(sub, self), sub.short)
         if self.long:
             t += "\nDESCRIPTION:\n"

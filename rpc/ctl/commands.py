@@ -1,14 +1,17 @@
 """The etcdctl 3.4 command tree: the commands petcdctl implements, and the
-others (listed in help, suggested on typos) which report "not supported"."""
+others (left out of help, still suggested on typos) which say that petcdctl does not offer them, and why.
+
+petcdctl names itself petcdctl in its usage and its version (`petcdctl version: 0.1.0`); what its
+commands print is etcdctl 3.4's."""
 
 from __future__ import annotations
 
 from . import errors, goutil, pflag
-from .cobra import API_VERSION, VERSION, Command
+from .cobra import API_VERSION, Command, petcd_version
 
 
 def version_command_func(ctl, cmd, args) -> None:
-    errors.out("etcdctl version: %s\nAPI version: %s\n" % (VERSION, API_VERSION))
+    errors.out("petcdctl version: %s\nAPI version: %s\n" % (petcd_version(), API_VERSION))
 
 
 def compaction_command_func(ctl, cmd, args) -> None:
@@ -27,9 +30,22 @@ def compaction_command_func(ctl, cmd, args) -> None:
     errors.out("compacted revision %d\n" % rev)
 
 
+# Why petcdctl does not offer these etcdctl 3.4 commands.
+WHY_UNSUPPORTED = {
+    "migrate": "petcd has no v2 store to migrate from",
+    "make-mirror": "not written yet; the real etcdctl's make-mirror works against petcd",
+    "check perf": "not written yet; the real etcdctl's check perf works against petcd, and `petcd bench` measures it too",
+    "check datascale": "it reads the server's process_resident_memory_bytes, which petcd, a member of several processes, does not export",
+    "completion bash": "petcdctl does not generate shell completion scripts",
+    "completion fish": "petcdctl does not generate shell completion scripts",
+    "completion powershell": "petcdctl does not generate shell completion scripts",
+    "completion zsh": "petcdctl does not generate shell completion scripts",
+}
+
+
 def unsupported_command_func(ctl, cmd, args) -> None:
-    errors.exit_with_error(errors.EXIT_BAD_FEATURE,
-                           "%s is not supported by petcdctl" % cmd.command_path().replace("etcdctl ", "", 1))
+    path = cmd.command_path().split(" ", 1)[1]
+    errors.exit_with_error(errors.EXIT_BAD_FEATURE, "%s is not supported by petcdctl: %s" % (path, WHY_UNSUPPORTED[path]))
 
 
 def _lazy(module: str, func: str):
@@ -76,7 +92,7 @@ def build_root(gflags: list[pflag.Flag]) -> Command:
     def auth_run(group):
         return lambda name: _lazy("auth_command", AUTH_RUN_FUNCS[group][name])
 
-    root = Command("etcdctl", "A simple command line client for etcd3.", persistent_flags=gflags)
+    root = Command("petcdctl", "A simple command line client for etcd3.", persistent_flags=gflags)
     endpoint = new_endpoint_command(_lazy("ep_command", "ep_health_command_func"),
                                     _lazy("ep_command", "ep_status_command_func"),
                                     _lazy("ep_command", "ep_hashkv_command_func"))
@@ -112,7 +128,7 @@ def build_root(gflags: list[pflag.Flag]) -> Command:
         # cobra adds these two when it executes the root command
         Command("help [command]", "Help about any command",
                 "Help provides help for any command in the application.\n"
-                "Simply type etcdctl help [path to command] for full details.",
+                "Simply type petcdctl help [path to command] for full details.",
                 run=help_command_func),
         _group("completion", "Generate the autocompletion script for the specified shell",
                [("bash", "Generate the autocompletion script for bash"),

@@ -204,7 +204,7 @@ def execute(argv: list[str]) -> int:
         return 1
     root = build_root(global_flags())
     ctl = Ctl(root.persistent)
-    ctl.os_args = [sys.argv[0] if sys.argv else "etcdctl"] + list(argv)
+    ctl.os_args = [sys.argv[0] if sys.argv else "petcdctl"] + list(argv)
     cmd, rest, err = root.find(argv)
     if err is not None:
         errors.err("Error: %s\nRun '%s --help' for usage.\n" % (err, cmd.command_path()))
