@@ -310,7 +310,8 @@ class LeaseActor:
         elif lease is None:
             self._answer(ctx, msg, {"TTL": -1, "grantedTTL": 0})
         else:
-            remaining_s = max(0, -(-(lease.deadline_ms - now) // 1000))
+            # etcd: int64(lease.Remaining().Seconds()), truncated: 19 just after a 20 s grant.
+            remaining_s = max(0, (lease.deadline_ms - now) // 1000)
             self._answer(ctx, msg, {"TTL": remaining_s, "grantedTTL": lease.ttl_s})
 
     def _answer(self, ctx: Context, request: dict[str, Any], resp: dict[str, Any]) -> None:

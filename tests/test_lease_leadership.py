@@ -74,3 +74,12 @@ def test_a_lease_that_expired_while_its_keepalive_was_confirmed_is_not_renewed()
     actor.receive(ctx, [("a/raft", {"t": "resp", "id": rid, "resp": {"index": 9, "term": 3}})])
     assert [m["resp"] for to, m in ctx.sent if to == "g"] == [{"TTL": 0}], "the client must not count it as renewed"
     assert actor._leases[LEASE].deadline_ms == deadline
+
+
+def test_time_to_live_truncates_the_remaining_seconds_as_etcd():
+    actor, ctx = _leader()  # the 10 s lease's deadline: now + 10 s, the new leader's fresh TTL
+    for now, expected in ((1, 9), (500, 9), (1000, 9), (9999, 0), (12000, 0)):
+        ctx.now = now
+        ctx.sent.clear()
+        actor.receive(ctx, [("g", {"t": "ttl", "id": LEASE, "origin": ["g", 1]})])
+        assert [m["resp"] for to, m in ctx.sent if to == "g"] == [{"TTL": expected, "grantedTTL": 10}], now
