@@ -9,12 +9,12 @@ import msgpack
 import lmdb
 import pytest
 
-from petcd.sim.cli import swarm_mix
 from petcd.sim.cluster import build
 from petcd.sim.disk import PowerLoss, SimDisk, SimMvccStore, SimRaftLog
 from petcd.sim.run import run
 from petcd.store.mvcc import MapFull
 from petcd.store.tables import StoreTxn
+from tests.swarm import failed_verdicts
 
 
 def _put(index: int, key: bytes, value: bytes = b"v") -> tuple[int, dict, bytes]:
@@ -159,12 +159,7 @@ SEEDS = range(1, 9)
 
 def _disk_crash_swarm() -> dict[int, list[str]]:
     """What `petcd sim swarm --seeds 1-8 --faults disk-crash` runs: seed -> the failed verdicts."""
-    failed = {}
-    for seed in SEEDS:
-        members, faults = swarm_mix(seed, ["disk-crash"])
-        report = run(seed, members, 300, faults)
-        failed[seed] = [f"{v.checker}: {v.summary}" for v in report.verdicts if not v.ok]
-    return failed
+    return failed_verdicts(SEEDS, ["disk-crash"])
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from petcd.sim.cluster import build
+from tests.swarm import failed_verdicts
 
 KEYS = [b"k1", b"k2", b"k3"]
 
@@ -141,19 +142,6 @@ def test_the_nemesis_makes_snapshots_late_and_leaders_stale():
         assert any("start stale_leader" in line for line in report.fault_log)
 
 
-def _raft_swarm(seeds: range) -> dict[int, list[str]]:
-    """What `petcd sim swarm --seeds A-B --faults raft` runs: seed -> the failed verdicts."""
-    from petcd.sim.cli import swarm_mix
-    from petcd.sim.run import run
-
-    failed = {}
-    for seed in seeds:
-        members, faults = swarm_mix(seed, ["raft"])
-        report = run(seed, members, 300, faults)
-        failed[seed] = [f"{v.checker}: {v.summary}" for v in report.verdicts if not v.ok]
-    return failed
-
-
 def _no_term_check(self, sender: str, term: int) -> bool:
     """PLANTED BUG (tests only): RaftCore.step_snapshot without its term check, so a deposed
     leader's late snapshot chunk is installed, and its sender followed, in a newer term."""
@@ -172,8 +160,8 @@ def test_the_raft_swarm_catches_a_snapshot_installed_without_its_term_check(monk
     from petcd.actors.raft import RaftCore
 
     seeds = range(1, 13)
-    assert not any(_raft_swarm(seeds).values())
+    assert not any(failed_verdicts(seeds, ["raft"]).values())
     monkeypatch.setattr(RaftCore, "step_snapshot", _no_term_check)
-    caught = {seed: v for seed, v in _raft_swarm(seeds).items() if v}
+    caught = {seed: v for seed, v in failed_verdicts(seeds, ["raft"]).items() if v}
     assert caught, "the planted bug went unnoticed by every seed"
     assert any("leader agreement" in v[0] for v in caught.values()), caught
