@@ -55,6 +55,10 @@ class Context(Protocol):
         """Monotonic milliseconds (virtual time under simulation)."""
         ...
 
+    def now_us(self) -> int:
+        """The same clock in microseconds, for durations shorter than a millisecond (a peer's round trip)."""
+        ...
+
     def random(self) -> float:
         """A uniform float in [0, 1) from the runtime's (seeded) source."""
         ...

@@ -109,6 +109,9 @@ class ProcContext:
     def now_ms(self) -> int:
         return int(time.monotonic() * 1000)
 
+    def now_us(self) -> int:
+        return int(time.monotonic() * 1_000_000)
+
     def random(self) -> float:
         return self._rng.random()
 

@@ -21,6 +21,7 @@ from peers' Raft actors:
   ri        {cid, ids}                              a follower asks for a read index
   ri_resp   {cid, index, ids}                       the leader's answer
   snap      {cid, term, meta, seq, data, last}      a snapshot chunk from the leader of `term` (meta: membership as of its index)
+  probe     {cid, sent_us}                          etcd's peer prober: answered at once with probe_resp {cid, sent_us}
 Messages out: apply/reads/snap_make/snap_chunk to the apply actor, resp to origins, the above to peers.
 
 Per turn: every proposal of the batch goes into one append, one synced LMDB
@@ -43,6 +44,7 @@ from petcd.actors import membership
 from petcd.actors.actor import Context, Envelope
 from petcd.actors.raft import LEADER, RaftCore, Ready
 from petcd.store.disk import LocalDisk
+from petcd.store.histogram import Histogram, exponential_bounds
 from petcd.store.raftlog import ENTRY_CONF, ConfState, Entry, HardState, RaftLog
 
 _TICK_TIMER = "tick"
@@ -62,6 +64,10 @@ MAX_APPLY_GAP = 5000
 # A client's membership change waits this long behind one in flight (a member publishing its name,
 # a new leader's first entry) before it is refused; below etcdctl's 5 s command timeout.
 CONF_WAIT_MS = 4000
+# etcd's prober: every member measures its round trip to every peer this often (proberInterval, 4 s),
+# into etcd_network_peer_round_trip_time_seconds, whose buckets these are (0.1 ms to 3.3 s).
+PROBE_INTERVAL_MS = 4000
+PEER_RTT_BUCKETS_S = exponential_bounds(0.0001, 2, 16)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +110,8 @@ class RaftActor:
         self._applied = 0  # what the apply actor reported applied
         self._conf_waiting: list[tuple[dict[str, Any], list[Any], str, int]] = []  # (change, origin, via, since_ms)
         self._activity = membership.PeerActivity(config.election_timeout_ms)  # for membership.check's health checks
+        self._peer_rtt: dict[str, Histogram] = {}  # peer id -> round trips of its probes (for /metrics)
+        self._next_probe_ms = 0
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, ctx: Context) -> None:
@@ -177,6 +185,7 @@ class RaftActor:
         self._expire(ctx)
         self._retry_conf_changes(ctx)
         self._maybe_publish(ctx)
+        self._probe_peers(ctx)
         self._process_ready(ctx)
 
     # ------------------------------------------------------------------ messages
@@ -192,7 +201,7 @@ class RaftActor:
         proposals: list[bytes] = []
         for sender, msg in batch:
             kind = msg["t"]
-            if kind in ("raft", "fwd", "ri", "ri_resp", "snap", "conf_fwd", "removed", "relay_in"):
+            if kind in ("raft", "fwd", "ri", "ri_resp", "snap", "conf_fwd", "removed", "relay_in", "probe", "probe_resp"):
                 if not self._from_my_cluster(ctx, sender, msg):
                     continue
                 if membership.is_removed(self._log.members, sender.partition("/")[0]):
@@ -250,6 +259,12 @@ class RaftActor:
                     ctx.log("warn", "dropped a snapshot chunk of a past term", sender=sender, term=msg.get("term", 0), our_term=core.term)
             elif kind == "snap_installed":
                 self._on_snapshot_installed(ctx, msg["meta"])
+            elif kind == "probe":
+                ctx.send(sender, {"t": "probe_resp", "cid": self._cluster_id, "sent_us": msg["sent_us"]})
+            elif kind == "probe_resp":
+                rtt_us = ctx.now_us() - msg["sent_us"]
+                if rtt_us >= 0:  # our own clock: never negative but across a restart of ours
+                    self._peer_rtt.setdefault(sender.partition("/")[0], Histogram(PEER_RTT_BUCKETS_S)).observe(rtt_us / 1e6)
             else:
                 raise ValueError(f"raft actor: unknown message type {kind!r} from {sender}")
         if proposals:
@@ -525,6 +540,22 @@ class RaftActor:
         ctx.stop_member("removed from the cluster")
 
     # ------------------------------------------------------------------ snapshots
+    def metrics(self) -> dict[str, Any]:
+        """Plain numbers for /metrics (the process runtime asks): the round trips to each peer."""
+        return {"peer_rtt": {peer: h.report() for peer, h in self._peer_rtt.items()}}
+
+    def _probe_peers(self, ctx: Context) -> None:
+        """etcd's prober: every PROBE_INTERVAL_MS, one probe to each peer's Raft actor (answered at once)."""
+        log = self._log
+        assert log is not None
+        now = ctx.now_ms()
+        if now < self._next_probe_ms:
+            return
+        self._next_probe_ms = now + PROBE_INTERVAL_MS
+        for member_id in membership.active(log.members):
+            if member_id != self._me:
+                ctx.send(f"{member_id}/raft", {"t": "probe", "cid": self._cluster_id, "sent_us": ctx.now_us()})
+
     def _maybe_compact(self, applied: int) -> None:
         log = self._log
         assert log is not None

@@ -24,8 +24,8 @@ etcd metrics exported, with etcd's types:
   etcd_disk_wal_fsync_duration_seconds, etcd_disk_backend_commit_duration_seconds (histograms, etcd's
       buckets: the Raft log's and the MVCC store's synced LMDB commits, timed by the process runtime's
       disk, store/disk.py LocalDisk; an LMDB commit writes and fsyncs, so both include the write)
-Not exported (yet): etcd_network_peer_round_trip_time_seconds (etcd probes its peers over HTTP; petcd's
-peer traffic is ZeroMQ, and the Raft actor's clock has millisecond resolution).
+  etcd_network_peer_round_trip_time_seconds (histogram by To, etcd's buckets: the Raft actor probes
+      every peer's Raft actor every 4 s as etcd's prober does, over the Raft transport, ZeroMQ)
 petcd's own: petcd_actor_batches_total, petcd_actor_messages_total, petcd_actor_backlogged_batches_total,
 petcd_actor_batch_size (histogram), petcd_actor_queue_depth{actor, queue}, petcd_gateway_requests_in_flight.
 """
@@ -199,19 +199,30 @@ class MemberMetrics:
                                           "The latency distributions of fsync called by WAL.", runtimes.get("raft"), "raft_log"))
         families.append(_commit_histogram("etcd_disk_backend_commit_duration_seconds",
                                           "The latency distributions of commit called by backend.", runtimes.get("apply"), "mvcc"))
+        rtt = HistogramMetricFamily("etcd_network_peer_round_trip_time_seconds", "Round-Trip-Time histogram between peers",
+                                    labels=["To"])
+        peers = sorted(((runtimes.get("raft") or {}).get("actor") or {}).get("peer_rtt", {}).items())
+        for peer, report in peers:
+            _add_histogram(rtt, [peer], report)
+        if peers:  # as etcd's: a member without peers has no such series, and shows no family
+            families.append(rtt)
         return families
 
 
 def _commit_histogram(name: str, doc: str, report: dict[str, Any] | None, store: str) -> HistogramMetricFamily:
-    """One store's synced commit times (store/disk.py CommitTimes.report), as a Prometheus histogram."""
+    """One store's synced commit times (store/disk.py, a store/histogram.py report), as a Prometheus histogram."""
     family = HistogramMetricFamily(name, doc)
     times = ((report or {}).get("disk") or {}).get(store)
-    if times is None:
-        return family
+    if times is not None:
+        _add_histogram(family, [], times)
+    return family
+
+
+def _add_histogram(family: HistogramMetricFamily, labels: list[str], report: dict[str, Any]) -> None:
+    """A store/histogram.py report (bounds with their counts, count, sum) as one labelled histogram."""
     cumulative, buckets = 0, []
-    for bound, n in times["buckets"]:
+    for bound, n in report["buckets"]:
         cumulative += n
         buckets.append((repr(float(bound)), cumulative))
-    buckets.append(("+Inf", times["count"]))
-    family.add_metric([], buckets, sum_value=times["sum_s"])
-    return family
+    buckets.append(("+Inf", report["count"]))
+    family.add_metric(labels, buckets, sum_value=report["sum"])

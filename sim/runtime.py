@@ -97,6 +97,9 @@ class SimContext:
     def now_ms(self) -> int:
         return self._rt.now_ms
 
+    def now_us(self) -> int:
+        return self._rt.now_ms * 1000
+
     def random(self) -> float:
         return self._rng.random()
 

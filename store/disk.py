@@ -18,6 +18,7 @@ import os
 import time
 from typing import Any, Protocol
 
+from .histogram import Histogram, exponential_bounds
 from .mvcc import MvccStore
 from .raftlog import RaftLog
 
@@ -50,33 +51,13 @@ class Disk(Protocol):
 
 
 # etcd's buckets for its disk histograms (prometheus.ExponentialBuckets(0.001, 2, 14)): 1 ms to 8 s.
-COMMIT_BUCKETS_S = tuple(0.001 * 2**i for i in range(14))
-
-
-class CommitTimes:
-    """How long synced commits took, as a histogram of plain numbers (the gateway renders it for /metrics)."""
-
-    def __init__(self) -> None:
-        self.bucket_counts = [0] * len(COMMIT_BUCKETS_S)  # not cumulative; past the last bucket: only in count
-        self.count = 0
-        self.sum_s = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.count += 1
-        self.sum_s += seconds
-        for i, bound in enumerate(COMMIT_BUCKETS_S):
-            if seconds <= bound:
-                self.bucket_counts[i] += 1
-                break
-
-    def report(self) -> dict[str, Any]:
-        return {"buckets": list(zip(COMMIT_BUCKETS_S, self.bucket_counts)), "count": self.count, "sum_s": self.sum_s}
+COMMIT_BUCKETS_S = exponential_bounds(0.001, 2, 14)
 
 
 class _TimedCommit:
     """A write transaction whose commit (LMDB's write and fsync, on leaving the block) is timed."""
 
-    def __init__(self, txn: Any, times: CommitTimes) -> None:
+    def __init__(self, txn: Any, times: Histogram) -> None:
         self._txn, self._times = txn, times
 
     def __enter__(self) -> Any:
@@ -91,7 +72,7 @@ class _TimedCommit:
 
 
 class _TimedMvccStore(MvccStore):
-    commit_times: CommitTimes | None = None  # set by LocalDisk once opened
+    commit_times: Histogram | None = None  # set by LocalDisk once opened
 
     def _write(self) -> Any:
         txn = super()._write()
@@ -99,7 +80,7 @@ class _TimedMvccStore(MvccStore):
 
 
 class _TimedRaftLog(RaftLog):
-    commit_times: CommitTimes | None = None  # set by LocalDisk once opened
+    commit_times: Histogram | None = None  # set by LocalDisk once opened
 
     def _write(self) -> Any:
         txn = super()._write()
@@ -112,21 +93,21 @@ class LocalDisk:
     etcd_disk_backend_commit_duration_seconds for the MVCC store's)."""
 
     def __init__(self) -> None:
-        self.commit_times: dict[str, CommitTimes] = {}  # "raft_log" | "mvcc" -> its commits
+        self.commit_times: dict[str, Histogram] = {}  # "raft_log" | "mvcc" -> its commits
 
     def metrics(self) -> dict[str, Any]:
         return {name: times.report() for name, times in self.commit_times.items()}
 
     def open_mvcc(self, path: str, *, map_size_bytes: int, sync: bool = True) -> MvccStore:
         store = _TimedMvccStore(path, sync=sync, map_size_bytes=map_size_bytes)
-        store.commit_times = self.commit_times.setdefault("mvcc", CommitTimes())
+        store.commit_times = self.commit_times.setdefault("mvcc", Histogram(COMMIT_BUCKETS_S))
         if sync:
             store.env.sync(True)  # see `Disk`
         return store
 
     def open_raftlog(self, path: str, *, sync: bool = True) -> RaftLog:
         log = _TimedRaftLog(path, sync=sync)
-        log.commit_times = self.commit_times.setdefault("raft_log", CommitTimes())
+        log.commit_times = self.commit_times.setdefault("raft_log", Histogram(COMMIT_BUCKETS_S))
         if sync:
             log.env.sync(True)  # see `Disk`
         return log

@@ -59,6 +59,16 @@ def test_every_member_serves_writes_and_reads(cluster):
     assert names == ["m1", "m2", "m3"]
     out = etcdctl(cluster.endpoints(), "endpoint", "health")
     assert out.returncode == 0 and out.stderr.count("is healthy") == 3
+    # Every member probes its two peers, as etcd's prober does, into etcd_network_peer_round_trip_time_seconds.
+    from tests.test_metrics import scrape
+
+    def probed_peers() -> set[str]:
+        _, samples = scrape(cluster.members[0].endpoint)["etcd_network_peer_round_trip_time_seconds"]
+        return {dict(labels)["To"] for (name, labels), v in samples.items() if name.endswith("_count") and v > 0}
+
+    member_ids = {m["ID"] for m in json.loads(etcdctl(cluster.endpoints(), "member", "list", "-w", "json").stdout)["members"]}
+    peers = wait_until(lambda: len(probed_peers()) == 2 and probed_peers(), 30, "round trips to both peers")
+    assert {int(p, 16) for p in peers} < member_ids
 
 
 def _writer(endpoint: str, wid: int, acked: list[tuple[int, float]], stop: threading.Event) -> None:

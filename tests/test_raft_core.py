@@ -398,6 +398,9 @@ class FakeCtx:
     def now_ms(self):
         return self.now
 
+    def now_us(self):
+        return self.now * 1000
+
     def random(self):
         return 0.5
 
