@@ -37,7 +37,7 @@ import lmdb
 import msgpack
 
 from petcd.actors.actor import Context, Envelope
-from petcd.store.disk import Disk, LocalDisk
+from petcd.store.disk import Disk
 from petcd.store.errors import StoreError
 from petcd.store.mvcc import MapFull, MvccStore
 from petcd.store.snapshot_files import IncomingSnapshot, installed_snapshot, outgoing_chunks, record_installed_snapshot
@@ -73,8 +73,7 @@ class ApplyActor:
         return {"waiting_reads": len(self._waiting)}
 
     def start(self, ctx: Context) -> None:
-        # Every runtime's context has a disk; a bare hand-made test context (tests/test_quota.py) gets the real one.
-        disk = self._disk = getattr(ctx, "disk", None) or LocalDisk()
+        disk = self._disk = ctx.disk
         self._store = disk.open_mvcc(os.path.join(self._cfg.data_dir, "mvcc"), map_size_bytes=self._cfg.map_size_bytes, sync=self._cfg.sync)
         applied = self._store.applied_index()
         ctx.log("info", "mvcc store opened", applied_index=applied, revision=self._store.current_revision())

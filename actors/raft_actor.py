@@ -43,7 +43,6 @@ import msgpack
 from petcd.actors import membership
 from petcd.actors.actor import Context, Envelope
 from petcd.actors.raft import LEADER, RaftCore, Ready
-from petcd.store.disk import LocalDisk
 from petcd.store.histogram import Histogram, exponential_bounds
 from petcd.store.raftlog import ENTRY_CONF, ConfState, Entry, HardState, RaftLog
 
@@ -130,9 +129,7 @@ class RaftActor:
             ctx.stop_member(f"disk failure: {err!r}", failed=True)
 
     def _start(self, ctx: Context) -> None:
-        # Every runtime's context has a disk; a bare hand-made test context gets the real one.
-        disk = getattr(ctx, "disk", None) or LocalDisk()
-        log = self._log = disk.open_raftlog(os.path.join(self._cfg.data_dir, "raft"), sync=self._cfg.sync)
+        log = self._log = ctx.disk.open_raftlog(os.path.join(self._cfg.data_dir, "raft"), sync=self._cfg.sync)
         if log.last_index == 0 and log.conf_state is None and self._cfg.initial_members:
             self._bootstrap(log)
         if log.cluster_id and not self._cluster_id:
@@ -466,10 +463,13 @@ class RaftActor:
         # its own does (as etcd's leader writes in parallel with replication). They hold entries and
         # a commit index that needs no durability of this Ready; the leader counts its own entries
         # only once they are saved, which is before any acknowledgement of them can be taken in.
+        # Only in a term and vote already durable: a leader that just won (a lone voter with learners
+        # wins, appends and saves in one turn) must not speak for a term a power loss could take back.
         appends = [(peer, msg) for peer, msg in rd.messages if msg["t"] == "app" and peer != "remote"]
         for peer, msg in appends:
             ctx.send(f"{peer}/raft", {"t": "raft", "cid": self._cluster_id, "msg": msg})
-        if appends and rd.entries:
+        saved = log.hard_state
+        if appends and rd.entries and (rd.hard_state is None or (rd.hard_state.term, rd.hard_state.vote) == (saved.term, saved.vote)):
             ctx.flush()
         # Durable before anything that depends on it leaves this actor.
         log.save(self._must_sync(rd), rd.entries)
@@ -510,9 +510,10 @@ class RaftActor:
 
         etcd's MustSync: a save is synced when it holds entries, a new term or a vote. A commit
         index alone need not be durable: a restarted member learns it again from the leader, and
-        never below what its store applied (RaftCore.restore_applied). It is saved with the next
-        write. That saves the leader one fsync per batch (2 Raft log commits per Put to 1, one
-        member); the disk-crash swarm with it finds no lost entry, vote or term (README)."""
+        never below what its store applied (RaftCore.restore_applied). So the commit index on disk
+        moves only when the term or vote next changes. That saves the leader one fsync per batch
+        (2 Raft log commits per Put to 1, one member); the disk-crash swarm with it finds no lost
+        entry, vote or term (README)."""
         hs, log = rd.hard_state, self._log
         assert log is not None
         saved = log.hard_state

@@ -47,17 +47,27 @@ class PowerLoss(BaseException):
     A BaseException, so no `except Exception` in an actor can carry on past it."""
 
 
-class SimMvccStore(MvccStore):
-    """An MvccStore whose commits go through its `SimDisk`."""
+class _OnSimDisk:
+    """Mixin for a store class: its commits go through its `SimDisk`, which keeps what they made durable."""
 
-    def __init__(self, disk: SimDisk, path: str, *, map_size_bytes: int, sync: bool) -> None:
-        self._disk = disk
-        self.sync_wanted = sync  # whether each commit must be durable when it returns (what LMDB's sync would do)
-        super().__init__(path, sync=False, map_size_bytes=map_size_bytes)
-        disk.opened(self)
+    _disk: SimDisk
+    sync_wanted: bool  # whether each commit must be durable when it returns (what LMDB's sync would do)
 
     def _write(self) -> Any:
-        return _SimWriteTxn(self._disk, self)
+        return _SimWriteTxn(self._disk, self)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        super().close()  # type: ignore[misc]
+        self._disk.closed(self)  # type: ignore[arg-type]
+
+
+class SimMvccStore(_OnSimDisk, MvccStore):
+    """An MvccStore on a `SimDisk`; its reads cost a slow disk's time too."""
+
+    def __init__(self, disk: SimDisk, path: str, *, map_size_bytes: int, sync: bool) -> None:
+        self._disk, self.sync_wanted = disk, sync
+        super().__init__(path, sync=False, map_size_bytes=map_size_bytes)
+        disk.opened(self)
 
     def _begin(self) -> lmdb.Transaction:
         self._disk.busy_ms += self._disk.slow_ms // 10
@@ -67,26 +77,14 @@ class SimMvccStore(MvccStore):
         super().defragment()  # copies, fsyncs and swaps the file itself: durable when it returns
         self._disk.made_durable(self)
 
-    def close(self) -> None:
-        super().close()
-        self._disk.closed(self)
 
-
-class SimRaftLog(RaftLog):
-    """A RaftLog whose saves go through its `SimDisk`."""
+class SimRaftLog(_OnSimDisk, RaftLog):
+    """A RaftLog on a `SimDisk`."""
 
     def __init__(self, disk: SimDisk, path: str, *, sync: bool) -> None:
-        self._disk = disk
-        self.sync_wanted = sync
+        self._disk, self.sync_wanted = disk, sync
         super().__init__(path, sync=False)
         disk.opened(self)
-
-    def _write(self) -> Any:
-        return _SimWriteTxn(self._disk, self)
-
-    def close(self) -> None:
-        super().close()
-        self._disk.closed(self)
 
 
 _Store = SimMvccStore | SimRaftLog  # what the disk judges the commits of: each has env, path and sync_wanted

@@ -46,7 +46,7 @@ RAFT_KINDS = ("late_snapshot", "stale_leader")
 # loses what it did not sync), an fsync that fails (the member must stop), a full disk.
 DISK_KINDS = ("disk-crash", "fsync-fail", "disk-full", "disk-slow")
 ALL_KINDS = PARTITION_KINDS + MEMBER_KINDS + NETWORK_KINDS + RAFT_KINDS + DISK_KINDS
-KNOWN_KINDS = ALL_KINDS + DISK_KINDS
+KNOWN_KINDS = ALL_KINDS
 # Faults that take a member down, or may (a write a full disk fails can stop it): at most max_down at once.
 DOWN_KINDS = ("crash", "pause", "disk-crash", "fsync-fail", "disk-full")
 KIND_GROUPS = {"partition": PARTITION_KINDS, "network": NETWORK_KINDS, "raft": RAFT_KINDS, "disk": DISK_KINDS, "all": ALL_KINDS}

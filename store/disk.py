@@ -71,20 +71,22 @@ class _TimedCommit:
         return result
 
 
-class _TimedMvccStore(MvccStore):
+class _TimedCommits:
+    """Mixin for a store class: its commits are timed into `commit_times`."""
+
     commit_times: Histogram | None = None  # set by LocalDisk once opened
 
     def _write(self) -> Any:
-        txn = super()._write()
+        txn = super()._write()  # type: ignore[misc]
         return txn if self.commit_times is None else _TimedCommit(txn, self.commit_times)
 
 
-class _TimedRaftLog(RaftLog):
-    commit_times: Histogram | None = None  # set by LocalDisk once opened
+class _TimedMvccStore(_TimedCommits, MvccStore):
+    pass
 
-    def _write(self) -> Any:
-        txn = super()._write()
-        return txn if self.commit_times is None else _TimedCommit(txn, self.commit_times)
+
+class _TimedRaftLog(_TimedCommits, RaftLog):
+    pass
 
 
 class LocalDisk:
@@ -99,18 +101,16 @@ class LocalDisk:
         return {name: times.report() for name, times in self.commit_times.items()}
 
     def open_mvcc(self, path: str, *, map_size_bytes: int, sync: bool = True) -> MvccStore:
-        store = _TimedMvccStore(path, sync=sync, map_size_bytes=map_size_bytes)
-        store.commit_times = self.commit_times.setdefault("mvcc", Histogram(COMMIT_BUCKETS_S))
+        return self._opened(_TimedMvccStore(path, sync=sync, map_size_bytes=map_size_bytes), "mvcc", sync)
+
+    def open_raftlog(self, path: str, *, sync: bool = True) -> RaftLog:
+        return self._opened(_TimedRaftLog(path, sync=sync), "raft_log", sync)
+
+    def _opened(self, store: Any, name: str, sync: bool) -> Any:
+        store.commit_times = self.commit_times.setdefault(name, Histogram(COMMIT_BUCKETS_S))
         if sync:
             store.env.sync(True)  # see `Disk`
         return store
-
-    def open_raftlog(self, path: str, *, sync: bool = True) -> RaftLog:
-        log = _TimedRaftLog(path, sync=sync)
-        log.commit_times = self.commit_times.setdefault("raft_log", Histogram(COMMIT_BUCKETS_S))
-        if sync:
-            log.env.sync(True)  # see `Disk`
-        return log
 
     def write_file(self, path: str, data: bytes, *, sync: bool = True) -> None:
         tmp = path + ".tmp"

@@ -25,6 +25,7 @@ from petcd.actors.lease_actor import LeaseActor, LeaseConfig
 from petcd.rpc.config import ConfigError, parse
 from petcd.rpc.pb import rpc_pb2 as pb
 from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
+from petcd.store.disk import LocalDisk
 from petcd.store.mvcc import ALARM_NOSPACE, MapFull, MvccStore, map_size_for_quota
 from tests.waiting import wait_until
 from tests.servers import etcd_binary, grpc_outcome, restart, start_cluster, start_etcd, start_petcd, wait_ready
@@ -311,6 +312,7 @@ class _Ctx:
     def __init__(self) -> None:
         self.now, self.sent, self.timers, self.logged, self.stopped = 0, [], {}, [], []
         self.address = "m1/lease"
+        self.disk = LocalDisk()
 
     def send(self, to: str, msg: dict) -> None:
         self.sent.append((to, msg))

@@ -7,6 +7,7 @@ import random
 import pytest
 
 from petcd.actors.raft import CANDIDATE, FOLLOWER, LEADER, PRECANDIDATE, RaftCore
+from petcd.store.disk import LocalDisk
 from petcd.store.raftlog import ConfState, Entry, HardState, RaftLog
 
 
@@ -382,6 +383,7 @@ class FakeCtx:
         self.sent: list[tuple[str, dict]] = []
         self.now = 0
         self.lines: list[str] = []
+        self.disk = LocalDisk()
 
     def send(self, to, msg):
         self.sent.append((to, msg))

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.servers import start_petcd
+from tests.test_metrics import scrape, value
 from tests.waiting import wait_until
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -41,8 +42,11 @@ def test_the_readme_service_discovery_blocks_work_as_written(petcd):
         watcher = subprocess.Popen(["bash", "-c", watch_block], env=env, stdout=watched, stderr=subprocess.STDOUT,
                                    start_new_session=True)
         try:
+            # In the README the watcher is started first, by hand; here, wait until petcd holds its watch.
+            wait_until(lambda: value(scrape(petcd.endpoint), "etcd_debugging_mvcc_watcher_total") == 1, 30, "the watch is created")
             # The instance's shell: register, be found, crash. One bash, so $KEEPALIVE carries over.
-            script = register_block + "echo FOUND:\n" + find_block + crash_block
+            # Should a block fail, bash -e exits: the trap stops the keep-alive it started (else it outlives the test).
+            script = "trap 'kill $KEEPALIVE 2>/dev/null || true' EXIT\n" + register_block + "echo FOUND:\n" + find_block + crash_block
             out = subprocess.run(["bash", "-e", "-c", script], env=env, capture_output=True, text=True, timeout=60)
             assert out.returncode == 0, out.stdout + out.stderr
             assert out.stdout.split("FOUND:\n", 1)[1] == "10.0.0.5:8080\n", out.stdout
