@@ -82,6 +82,11 @@ class WatchActor:
         self._apply = f"{config.member_id}/apply"
         self._watchers: dict[tuple[str, int, int], Watcher] = {}
         self._current = 0  # the newest revision we have events for
+        # Until the start-up probe tells where the store is, a watch cannot tell live from history:
+        # its create waits here (found by the simulator, seed 3667: a watch resumed on a member
+        # that had just restarted was taken as live and missed the revisions before the next event).
+        self._started = False
+        self._held_creates: list[tuple[str, dict[str, Any]]] = []
         self._history_from: int | None = None  # the outstanding history request
         # Per gateway, messages in order; event items join the last "wev" message (order matters:
         # a progress notification never overtakes events, a cancel never overtakes a watcher's events).
@@ -120,12 +125,20 @@ class WatchActor:
                     w.synced = False
                 self._current = msg["current"]
             elif kind == "watch_create":
-                self._create(ctx, sender, msg)
+                if self._started:
+                    self._create(ctx, sender, msg)
+                elif len(self._held_creates) < MAX_WATCHERS:
+                    self._held_creates.append((sender, msg))
+                else:
+                    self._refuse(sender, msg)
             elif kind == "watch_cancel":
                 self._watchers.pop((sender, msg["stream"], msg["watch_id"]), None)
+                self._held_creates = [(g, m) for g, m in self._held_creates
+                                      if (g, m["stream"], m["watch_id"]) != (sender, msg["stream"], msg["watch_id"])]
             elif kind == "watch_drop":
                 for k in [k for k in self._watchers if k[0] == sender and k[1] == msg["stream"]]:
                     del self._watchers[k]
+                self._held_creates = [(g, m) for g, m in self._held_creates if (g, m["stream"]) != (sender, msg["stream"])]
             elif kind == "watch_progress":
                 self._progress(ctx, sender, msg["stream"])
             elif kind == "watch_lag":
@@ -141,8 +154,7 @@ class WatchActor:
     # ------------------------------------------------------------------
     def _create(self, ctx: Context, gateway: str, msg: dict[str, Any]) -> None:
         if len(self._watchers) >= MAX_WATCHERS:
-            self._send(gateway, {"t": "wcancel", "stream": msg["stream"], "watch_id": msg["watch_id"], "compact_revision": 0,
-                                 "reason": "petcd: too many watchers on this member"})
+            self._refuse(gateway, msg)
             return
         start = msg.get("start_revision", 0)
         filters = msg.get("filters", [])
@@ -161,6 +173,10 @@ class WatchActor:
         # A watch from revision 0 starts at current + 1; one at or before the current revision replays history.
         w.synced = w.next_rev > self._current
         self._watchers[(gateway, w.stream, w.watch_id)] = w
+
+    def _refuse(self, gateway: str, msg: dict[str, Any]) -> None:
+        self._send(gateway, {"t": "wcancel", "stream": msg["stream"], "watch_id": msg["watch_id"], "compact_revision": 0,
+                             "reason": "petcd: too many watchers on this member"})
 
     def _on_events(self, revs: list[list[Any]], current: int) -> None:
         for w in self._watchers.values():
@@ -194,6 +210,10 @@ class WatchActor:
     def _on_history(self, ctx: Context, msg: dict[str, Any]) -> None:
         if msg["from"] == 0:  # the start-up probe
             self._current = max(self._current, msg["current"])
+            self._started = True
+            held, self._held_creates = self._held_creates, []
+            for gateway, create in held:
+                self._create(ctx, gateway, create)
             return
         self._history_from = None
         if "error" in msg:
