@@ -49,6 +49,7 @@ import pytest
 
 from petcd.rpc.pb import rpc_pb2, rpc_pb2_grpc
 from tests.etcd_fixture import EtcdServer, closed_port, free_port
+from tests.waiting import wait_until
 from tests.test_ctl_harness import ETCDCTL, PETCDCTL, Result, Step, base_env, normalise
 
 AWAIT_S = 20.0
@@ -410,11 +411,7 @@ class Runner:
         b.proc.stdin.flush()
 
     def _await(self, cond, what: str) -> None:
-        deadline = time.monotonic() + AWAIT_S
-        while not cond():
-            if time.monotonic() > deadline:
-                raise AssertionError("timed out waiting for " + what)
-            time.sleep(0.02)
+        wait_until(cond, AWAIT_S, what, interval_s=0.02)
 
     def _do_until(self, step: Until) -> None:
         b = self.bg[step.name]
