@@ -21,11 +21,15 @@ A watcher is synced (it gets live events) or unsynced (it catches up from
 history, one bounded chunk at a time, then becomes synced). A slow watcher is
 made unsynced, so it never holds back the others and memory stays bounded.
 Every event of one revision goes out in one message.
+Live events reach only the watchers whose key or range holds an event's key,
+found through an index (`_WatcherIndex`), not by a scan of every watcher.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import itertools
+from dataclasses import dataclass, field
 from typing import Any
 
 from petcd.actors.actor import Context, Envelope
@@ -35,6 +39,8 @@ PUT, DELETE = 0, 1
 _PROGRESS_TIMER = "progress"
 # Watchers per member; past this, creates are refused (the client sees the watch canceled).
 MAX_WATCHERS = 1_000_000
+
+Ident = tuple[str, int, int]  # (gateway, stream, watch_id)
 
 
 @dataclass(slots=True)
@@ -51,6 +57,11 @@ class Watcher:
     progress_notify: bool
     synced: bool = False
     sent_since_progress: bool = False
+    seq: int = 0  # the watcher's place in WatchActor._watchers: live events go out in this order
+
+    @property
+    def ident(self) -> Ident:
+        return self.gateway, self.stream, self.watch_id
 
     def matches(self, key: bytes) -> bool:
         if not self.range_end:
@@ -59,15 +70,152 @@ class Watcher:
             return key >= self.key
         return self.key <= key < self.range_end
 
-    def select(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        out = []
-        for ev in events:
-            if not self.matches(ev["kv"]["key"]):
-                continue
-            if (ev["type"] == PUT and self.no_put) or (ev["type"] == DELETE and self.no_delete):
-                continue
-            out.append(ev if self.prev_kv or "prev_kv" not in ev else {"type": ev["type"], "kv": ev["kv"]})
-        return out
+    def wants(self, ev: dict[str, Any]) -> bool:
+        """False if the watcher's filters drop this event (its key already matched)."""
+        return not ((ev["type"] == PUT and self.no_put) or (ev["type"] == DELETE and self.no_delete))
+
+    def shape(self, ev: dict[str, Any]) -> dict[str, Any]:
+        """The event as this watcher gets it: without prev_kv unless asked for."""
+        return ev if self.prev_kv or "prev_kv" not in ev else {"type": ev["type"], "kv": ev["kv"]}
+
+
+# An interval's end as a comparable value: (0, range_end), or _TO_THE_END for range_end b"\0".
+_End = tuple[int, bytes]
+_TO_THE_END: _End = (1, b"")
+
+
+@dataclass(eq=False, slots=True)
+class _Node:
+    """A treap node: one distinct interval [start, end), its watchers, the largest end in its subtree."""
+    start: bytes
+    end: _End
+    prio: int
+    watchers: dict[Ident, Watcher] = field(default_factory=dict)
+    left: _Node | None = None
+    right: _Node | None = None
+    max_end: _End = (0, b"")
+
+    @property
+    def interval(self) -> tuple[bytes, _End]:
+        return self.start, self.end
+
+
+class _WatcherIndex:
+    """The watchers whose key or range holds a given key, found without a scan of all watchers.
+
+    Single-key watchers sit in a dict by key. Range watchers (prefixes, [key, range_end), and
+    range_end b"\0": from key on) are grouped by identical interval, one node per distinct
+    interval in a treap ordered by (start, end), each node keeping the largest end in its subtree.
+    Finding the intervals that hold key k walks the search path of k and, left of it, only
+    subtrees whose largest end is past k (their starts are <= k, so each holds a match):
+    O(log n + m log n) expected for n distinct intervals of which m hold k, and the answer comes
+    by group, so many watchers on one prefix cost one interval. Adding or removing a watcher is
+    O(1), or O(log n) expected for the first or last watcher of an interval.
+    """
+
+    def __init__(self) -> None:
+        self._by_key: dict[bytes, dict[Ident, Watcher]] = {}
+        self._nodes: dict[tuple[bytes, _End], _Node] = {}
+        self._root: _Node | None = None
+
+    def add(self, w: Watcher) -> None:
+        if not w.range_end:
+            self._by_key.setdefault(w.key, {})[w.ident] = w
+            return
+        interval = _interval(w)
+        node = self._nodes.get(interval)
+        if node is None:
+            node = self._nodes[interval] = _Node(w.key, interval[1], _priority(interval))
+            left, right = _split(self._root, interval)
+            self._root = _merge(_merge(left, _fix(node)), right)
+        node.watchers[w.ident] = w
+
+    def remove(self, w: Watcher) -> None:
+        """Takes out `w`, which must be in the index."""
+        if not w.range_end:
+            group = self._by_key[w.key]
+            del group[w.ident]
+            if not group:
+                del self._by_key[w.key]
+            return
+        interval = _interval(w)
+        node = self._nodes[interval]
+        del node.watchers[w.ident]
+        if not node.watchers:
+            del self._nodes[interval]
+            self._root = _remove(self._root, interval)
+
+    def groups(self, key: bytes) -> list[dict[Ident, Watcher]]:
+        """The watchers whose key or range holds `key`, by group (one key or one interval), each once."""
+        nodes: list[_Node] = []
+        _stab(self._root, key, (0, key), nodes)
+        group = self._by_key.get(key)
+        return ([group] if group else []) + [node.watchers for node in nodes]
+
+
+def _priority(interval: tuple[bytes, _End]) -> int:
+    """A treap priority that looks random and is a function of the interval (an actor draws no
+    randomness of its own, and a run must repeat exactly)."""
+    start, (to_the_end, end) = interval
+    digest = hashlib.blake2b(b"%d:%d:%b%b" % (len(start), to_the_end, start, end), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def _interval(w: Watcher) -> tuple[bytes, _End]:
+    return w.key, _TO_THE_END if w.range_end == b"\0" else (0, w.range_end)
+
+
+def _fix(node: _Node) -> _Node:
+    """Recomputes node.max_end from its own end and its children's."""
+    node.max_end = max([node.end] + [c.max_end for c in (node.left, node.right) if c is not None])
+    return node
+
+
+def _split(node: _Node | None, interval: tuple[bytes, _End]) -> tuple[_Node | None, _Node | None]:
+    """The treap cut in two: the intervals before `interval`, and the rest."""
+    if node is None:
+        return None, None
+    if node.interval < interval:
+        node.right, rest = _split(node.right, interval)
+        return _fix(node), rest
+    before, node.left = _split(node.left, interval)
+    return before, _fix(node)
+
+
+def _merge(left: _Node | None, right: _Node | None) -> _Node | None:
+    """One treap of two, every interval of `left` before every interval of `right`."""
+    if left is None:
+        return right
+    if right is None:
+        return left
+    if left.prio > right.prio:
+        left.right = _merge(left.right, right)
+        return _fix(left)
+    right.left = _merge(left, right.left)
+    return _fix(right)
+
+
+def _remove(node: _Node | None, interval: tuple[bytes, _End]) -> _Node | None:
+    """The treap without the node of `interval`, which must be in it."""
+    assert node is not None, f"interval {interval!r} is not in the index"
+    if node.interval == interval:
+        return _merge(node.left, node.right)
+    if interval < node.interval:
+        node.left = _remove(node.left, interval)
+    else:
+        node.right = _remove(node.right, interval)
+    return _fix(node)
+
+
+def _stab(node: _Node | None, key: bytes, point: _End, out: list[_Node]) -> None:
+    """Appends to `out` the nodes under `node` whose interval holds `key` (`point` is (0, key))."""
+    if node is None or node.max_end <= point:
+        return
+    _stab(node.left, key, point, out)
+    if node.start <= key:
+        if point < node.end:
+            out.append(node)
+        _stab(node.right, key, point, out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +228,16 @@ class WatchActor:
     def __init__(self, config: WatchConfig) -> None:
         self._cfg = config
         self._apply = f"{config.member_id}/apply"
-        self._watchers: dict[tuple[str, int, int], Watcher] = {}
+        self._watchers: dict[Ident, Watcher] = {}
+        self._index = _WatcherIndex()  # the same watchers, by key and range
+        self._seqs = itertools.count()  # numbers the watchers (Watcher.seq)
+        # Live events move every synced watcher's next_rev past them, but touch only the watchers
+        # they match: a synced watcher's true next_rev is max(next_rev, _live_floor), one past the
+        # last live events since the last restore (_on_events and "restored" write it back). Exact,
+        # as a watcher gets synced with a next_rev past every event the actor has seen: in _create
+        # past the current revision, from history past its answer's current revision (the apply
+        # actor sends in order, so the events up to it came before).
+        self._live_floor = 0
         self._current = 0  # the newest revision we have events for
         # Until the start-up probe tells where the store is, a watch cannot tell live from history:
         # its create waits here (found by the simulator, seed 3667: a watch resumed on a member
@@ -122,7 +279,10 @@ class WatchActor:
                 self._on_history(ctx, msg)
             elif kind == "restored":
                 for w in self._watchers.values():
+                    if w.synced:
+                        w.next_rev = max(w.next_rev, self._live_floor)
                     w.synced = False
+                self._live_floor = 0  # no watcher is synced now
                 self._current = msg["current"]
             elif kind == "watch_create":
                 if self._started:
@@ -132,12 +292,12 @@ class WatchActor:
                 else:
                     self._refuse(sender, msg)
             elif kind == "watch_cancel":
-                self._watchers.pop((sender, msg["stream"], msg["watch_id"]), None)
+                self._remove((sender, msg["stream"], msg["watch_id"]))
                 self._held_creates = [(g, m) for g, m in self._held_creates
                                       if (g, m["stream"], m["watch_id"]) != (sender, msg["stream"], msg["watch_id"])]
             elif kind == "watch_drop":
                 for k in [k for k in self._watchers if k[0] == sender and k[1] == msg["stream"]]:
-                    del self._watchers[k]
+                    self._remove(k)
                 self._held_creates = [(g, m) for g, m in self._held_creates if (g, m["stream"]) != (sender, msg["stream"])]
             elif kind == "watch_progress":
                 self._progress(ctx, sender, msg["stream"])
@@ -172,25 +332,41 @@ class WatchActor:
         )
         # A watch from revision 0 starts at current + 1; one at or before the current revision replays history.
         w.synced = w.next_rev > self._current
-        self._watchers[(gateway, w.stream, w.watch_id)] = w
+        old = self._watchers.get(w.ident)
+        if old is not None:  # the same id again: it replaces the old watcher, in its place
+            self._index.remove(old)
+        w.seq = next(self._seqs) if old is None else old.seq
+        self._watchers[w.ident] = w
+        self._index.add(w)
+
+    def _remove(self, ident: Ident) -> None:
+        w = self._watchers.pop(ident, None)
+        if w is not None:
+            self._index.remove(w)
 
     def _refuse(self, gateway: str, msg: dict[str, Any]) -> None:
         self._send(gateway, {"t": "wcancel", "stream": msg["stream"], "watch_id": msg["watch_id"], "compact_revision": 0,
                              "reason": "petcd: too many watchers on this member"})
 
     def _on_events(self, revs: list[list[Any]], current: int) -> None:
-        for w in self._watchers.values():
-            if not w.synced:
-                continue
-            self._deliver(w, revs, current)
+        # Per group of watchers (on one key or one interval) the events match: (revision, event) pairs, in order.
+        hits: dict[int, tuple[dict[Ident, Watcher], list[tuple[int, dict[str, Any]]]]] = {}
+        for rev, events in revs:
+            for ev in events:
+                for group in self._index.groups(ev["kv"]["key"]):
+                    hits.setdefault(id(group), (group, []))[1].append((rev, ev))
+        # Their synced watchers, in the order of self._watchers (seq is unique, so only it is compared).
+        due = sorted((w.seq, w, matched) for group, matched in hits.values() for w in group.values() if w.synced)
+        for _, w, matched in due:
+            w.next_rev = max(w.next_rev, self._live_floor)
+            self._deliver(w, matched, current)
+        self._live_floor = max(self._live_floor, current + 1)
         self._current = max(self._current, current)
 
-    def _deliver(self, w: Watcher, revs: list[list[Any]], through: int) -> None:
-        """Events of revisions >= w.next_rev, all in one response; then w.next_rev = through + 1."""
-        selected: list[dict[str, Any]] = []
-        for rev, events in revs:
-            if rev >= w.next_rev:
-                selected += w.select(events)
+    def _deliver(self, w: Watcher, matched: list[tuple[int, dict[str, Any]]], through: int) -> None:
+        """The `matched` (revision, event) pairs (on w's keys) of revisions >= w.next_rev, all in one
+        response; then w.next_rev = through + 1."""
+        selected = [w.shape(ev) for rev, ev in matched if rev >= w.next_rev and w.wants(ev)]
         if selected:
             out = self._out.setdefault(w.gateway, [])
             if not out or out[-1]["t"] != "wev":
@@ -220,7 +396,7 @@ class WatchActor:
             compact = msg["compact_revision"]
             for key, w in list(self._watchers.items()):
                 if not w.synced and w.next_rev < compact:
-                    del self._watchers[key]
+                    self._remove(key)
                     self._send(w.gateway, {"t": "wcancel", "stream": w.stream, "watch_id": w.watch_id, "compact_revision": compact,
                                            "reason": "mvcc: required revision has been compacted"})
             return
@@ -228,7 +404,8 @@ class WatchActor:
         self._current = max(self._current, msg["current"])
         for w in self._watchers.values():
             if not w.synced and w.next_rev >= msg["from"]:
-                self._deliver(w, msg["revs"], through)
+                matched = [(rev, ev) for rev, events in msg["revs"] for ev in events if w.matches(ev["kv"]["key"])]
+                self._deliver(w, matched, through)
                 # Events after `through` come as live events (the apply actor sends in order).
                 w.synced = through >= msg["current"]
 
