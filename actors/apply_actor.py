@@ -10,6 +10,8 @@ Messages in:
   leases_list {}                                   from the lease actor: every lease
   revision {}                                      from the lease actor (auto-compaction): the current revision
   defrag {origin}                                  from the gateway: rewrite the store compactly (etcd's Defragment)
+  hashkv {rev, check, reply}                       from a leader's corruption check (actors/corrupt_check.py), maybe
+                                                   relayed from another member: HashKV at `rev` (0: current)
 Messages out:
   hello  {applied, snapshot}                       to the Raft actor on start: where to resume; `snapshot` is the
                                                    meta of the snapshot last installed if the store is still at it
@@ -19,12 +21,15 @@ Messages out:
   events {revs, current}                           to the watch actor: each new revision's events, in order
   lease_changes {changes: [[grant|revoke, id, ttl]...]}  to the lease actor, per batch, in apply order
   resp   {id, resp, term}                          to the origin of each request this member took
+  hashkv_resp {check, member, hash, crev, rev}      to `reply` (relayed by the Raft actor if on another member);
+                                                   {check, member, error} if compacted or a future revision
 
 Each `apply` batch is one LMDB transaction that also records the applied
 index, so a crash neither loses nor repeats an entry. The store comes from the
 context's disk (`ctx.disk`, store/disk.py); should the disk fail a write (an
 fsync error, a store that cannot even record a failure), the actor stops its
-member at once, as etcd does, and answers nothing of the failed batch.
+member at once, as etcd does, and answers nothing of the failed batch. So it
+does when a record it reads fails its checksum (store/records.py).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from petcd.actors.actor import Context, Envelope
 from petcd.store.disk import Disk
 from petcd.store.errors import StoreError
 from petcd.store.mvcc import MapFull, MvccStore
+from petcd.store.records import CorruptRecord
 from petcd.store.snapshot_files import IncomingSnapshot, installed_snapshot, outgoing_chunks, record_installed_snapshot
 
 # Reads waiting for the store to catch up; past this the oldest are refused
@@ -103,6 +109,12 @@ class ApplyActor:
             self._failed = True
             ctx.log("error", "the disk failed a write; stopping the member", error=repr(err))
             ctx.stop_member(f"disk failure: {err!r}", failed=True)
+        except CorruptRecord as err:
+            # A record read back is not what was written: applying on it would make this member
+            # differ from the others, serving it would hand out what nobody wrote. Stop.
+            self._failed = True
+            ctx.log("error", "the store is corrupt; stopping the member", error=str(err))
+            ctx.stop_member(f"corrupt store: {err}", failed=True)
 
     def _receive(self, ctx: Context, batch: list[Envelope]) -> None:
         store = self._store
@@ -128,6 +140,11 @@ class ApplyActor:
                 ctx.log("info", "defragmented the store", size_before=size_before, size_after=store.db_size_bytes()[0])
                 origin = msg["origin"]
                 ctx.send(origin[0], {"t": "resp", "id": origin[1], "resp": {}})
+            elif kind == "hashkv":
+                if entries:  # "current" means after what came before
+                    self._apply(ctx, entries)
+                    entries = []
+                self._hashkv(ctx, msg)
             elif kind == "revision":  # from the lease actor's auto-compactor
                 ctx.send(sender, {"t": "revision", "revision": store.current_revision()})
             elif kind == "leases_list":
@@ -187,6 +204,21 @@ class ApplyActor:
             through = revs[-1][0] if revs and len(revs) == HISTORY_CHUNK_REVISIONS else rev_after
             ctx.send(f"{self._cfg.member_id}/watch", {"t": "events", "revs": revs, "current": through})
             next_rev = through + 1
+
+    def _hashkv(self, ctx: Context, msg: dict[str, Any]) -> None:
+        store = self._store
+        assert store is not None
+        me = self._cfg.member_id
+        answer: dict[str, Any] = {"t": "hashkv_resp", "check": msg["check"], "member": me}
+        try:
+            answer["hash"], answer["crev"], answer["rev"] = store.hash_kv(msg["rev"])
+        except StoreError as err:
+            answer["error"] = err.name
+        reply = msg["reply"]
+        if reply.partition("/")[0] == me:
+            ctx.send(reply, answer)
+        else:
+            ctx.send(f"{me}/raft", {"t": "relay", "to": reply, "msg": answer})
 
     def _history(self, ctx: Context, sender: str, from_rev: int) -> None:
         store = self._store

@@ -54,7 +54,9 @@ import heapq
 from dataclasses import dataclass
 from typing import Any
 
+from petcd.actors import corrupt_check
 from petcd.actors.actor import Context, Envelope
+from petcd.actors.corrupt_check import CorruptCheck
 
 _CHECK_TIMER = "check"
 _COMPACT_TIMER = "compact"
@@ -78,6 +80,7 @@ class LeaseConfig:
     member_id: str
     auto_compaction_mode: str = "periodic"  # or "revision"
     auto_compaction_retention: int = 0  # periodic: milliseconds; revision: revisions; 0: off
+    corrupt_check_interval_ms: int = 0  # --experimental-corrupt-check-time; 0: off (actors/corrupt_check.py)
 
 
 @dataclass(slots=True)
@@ -116,6 +119,7 @@ class LeaseActor:
         self._last_compaction_ms = 0
         self._last_compacted = 0  # revision: the last revision compacted to
         self._compactions: dict[int, int] = {}  # request id -> revision, compactions in flight
+        self._corrupt = CorruptCheck(config.member_id, config.corrupt_check_interval_ms, self._new_request_id)
 
     def metrics(self) -> dict[str, int]:
         """Plain counters for /metrics (the process runtime asks; see actors/proc_runtime.py)."""
@@ -125,6 +129,7 @@ class LeaseActor:
         self._request_prefix = int(ctx.random() * (1 << 40)) << 20
         ctx.send(f"{self._me}/apply", {"t": "leases_list"})
         ctx.set_timer(_CHECK_TIMER, CHECK_INTERVAL_MS)
+        self._corrupt.start(ctx)
         if self._retention > 0:
             self._compact_base_ms = self._retention
             self._last_compaction_ms = ctx.now_ms()
@@ -132,6 +137,10 @@ class LeaseActor:
 
     def stop(self) -> None:
         pass
+
+    def _new_request_id(self) -> int:
+        self._next_request += 1
+        return self._request_prefix + self._next_request
 
     # ------------------------------------------------------------------ auto-compaction
     def _compact_interval_ms(self) -> int:
@@ -155,8 +164,7 @@ class LeaseActor:
             target = self._samples[0]
         if not self._is_leader or self._compactions or target <= 0:
             return
-        self._next_request += 1
-        request_id = self._request_prefix + self._next_request
+        request_id = self._new_request_id()
         self._compactions[request_id] = target
         ctx.log("info", "auto-compaction: compacting", mode=self._compact_mode, revision=target)
         ctx.send(self._raft, {"t": "propose", "req": {"op": "compact", "revision": target}, "origin": [ctx.address, request_id]})
@@ -173,6 +181,9 @@ class LeaseActor:
             ctx.set_timer(_COMPACT_TIMER, self._compact_interval_ms())
             ctx.send(f"{self._me}/apply", {"t": "revision"})
             return
+        if name in (corrupt_check.TIMER, corrupt_check.WAIT_TIMER):
+            self._corrupt.on_timer(ctx, name, self._term if self._is_leader else None)
+            return
         if name != _CHECK_TIMER:
             raise ValueError(f"lease actor: unknown timer {name!r}")
         ctx.set_timer(_CHECK_TIMER, CHECK_INTERVAL_MS)
@@ -188,8 +199,7 @@ class LeaseActor:
                 continue  # gone, renewed since (a later entry stands for it), or being revoked
             self._pending.add(lease_id)
             ctx.log("info", "lease expired; revoking", lease=f"{lease_id:x}", ttl=lease.ttl_s)
-            self._next_request += 1
-            request_id = self._request_prefix + self._next_request
+            request_id = self._new_request_id()
             self._revokes[request_id] = lease_id
             origin = [ctx.address, request_id]
             # leader_term: the revocation counts only if appended in the term we decided it in, i.e.
@@ -201,13 +211,16 @@ class LeaseActor:
         now = ctx.now_ms()
         for sender, msg in batch:
             kind = msg["t"]
-            if kind == "leader":
+            if self._corrupt.owns(msg):
+                self._corrupt.receive(ctx, msg)
+            elif kind == "leader":
                 became = msg["is_leader"] and not self._is_leader
                 self._is_leader, self._leader, self._term = msg["is_leader"], msg["leader"], msg["term"]
                 if became:
                     for lease_id, lease in self._leases.items():
                         self._due(lease_id, lease, now + lease.ttl_s * 1000)
                 if not self._is_leader or became:
+                    self._corrupt.lost_leadership()
                     self._pending.clear()
                     self._revokes.clear()
                     self._compactions.clear()
@@ -253,8 +266,7 @@ class LeaseActor:
         if not self._is_leader:
             self._fail_renewals(ctx, "not_leader")
             return
-        self._next_request += 1
-        request_id = self._request_prefix + self._next_request
+        request_id = self._new_request_id()
         self._round = (request_id, self._term, self._renewals_waiting, now)
         self._renewals_waiting = []
         ctx.send(self._raft, {"t": "confirm", "term": self._term, "origin": [ctx.address, request_id]})

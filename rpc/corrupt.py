@@ -1,4 +1,5 @@
-"""Corruption checks, as etcd 3.4 has them (etcdserver/corrupt.go).
+"""The initial corruption check, as etcd 3.4 has it (etcdserver/corrupt.go); the periodic one is an
+actor's (actors/corrupt_check.py).
 
 `--experimental-initial-corrupt-check`: a restarted member (one whose data dir already holds a
 Raft log; etcd's memberInitialized), before any of its processes starts, takes the HashKV of its
@@ -8,25 +9,12 @@ etcd's error: "<member id> found data inconsistency with peers" (logged as etcd'
 "discovery failed"; exit status 1). A peer that cannot answer (down, behind, compacted past the
 revision) is logged and skipped, as etcd does.
 
-`--experimental-corrupt-check-time D`: every D, the member that leads takes its own HashKV at its
-current revision, asks every other member for theirs at that revision, waits until it has applied
-everything committed (etcd's linearizableReadNotify), hashes again, and raises the CORRUPT alarm
-through Raft when its own hash moved at the same revision, or when a member answers a revision or
-compact revision above the leader's, or a different hash at the leader's compact revision. As in
-etcd 3.4 the alarm is raised for member 0 ("it isn't clear which member's data is corrupted").
-Once applied, every member refuses what etcd's applierV3Corrupt refuses (store/mvcc.py) with
-`etcdserver: corrupt cluster` (DATA_LOSS) until `etcdctl alarm disarm`.
-
-Where each check runs, and why:
-- The initial check runs in the supervisor (rpc/member.py, `initial_check`), before it starts the
-  actor processes: etcd runs CheckInitialHashKV before its Raft node, peer and client listeners
-  start, so a diverged member never votes, applies or serves. At that point no other process has
-  the store or the Raft log open, and the supervisor may do IO; it reads the membership (with the
-  members' client URLs, which they published through Raft) from the member's own Raft log.
-- The periodic check runs in the gateway process (`CorruptMonitor`): it already holds the store
-  read-only (the hash), asks the Raft actor for leadership, membership and a linearizable barrier
-  the way any RPC does, proposes alarms as the NOSPACE check does, and runs asyncio, so dialing
-  peers costs no thread. The actors stay sans-IO: none of them can dial a peer's client URL.
+It runs in the supervisor (rpc/member.py, `initial_check`), before it starts the actor processes:
+etcd runs CheckInitialHashKV before its Raft node, peer and client listeners start, so a diverged
+member never votes, applies or serves. At that point no other process has the store or the Raft
+log open, and the supervisor may do IO; it reads the membership (with the members' client URLs,
+which they published through Raft) from the member's own Raft log. With no Raft actor of its own
+running yet, it cannot ask its peers over the Raft transport, as the periodic check does.
 
 Peers are asked through their client URLs, with the gRPC Maintenance.HashKV (etcd 3.4.0 to 3.4.21
 did so with clientv3; etcd 3.4.23 asks its peers' peer URLs over HTTP at /members/hashkv, which
@@ -40,12 +28,10 @@ member holds it), which the peer's HashKV accepts in place of root.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import os
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 
@@ -54,7 +40,7 @@ from petcd.actors.runtime_log import LogLine
 from petcd.rpc.config import host_port
 from petcd.rpc.pb import rpc_pb2 as pb
 from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
-from petcd.store.mvcc import ALARM_ACTIVATE, ALARM_CORRUPT, MvccStore
+from petcd.store.mvcc import MvccStore
 from petcd.store.raftlog import RaftLog
 
 HASHKV_METADATA_KEY = "petcd-hashkv"
@@ -191,115 +177,3 @@ def initial_check(member_dir: str, my_hex: str, map_size_bytes: int, tls: PeerTL
     if mismatch:
         raise InconsistentData(f"{my_hex} found data inconsistency with peers")
     log("info", "initial corruption checking passed; no corruption", local_member_id=my_hex)
-
-
-# ---------------------------------------------------------------- the periodic check (gateway)
-class CorruptMonitor:
-    """etcd's monitorKVHash and checkHashKV, in the gateway process (see the module docstring).
-
-    `state` is the gateway's GatewayState: its store (read-only), link, Raft actor's address and
-    request timeout. One check at a time; a check that fails (no leader, a timeout) is logged and
-    the next one runs after the interval, as in etcd."""
-
-    def __init__(self, state: Any, interval_s: float, tls: PeerTLS, log: LogLine) -> None:
-        self._s = state
-        self._interval_s = interval_s
-        self._tls = tls
-        self._log = log
-        self._me = f"{state.member_id:x}"
-        self.checks = 0  # finished checks, for tests and metrics
-        self.alarms_raised = 0
-
-    async def run(self) -> None:
-        self._log("info", "enabled corruption checking", local_member_id=self._me, interval=f"{self._interval_s}s")
-        while True:
-            await asyncio.sleep(self._interval_s)
-            try:
-                status = await self._s.link.call(self._s.raft_address, {"t": "status"}, timeout_s=self._s.request_timeout_s)
-                if status["resp"]["leader"] != self._me:
-                    continue
-                await self.check()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001 - etcd logs a failed check and tries again next time
-                self._log("warn", "failed to check hash KV", error=repr(e))
-
-    async def _hash(self) -> tuple[int, int, int]:
-        """(hash, revision, compact revision) at the current revision, as etcd's HashByRev(0)."""
-        h, crev, rev = await asyncio.to_thread(self._s.store.hash_kv, 0)
-        return h, rev, crev
-
-    async def _peer_hashes(self, revision: int) -> list[PeerHash]:
-        members = (await self._s.link.call(self._s.raft_address, {"t": "members"}, timeout_s=self._s.request_timeout_s))["resp"]["members"]
-        _, _, secret = self._s.store.auth_state()
-        peers = [PeerHash(m["id"], list(m["client_urls"])) for m in members if m["id"] != self._me and m["client_urls"]]
-        await asyncio.gather(*(self._ask(p, revision, secret) for p in peers))
-        return peers
-
-    async def _ask(self, peer: PeerHash, revision: int, secret: bytes) -> None:
-        for url in peer.endpoints:
-            target, secure = _target(url)
-            try:
-                channel = grpc.aio.secure_channel(target, self._tls.credentials()) if secure else grpc.aio.insecure_channel(target)
-            except OSError as e:
-                peer.err = str(e)
-                continue
-            request, metadata = _request(revision, secret)
-            try:
-                r = await pb_grpc.MaintenanceStub(channel).HashKV(request, timeout=self._s.request_timeout_s, metadata=metadata)
-            except grpc.RpcError as e:
-                peer.err = _error_name(e)
-                self._log("warn", "failed hash kv request", local_member_id=self._me, requested_revision=revision,
-                          remote_peer_endpoint=url, error=peer.err)
-                continue
-            finally:
-                await channel.close()
-            peer.resp, peer.err = (r.hash, r.compact_revision, r.header.revision, r.header.member_id), ""
-            return
-
-    async def check(self) -> bool:
-        """One checkHashKV; True if it raised the CORRUPT alarm."""
-        h, rev, crev = await self._hash()
-        peers = await self._peer_hashes(rev)
-        barrier = {"op": "range", "key": b"\x00", "count_only": True}
-        await self._s.link.call(self._s.raft_address, {"t": "read", "req": barrier}, self._s.request_timeout_s)
-        h2, rev2, crev2 = await self._hash()
-        mismatched: list[str] = []
-        if h2 != h and rev2 == rev and crev == crev2:
-            self._log("warn", "found hash mismatch", revision_1=rev, compact_revision_1=crev, hash_1=h,
-                      revision_2=rev2, compact_revision_2=crev2, hash_2=h2)
-            mismatched.append(self._me)
-        checked = 0
-        for p in peers:
-            if p.resp is None:
-                continue
-            checked += 1
-            peer_hash, peer_crev, peer_rev, _ = p.resp
-            if peer_rev > rev2:
-                self._log("warn", "revision from follower must be less than or equal to leader's",
-                          leader_revision=rev2, follower_revision=peer_rev, follower_peer_id=p.member_id)
-                mismatched.append(p.member_id)
-            if peer_crev > crev2:
-                self._log("warn", "compact revision from follower must be less than or equal to leader's",
-                          leader_compact_revision=crev2, follower_compact_revision=peer_crev, follower_peer_id=p.member_id)
-                mismatched.append(p.member_id)
-            if peer_crev == crev and peer_hash != h:
-                self._log("warn", "same compact revision then hashes must match", leader_compact_revision=crev2,
-                          leader_hash=h, follower_compact_revision=peer_crev, follower_hash=peer_hash, follower_peer_id=p.member_id)
-                mismatched.append(p.member_id)
-        self._log("info", "finished peer corruption check", number_of_peers_checked=checked)
-        self.checks += 1
-        if not mismatched:
-            return False
-        # etcd 3.4: "It isn't clear which member's data is corrupted, so we intentionally set the
-        # memberID as 0."
-        alarm = {"op": "alarm", "action": ALARM_ACTIVATE, "memberID": 0, "alarm": ALARM_CORRUPT}
-        await self._s.link.call(self._s.raft_address, {"t": "propose", "req": alarm}, self._s.request_timeout_s)
-        self.alarms_raised += 1
-        return True
-
-
-def peer_tls_of(spec: dict[str, Any]) -> PeerTLS:
-    """The TLS files a gateway spec names, for dialing peers' https client URLs."""
-    return PeerTLS(spec.get("trusted_ca_file", ""), spec.get("cert_file", ""), spec.get("key_file", ""))
-

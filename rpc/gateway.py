@@ -19,7 +19,6 @@ from petcd.actors.runtime_log import LogLine
 from petcd.rpc.auth_service import AuthService
 from petcd.rpc.auth_tokens import token_provider
 from petcd.rpc.cluster_service import ClusterService
-from petcd.rpc.corrupt import CorruptMonitor, peer_tls_of
 from petcd.rpc.election_service import ElectionService
 from petcd.rpc.front import STREAM_LIMIT, Front, server_tls_context
 from petcd.rpc.gateway_state import GatewayState
@@ -155,11 +154,6 @@ async def serve(spec: dict[str, Any], log: LogLine) -> int:
     link.start()
     await _refresh_status(state, log)
     poller = asyncio.get_running_loop().create_task(_poll_status(state, log))
-    corrupt_monitor = None
-    if spec.get("corrupt_check_interval_s", 0) > 0:
-        # The leader's periodic HashKV comparison (--experimental-corrupt-check-time; rpc/corrupt.py).
-        corrupt_monitor = asyncio.get_running_loop().create_task(
-            CorruptMonitor(state, spec["corrupt_check_interval_s"], peer_tls_of(spec), log).run())
     await server.start()
     log("info", "ready to serve client requests", listen=spec["listen"])
     stop = asyncio.Event()
@@ -170,8 +164,6 @@ async def serve(spec: dict[str, Any], log: LogLine) -> int:
     poller.cancel()
     for listener in [*metrics_servers, *http_servers]:
         listener.close()
-    if corrupt_monitor is not None:
-        corrupt_monitor.cancel()
     await front.close()
     await server.stop(grace=1.0)
     await self_channel.close()

@@ -275,12 +275,12 @@ def run(cfg: ServerConfig) -> int:
         "watch": ["-m", "petcd.actors.proc_runtime", "watch", json.dumps({**common, "address": f"{my_hex}/watch", "config": {
             "member_id": my_hex, "progress_notify_interval_ms": cfg.watch_progress_notify_interval_ms}})],
         "lease": ["-m", "petcd.actors.proc_runtime", "lease", json.dumps({**common, "address": f"{my_hex}/lease", "config": {
-            "member_id": my_hex, "auto_compaction_mode": compaction_mode, "auto_compaction_retention": compaction_retention}})],
+            "member_id": my_hex, "auto_compaction_mode": compaction_mode, "auto_compaction_retention": compaction_retention,
+            "corrupt_check_interval_ms": cfg.corrupt_check_time_ms}})],
         "gw0": ["-m", "petcd.rpc.gateway", json.dumps({**common, "address": f"{my_hex}/gw0", "raft_address": f"{my_hex}/raft",
             "mvcc_dir": os.path.join(member_dir, "mvcc"), "member_id": my_id, "cluster_token": cfg.initial_cluster_token,
             "listen": listen, "grpc_socket": os.path.join(sock_dir, "grpc"), "max_txn_ops": cfg.max_txn_ops, "max_request_bytes": cfg.max_request_bytes,
             "quota_bytes": quota, "map_size_bytes": map_size, "request_timeout_s": request_timeout_s,
-            "corrupt_check_interval_s": cfg.corrupt_check_time_ms / 1000,
             "metrics_listen": [host_port(u) for u in _split(cfg.listen_metrics_urls)], "http_listen": http_listen,
             "min_lease_ttl_s": -(-3 * cfg.election_timeout // 2000), **tls,
             "auth_token": cfg.auth_token, "auth_token_ttl_s": cfg.auth_token_ttl, "bcrypt_cost": cfg.bcrypt_cost})],

@@ -14,6 +14,8 @@ from petcd.sim.runtime import Network, SimRuntime
 
 
 SIM_CLUSTER_ID = 0x5E7CD
+# Every simulated member runs the periodic corruption check (--experimental-corrupt-check-time) this often.
+CORRUPT_CHECK_MS = 2000
 
 
 @dataclass(slots=True)
@@ -53,7 +55,9 @@ def build(
         raft_cfg = RaftConfig(member_id=m, data_dir=data_dir, cluster_id=SIM_CLUSTER_ID, initial_members=initial, snapshot_count=snapshot_count)
         apply_cfg = ApplyConfig(member_id=m, data_dir=data_dir)
         rt.add(f"{m}/watch", lambda m=m: WatchActor(WatchConfig(member_id=m)))
-        rt.add(f"{m}/lease", lambda m=m: LeaseActor(LeaseConfig(member_id=m)))
+        # The corruption check runs in every simulated cluster: the `corrupt` fault needs it, and
+        # every other fault shows it raises no false alarm.
+        rt.add(f"{m}/lease", lambda m=m: LeaseActor(LeaseConfig(member_id=m, corrupt_check_interval_ms=CORRUPT_CHECK_MS)))
         rt.add(f"{m}/apply", lambda c=apply_cfg: ApplyActor(c))
         rt.add(f"{m}/raft", lambda c=raft_cfg: RaftActor(c))
     return SimCluster(rt, members, data_root)

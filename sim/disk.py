@@ -20,6 +20,9 @@ The faults it plays (sim/faults.py draws them from the seed):
 - full disk (`disk-full`): store commits fail with LMDB's MapFullError (the
   apply actor then stops its member: see MvccStore.apply) and file writes with
   ENOSPC, until it ends.
+- a flipped byte (`corrupt`): one byte of one revision record of the MVCC store
+  changes, durably, behind the store's back (`flip_record_byte`); `unflip` is
+  the operator's repair. Every record carries a checksum (store/records.py).
 - slow disk (`disk-slow`): each synced write costs `slow_ms` of virtual time
   and each read transaction of the MVCC store a tenth of it; the runtime makes
   the turn that did them last that long (sim/runtime.py). The Raft log's reads
@@ -30,8 +33,10 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import shutil
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import lmdb
@@ -39,6 +44,7 @@ import lmdb
 from petcd.store.disk import read_file
 from petcd.store.mvcc import MvccStore
 from petcd.store.raftlog import RaftLog
+from petcd.store.tables import DB_COUNT, open_databases
 
 
 class PowerLoss(BaseException):
@@ -76,6 +82,10 @@ class SimMvccStore(_OnSimDisk, MvccStore):
     def defragment(self) -> None:
         super().defragment()  # copies, fsyncs and swaps the file itself: durable when it returns
         self._disk.made_durable(self)
+
+    @property
+    def revs_table(self) -> Any:
+        return self._dbs.revs
 
 
 class SimRaftLog(_OnSimDisk, RaftLog):
@@ -125,6 +135,34 @@ class _SimWriteTxn:
             raise lmdb.DiskError(f"simulated fsync failure committing to {store.path}: Input/output error")
         disk.wrote()
         return False
+
+
+@dataclass(frozen=True, slots=True)
+class Flip:
+    """A byte flipped in one revision record of a member's MVCC store (the `corrupt` fault)."""
+
+    path: str  # the store's directory
+    rev_key: bytes  # the record's key in the revs table
+    offset: int
+    mask: int  # XORed into the byte at `offset`
+    corrupted: bytes  # the record as the flip left it
+
+
+def _xor_record(env: lmdb.Environment, revs: Any, flip: Flip) -> bool:
+    """Undo `flip` in one environment, if the record is still as the flip left it."""
+    with env.begin(write=True) as txn:
+        data = txn.get(flip.rev_key, db=revs)
+        if data != flip.corrupted:
+            return False
+        fixed = bytearray(data)
+        fixed[flip.offset] ^= flip.mask
+        txn.put(flip.rev_key, bytes(fixed), db=revs)
+        return True
+
+
+def _get(env: lmdb.Environment, revs: Any, key: bytes) -> bytes | None:
+    with env.begin() as txn:
+        return txn.get(key, db=revs)
 
 
 class SimDisk:
@@ -221,6 +259,56 @@ class SimDisk:
         if self.power_loss_after <= 0:
             self.power_loss_after = None
             raise PowerLoss(self.member)
+
+    # -- used by the nemesis
+    def flip_record_byte(self, rng: random.Random) -> Flip | None:
+        """Flip a byte of a random revision record of the open MVCC store, durably (it is the
+        medium that changed); None if there is no open store, no record, or unsynced commits (whose
+        durable copy the flip would have to reach too)."""
+        store = next((s for s in self._open if isinstance(s, SimMvccStore)), None)
+        if store is None or store.path in self._durable_copies:
+            return None
+        with store.env.begin(write=True) as txn:
+            revs = store.revs_table
+            count = txn.stat(revs)["entries"]
+            if count == 0:
+                return None
+            cursor = txn.cursor(db=revs)
+            cursor.first()
+            for _ in range(rng.randrange(count)):
+                cursor.next()
+            key, data = cursor.key(), bytearray(cursor.value())
+            offset, mask = rng.randrange(len(data)), rng.randint(1, 255)
+            data[offset] ^= mask
+            txn.put(key, bytes(data), db=revs)
+        self.counts["flipped"] += 1
+        return Flip(store.path, key, offset, mask, bytes(data))
+
+    def still_flipped(self, flip: Flip) -> bool:
+        """Is the record still as the flip left it (not compacted away, not repaired)?"""
+        store = next((s for s in self._open if isinstance(s, SimMvccStore) and s.path == flip.path), None)
+        if store is None:
+            return self._with_closed_store(flip.path, lambda env, revs: _get(env, revs, flip.rev_key)) == flip.corrupted
+        with store.env.begin() as txn:
+            return txn.get(flip.rev_key, db=store.revs_table) == flip.corrupted
+
+    def unflip(self, flip: Flip) -> bool:
+        """The operator's repair, the member down: put the byte back, in the store and in the copy
+        of its durable state if one is held; False if the record had changed since."""
+        assert not any(s.path == flip.path for s in self._open), f"repairing {flip.path} while it is open"
+        fixed = self._with_closed_store(flip.path, lambda env, revs: _xor_record(env, revs, flip))
+        copy_dir = self._durable_copies.get(flip.path)
+        if copy_dir is not None:
+            self._with_closed_store(copy_dir, lambda env, revs: _xor_record(env, revs, flip))
+        return bool(fixed)
+
+    @staticmethod
+    def _with_closed_store(path: str, use: Any) -> Any:
+        env = lmdb.open(path, subdir=True, max_dbs=DB_COUNT, map_size=1 << 30, sync=False)
+        try:
+            return use(env, open_databases(env, create=False).revs)
+        finally:
+            env.close()
 
     # -- used by the runtime
     def power_loss(self) -> list[str]:

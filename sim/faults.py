@@ -31,6 +31,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from petcd.actors.actor import Context, Envelope, member_of
+from petcd.store.keys import rev_from_bytes
+from petcd.store.mvcc import ALARM_CORRUPT, ALARM_DEACTIVATE
+from petcd.actors.corrupt_check import PEER_WAIT_MS
+from petcd.sim.cluster import CORRUPT_CHECK_MS
 from petcd.sim.runtime import Network, SimRuntime
 
 Pair = tuple[str, str]  # (from member, to member)
@@ -44,13 +48,25 @@ NETWORK_KINDS = ("drop", "duplicate", "delay", "reorder")
 RAFT_KINDS = ("late_snapshot", "stale_leader")
 # A member's disk (sim/disk.py): a power loss that strikes after the member's next few writes (and
 # loses what it did not sync), an fsync that fails (the member must stop), a full disk.
-DISK_KINDS = ("disk-crash", "fsync-fail", "disk-full", "disk-slow")
+# And a byte flipped in one record of a member's store, which petcd must flag (the periodic
+# corruption check's CORRUPT alarm, or the member stopping on the record's checksum), never serve.
+DISK_KINDS = ("disk-crash", "fsync-fail", "disk-full", "disk-slow", "corrupt")
 ALL_KINDS = PARTITION_KINDS + MEMBER_KINDS + NETWORK_KINDS + RAFT_KINDS + DISK_KINDS
 KNOWN_KINDS = ALL_KINDS
 # Faults that take a member down, or may (a write a full disk fails can stop it): at most max_down at once.
-DOWN_KINDS = ("crash", "pause", "disk-crash", "fsync-fail", "disk-full")
+DOWN_KINDS = ("crash", "pause", "disk-crash", "fsync-fail", "disk-full", "corrupt")
 KIND_GROUPS = {"partition": PARTITION_KINDS, "network": NETWORK_KINDS, "raft": RAFT_KINDS, "disk": DISK_KINDS, "all": ALL_KINDS}
 _PARTITION_TAG = "partition"
+# A `corrupt` fault lasts until petcd flags it (polled this often), at most this long after the
+# faults heal: the leader's next check may be armed under the slowest clock fault (a stale leader's
+# timers run at a quarter of the rate), the check in flight waits for its peers (cut off before the
+# heal) and ends, then one more check runs; plus a margin for an election.
+CORRUPT_POLL_MS = 500
+CORRUPT_FLAG_BOUND_MS = 4 * CORRUPT_CHECK_MS + PEER_WAIT_MS + CORRUPT_CHECK_MS + 2000
+# Once repaired, the operator disarms the CORRUPT alarm, again while it shows up within this long
+# (a check that started before the repair may raise it once more).
+DISARM_QUIET_MS = 2 * CORRUPT_CHECK_MS
+DISARM_RETRY_MS = 1000
 
 
 def _check_probability(name: str, p: float) -> None:
@@ -308,6 +324,7 @@ class _Fault:
     until_ms: int
     member: str | None  # the member a crash, pause or clock fault holds
     undo: Callable[[], None]
+    over: Callable[[], str] | None = None  # a fault that ends when this says how (polled), not at until_ms
 
 
 class Nemesis:
@@ -358,6 +375,15 @@ class Nemesis:
         self._enabled = True
         self._next_start_ms = runtime.now_ms + self._interval_ms()
         self.log: list[FaultEvent] = []
+        # `corrupt`: members whose store holds a flipped byte now; flips never flagged (a failure);
+        # the operator's disarm of the CORRUPT alarm after a repair (sent by the driver actor).
+        self.corrupted: set[str] = set()
+        self.unflagged: list[str] = []
+        self._flag_deadline_ms: int | None = None  # set at heal_all
+        self._disarm_until_ms = 0
+        self._next_disarm_ms = 0
+        self._disarms_sent = 0
+        self.outbox: list[tuple[str, dict[str, Any]]] = []
 
     # -- driving
     def next_due_ms(self) -> int | None:
@@ -365,29 +391,43 @@ class Nemesis:
         dues = [f.until_ms for f in self._active]
         if self._enabled:
             dues.append(self._next_start_ms)
+        if self._disarm_until_ms > self._rt.now_ms:
+            dues.append(self._next_disarm_ms)
         return min(dues) if dues else None
 
     def step(self) -> None:
         """Stop the faults that are over, and start one if it is time."""
         now = self._rt.now_ms
         for fault in [f for f in self._active if f.until_ms <= now]:
+            if fault.over is not None:
+                outcome = fault.over()
+                if not outcome:
+                    fault.until_ms = now + CORRUPT_POLL_MS
+                    continue
+                fault.detail = f"{fault.detail}: {outcome}"
             self._stop(fault)
         if self._enabled and now >= self._next_start_ms:
             self._start_one(now)
             self._next_start_ms = now + self._interval_ms()
+        self._disarm(now)
 
-    def install(self, address: str = "nemesis/driver") -> None:
+    def install(self) -> None:
         """Add an actor to the runtime that calls `step` when due: any `runtime.run` then drives the faults."""
-        assert member_of(address) not in self.members
-        self._rt.add(address, lambda: _Driver(self))
+        self._rt.add(_DRIVER, lambda: _Driver(self))
 
     def heal_all(self) -> int:
         """End every fault and start no more; returns when the last one is over (a pause runs to its end)."""
         self._enabled = False
+        self._flag_deadline_ms = self._rt.now_ms + CORRUPT_FLAG_BOUND_MS
         for fault in list(self._active):
-            if fault.kind != "pause":
+            if fault.kind not in ("pause", "corrupt"):  # a corruption lasts until flagged
                 self._stop(fault)
         return max([self._rt.now_ms] + [f.until_ms for f in self._active])
+
+    @property
+    def settled(self) -> bool:
+        """No corruption left to flag or repair, and no alarm left to disarm."""
+        return not self.corrupted and not any(f.kind == "corrupt" for f in self._active) and self._disarm_until_ms <= self._rt.now_ms
 
     @property
     def active(self) -> list[tuple[str, str]]:
@@ -402,8 +442,13 @@ class Nemesis:
             return
         kind = self._rng.choice(candidates)
         until_ms = now_ms + self._rng.randint(self._min_duration_ms, self._max_duration_ms)
-        detail, member, undo = getattr(self, f"_start_{kind.replace('-', '_')}")(until_ms)
-        self._active.append(_Fault(kind, detail, until_ms, member, undo))
+        if kind == "corrupt":
+            detail, member, undo, over = self._start_corrupt()
+            until_ms = now_ms + CORRUPT_POLL_MS
+        else:
+            detail, member, undo = getattr(self, f"_start_{kind.replace('-', '_')}")(until_ms)
+            over = None
+        self._active.append(_Fault(kind, detail, until_ms, member, undo, over))
         self._record("start", kind, f"{detail} until {until_ms}ms")
 
     def _stop(self, fault: _Fault) -> None:
@@ -420,6 +465,8 @@ class Nemesis:
             return not partitioned and len(self.members) >= (3 if kind == "bridge" else 2)
         if kind == "stale_leader":
             return not partitioned and current_leader(self._rt, self.members) in self._free_members()
+        if kind == "corrupt" and (self.corrupted or self._disarm_until_ms > self._rt.now_ms):
+            return False  # one at a time, and not before the last one's alarm is disarmed for good
         if kind in DOWN_KINDS:
             down = sum(1 for f in self._active if f.kind in DOWN_KINDS)
             return down < self._max_down and bool(self._free_members())
@@ -552,6 +599,67 @@ class Nemesis:
 
         return f"{member} fsync takes {disk.slow_ms}ms", None, undo
 
+    def _start_corrupt(self) -> tuple[str, str, Callable[[], None], Callable[[], str]]:
+        # A byte of one revision record flips on the member's disk. It lasts until petcd flags it
+        # (the CORRUPT alarm raised, or the member stopped on the record's checksum) or the record is
+        # compacted away; then the operator repairs it (member down, byte back, member up) and
+        # disarms the alarm. Not flagged within CORRUPT_FLAG_BOUND_MS of healing: a failure.
+        member = self._rng.choice(self._free_members())
+        disk = self._rt.disk(member)
+        flip = disk.flip_record_byte(self._rng)
+        if flip is None:
+            return f"{member}", member, lambda: None, lambda: "no record to corrupt"
+        self.corrupted.add(member)
+        self._rt.stop_reasons.pop(member, None)  # a stop from before says nothing of this flip
+        main, sub = rev_from_bytes(flip.rev_key)
+        detail = f"{member} byte {flip.offset} of the record of revision {main}.{sub} ^ {flip.mask:#04x}"
+
+        def over() -> str:
+            if self._alarm_raised():
+                return "flagged by the CORRUPT alarm"
+            if self._rt.stop_reasons.get(member, "").startswith("corrupt store") and not self._rt.is_running(f"{member}/apply"):
+                return f"flagged: {member} stopped on the record's checksum"
+            if not disk.still_flipped(flip):
+                return "the record was compacted away before any check"
+            if self._flag_deadline_ms is not None and self._rt.now_ms >= self._flag_deadline_ms:
+                self.unflagged.append(detail)
+                return f"NOT flagged within {CORRUPT_FLAG_BOUND_MS} ms of healing"
+            return ""
+
+        def repair() -> None:
+            self._rt.crash_member(member)
+            disk.unflip(flip)
+            self._rt.restart_member(member)
+            self.corrupted.discard(member)
+            self._disarm_until_ms = self._rt.now_ms + DISARM_QUIET_MS
+            self._next_disarm_ms = self._rt.now_ms
+
+        return detail, member, repair, over
+
+    def _alarm_raised(self) -> bool:
+        """Has any running member applied a CORRUPT alarm?"""
+        for m in self.members:
+            address = f"{m}/apply"
+            store = getattr(self._rt.actor(address), "_store", None) if self._rt.is_running(address) else None
+            if store is not None and any(alarm == ALARM_CORRUPT for _, alarm in store.alarms()):
+                return True
+        return False
+
+    def _disarm(self, now: int) -> None:
+        """The operator, after a repair: `etcdctl alarm disarm` while a CORRUPT alarm shows, until it stays away."""
+        if self._disarm_until_ms <= now or now < self._next_disarm_ms:
+            return
+        self._next_disarm_ms = now + DISARM_RETRY_MS
+        if not self._alarm_raised():
+            return
+        self._disarm_until_ms = max(self._disarm_until_ms, now + DISARM_QUIET_MS)
+        up = [m for m in self.members if self._rt.is_running(f"{m}/raft")]
+        if not up:
+            return
+        self._disarms_sent += 1
+        req = {"op": "alarm", "action": ALARM_DEACTIVATE, "memberID": 0, "alarm": ALARM_CORRUPT}
+        self.outbox.append((f"{self._rng.choice(up)}/raft", {"t": "propose", "req": req, "origin": [_DRIVER, self._disarms_sent]}))
+
     def _start_late_snapshot(self, until_ms: int) -> tuple[str, str | None, Callable[[], None]]:
         # Every snapshot sent while this lasts arrives after it ends: other faults (a leader
         # partition, a crash) get the time to depose its sender before it lands.
@@ -613,8 +721,11 @@ def _expand_kinds(kinds: Collection[str]) -> tuple[str, ...]:
     return tuple(k for k in KNOWN_KINDS if k in wanted)
 
 
+_DRIVER = "nemesis/driver"
+
+
 class _Driver:
-    """An actor whose only job is to call `Nemesis.step` on time."""
+    """An actor whose only job is to call `Nemesis.step` on time, and send what the operator asks."""
 
     _TIMER = "step"
 
@@ -625,10 +736,14 @@ class _Driver:
         self._arm(ctx)
 
     def receive(self, ctx: Context, batch: list[Envelope]) -> None:
-        assert not batch, "nobody writes to the nemesis"
+        # Only answers to the operator's disarms come here; the nemesis looks at the stores instead.
+        assert all(msg["t"] == "resp" for _, msg in batch), "only answers to the operator come to the nemesis"
 
     def on_timer(self, ctx: Context, name: str) -> None:
         self._nemesis.step()
+        outbox, self._nemesis.outbox = self._nemesis.outbox, []
+        for to, msg in outbox:
+            ctx.send(to, msg)
         self._arm(ctx)
 
     def stop(self) -> None:

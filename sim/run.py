@@ -24,7 +24,7 @@ from petcd.sim.watch_client import WatchClient, WatchLog
 from petcd.sim import checks
 
 FAULT_CHOICES = ("drop", "delay", "duplicate", "reorder", "partition", "crash", "pause", "clock", "late_snapshot", "stale_leader",
-                 "disk-crash", "fsync-fail", "disk-full", "disk-slow", "raft", "disk", "all")
+                 "disk-crash", "fsync-fail", "disk-full", "disk-slow", "corrupt", "raft", "disk", "all")
 KEYS = [b"k0", b"k1", b"k2", b"k3", b"k4"]
 # Faults run while the clients work, for at most this long; then everything heals.
 FAULT_PHASE_MS = 20_000
@@ -113,17 +113,22 @@ def _run(report: SimReport, workdir: str, clients: int, watchers: int, leases: i
     if report.faults:
         nemesis = Nemesis(random.Random(report.seed), rt, net, names, fault_kinds(report.faults), mean_interval_ms=500, max_duration_ms=3000)
         nemesis.install()
+        checker.state_exempt = nemesis.corrupted
     try:
         checked = run_checked(cluster, FAULT_PHASE_MS, 0, until=all_done, checker=checker)
         healed_at = nemesis.heal_all() if nemesis else rt.now_ms
         # Live: within the bound, every client finished and a leader is in office (clients may finish
         # during the faults, when the last fault has just deposed the leader).
-        led_and_done = lambda: all_done() and current_leader(rt, names) is not None  # noqa: E731
+        # (and a corruption flagged, repaired and its alarm disarmed: sim/faults.py `corrupt`).
+        settled = lambda: nemesis is None or nemesis.settled  # noqa: E731
+        led_and_done = lambda: all_done() and current_leader(rt, names) is not None and settled()  # noqa: E731
         checked = run_checked(cluster, healed_at + LIVENESS_BOUND_MS, 0, until=led_and_done, checker=checked.checker)
         live = checked.reached and current_leader(rt, names) is not None
         report.verdicts.append(Verdict(True, "raft", f"invariants held over {checked.checker.stats.get('checks', 0)} checks"))
         report.verdicts.append(Verdict(live, "liveness", "clients finished after healing" if live else
                                        f"clients did not finish within {LIVENESS_BOUND_MS} ms of healing"))
+        if nemesis is not None and nemesis.unflagged:
+            report.verdicts.append(Verdict(False, "corruption", f"a flipped byte was never flagged: {'; '.join(nemesis.unflagged)}"))
         for wc in watch_clients:
             wc.stopped = True
         rt.run(until_ms=rt.now_ms + 3000)  # watchers catch up with the end of history before they are judged

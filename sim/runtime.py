@@ -137,6 +137,7 @@ class SimRuntime:
         self.log_lines: list[str] = []
         self.delivered_batches = 0
         self._stop_requests: list[str] = []
+        self.stop_reasons: dict[str, str] = {}  # member -> why it last stopped itself
         self._disks: dict[str, SimDisk] = {}
         self._busy_until: dict[str, int] = {}  # actor -> end of its last turn, when a slow disk made it take time
 
@@ -208,6 +209,7 @@ class SimRuntime:
     def request_stop(self, member: str, reason: str) -> None:
         """An actor asked to stop its member: crash it once the current turn is over."""
         self._stop_requests.append(member)
+        self.stop_reasons[member] = reason
         self.trace_log(member, "warn", "member stops itself", {"reason": reason})
 
     def next_seq(self) -> int:

@@ -20,6 +20,8 @@ from . import writes
 from .errors import StoreError, compacted, corrupt, future_rev, lease_exists, lease_not_found, no_space
 from .history import events
 from .reads import range_response
+from .records import CorruptRecord, hashed_bytes
+from .records import check as check_record
 from .tables import DB_COUNT, StoreTxn, open_databases
 from .writes import WriteTxn
 
@@ -283,13 +285,17 @@ class MvccStore:
             return max(StoreTxn(txn, self._dbs).compact_revision(), 0)
 
     def range(self, req: dict) -> dict:
-        """A RangeResponse; raises StoreError (compacted, future_rev, and the auth errors when the
-        request carries "auth" and its user may not read the range)."""
+        """A RangeResponse; raises StoreError (compacted, future_rev, the auth errors when the
+        request carries "auth" and its user may not read the range, and corrupt when a record it
+        reads fails its checksum)."""
         with self._begin() as txn:
             tables = StoreTxn(txn, self._dbs)
             if "auth" in req:
                 auth.check_op(tables.auth(), req["auth"], req.get("key", b""), req.get("range_end", b""), auth.READ)
-            return range_response(tables, req, tables.current_revision())
+            try:
+                return range_response(tables, req, tables.current_revision())
+            except CorruptRecord:
+                raise corrupt() from None  # never served; the periodic check raises the alarm
 
     # --- auth (read side, for the gateway)
     def auth_state(self) -> tuple[bool, int, bytes]:
@@ -340,7 +346,7 @@ class MvccStore:
                     continue  # not a table (e.g. max_key_bytes)
                 crc = zlib.crc32(name.encode(), crc)
                 for key, value in txn.cursor(db=db).iternext(keys=True, values=True):
-                    crc = zlib.crc32(value, zlib.crc32(key, crc))
+                    crc = zlib.crc32(hashed_bytes(value) if name == "revs" else value, zlib.crc32(key, crc))
                     entries += 1
             return crc, StoreTxn(txn, self._dbs).current_revision(), entries
 
@@ -404,10 +410,14 @@ class MvccStore:
 
     # --- snapshots (a follower too far behind gets the whole store)
     def create_snapshot(self, path: str) -> int:
-        """Write a consistent copy of the store to the file `path`; returns its applied index."""
+        """Write a consistent copy of the store to the file `path`; returns its applied index.
+        Raises CorruptRecord, and copies nothing, if a revision record fails its checksum: a
+        corrupt store is never handed to another member."""
         assert not self._readonly
         with self._begin() as txn:
             applied = StoreTxn(txn, self._dbs).applied_index()
+            for _, data in txn.cursor(db=self._dbs.revs).iternext(keys=True, values=True):
+                check_record(data)
         # Only this (single-writer) process writes, and not while copying: the copy is at `applied`.
         with open(path, "wb") as f:
             self._env.copyfd(f.fileno(), compact=True)

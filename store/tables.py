@@ -13,7 +13,7 @@ import msgpack
 
 from . import keys
 from .auth import AuthTables
-from .records import Record, pack, unpack
+from .records import Record, hashed_bytes, pack, unpack
 
 DB_COUNT = 9
 _APPLIED_INDEX = b"applied_index"
@@ -315,10 +315,10 @@ class StoreTxn:
         return 2 + sum(s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"] for s in stats)
 
     def hash(self, at_rev: int) -> int:
-        """zlib crc32 (IEEE) over (revision bytes, record bytes) of revisions <= at_rev."""
+        """zlib crc32 (IEEE) over (revision bytes, record body) of revisions <= at_rev (records.hashed_bytes)."""
         crc = 0
         for rev_bytes, data in self._txn.cursor(self._dbs.revs).iternext(keys=True, values=True):
             if keys.rev_from_bytes(rev_bytes)[0] > at_rev:
                 break
-            crc = zlib.crc32(data, zlib.crc32(rev_bytes, crc))
+            crc = zlib.crc32(hashed_bytes(data), zlib.crc32(rev_bytes, crc))
         return crc

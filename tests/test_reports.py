@@ -151,7 +151,7 @@ def test_swarm_draws_each_seeds_faults_from_the_list_given(capsys):
     assert len({tuple(m) for m in mixes}) > 3
     assert set().union(*(sim_cli.swarm_mix(s, ["all"])[1] for s in range(1, 41))) == {
         "drop", "delay", "duplicate", "reorder", "partition", "crash", "pause", "clock", "late_snapshot", "stale_leader",
-        "disk-crash", "fsync-fail", "disk-full", "disk-slow"}
+        "disk-crash", "fsync-fail", "disk-full", "disk-slow", "corrupt"}
     assert sim_cli.swarm_mix(5, ["none"])[1] == []
     assert all(sim_cli.swarm_mix(s, None)[1] in [list(m) for m in sim_cli.SWARM_FAULT_MIXES] for s in range(1, 20))
 

@@ -9,10 +9,13 @@ import msgpack
 import lmdb
 import pytest
 
+from petcd.sim import cluster as cluster_module
 from petcd.sim.cluster import build
 from petcd.sim.disk import PowerLoss, SimDisk, SimMvccStore, SimRaftLog
 from petcd.sim.run import run
+from petcd.store.errors import StoreError
 from petcd.store.mvcc import MapFull
+from petcd.store.records import CorruptRecord
 from petcd.store.tables import StoreTxn
 from tests.swarm import failed_verdicts
 
@@ -217,3 +220,55 @@ def test_a_slow_disk_stretches_its_members_turns_and_a_very_slow_one_costs_the_l
     assert checked.reached, "the others never elected a new leader"
     rt.disk(leader).slow_ms = 0
     assert run_checked(cluster, rt.now_ms + 60_000, 0, until=cluster.clients_done, checker=checked.checker).reached
+
+
+# ---------------------------------------------------------------- a flipped byte (`corrupt`)
+def test_a_flipped_byte_fails_its_checksum_on_every_read_and_is_never_applied_on(tmp_path):
+    disk = SimDisk("m1")
+    store = disk.open_mvcc(str(tmp_path / "s"), map_size_bytes=1 << 24)
+    store.apply([_put(1, b"a", b"value-1"), _put(2, b"b")])
+    flip = disk.flip_record_byte(_FirstRecord())
+    assert flip is not None and disk.still_flipped(flip)
+    with pytest.raises(StoreError) as refused:  # a read answers etcd's corrupt-cluster error, never the bytes
+        store.range({"key": b"a"})
+    assert (refused.value.grpc_code, refused.value.message) == ("DATA_LOSS", "etcdserver: corrupt cluster")
+    with pytest.raises(CorruptRecord):  # a write that reads the record (its version) applies nothing
+        store.apply([_put(3, b"a", b"value-2")])
+    assert store.applied_index() == 2
+    with pytest.raises(CorruptRecord):  # nor is the store handed to another member as a snapshot
+        store.create_snapshot(str(tmp_path / "snap"))
+    store.close()
+    assert disk.unflip(flip) and not disk.still_flipped(flip)
+    store = disk.open_mvcc(str(tmp_path / "s"), map_size_bytes=1 << 24)
+    assert store.range({"key": b"a"})["kvs"][0]["value"] == b"value-1"
+    store.close()
+
+
+class _FirstRecord:
+    """An rng that picks the first record, its first byte, and flips every bit of it."""
+
+    def randrange(self, n: int) -> int:
+        return 0
+
+    def randint(self, a: int, b: int) -> int:
+        return b
+
+
+def _corrupt_outcomes(report) -> list[str]:
+    return [line.split(": ")[-1] for line in report.fault_log if " stop corrupt " in line]
+
+
+def test_the_corruption_check_flags_a_flipped_byte_which_is_then_repaired():
+    outcomes = []
+    for seed in (1, 2, 3):
+        report = run(seed, ops=300, faults=["corrupt"])
+        assert report.ok, (seed, [v for v in report.verdicts if not v.ok])
+        outcomes += _corrupt_outcomes(report)
+    assert "flagged by the CORRUPT alarm" in outcomes
+    assert all(o in ("flagged by the CORRUPT alarm", "no record to corrupt") or o.startswith("flagged: ") for o in outcomes), outcomes
+
+
+def test_without_the_corruption_check_a_flipped_byte_goes_unflagged(monkeypatch):
+    monkeypatch.setattr(cluster_module, "CORRUPT_CHECK_MS", 0)  # the planted bug: no periodic check
+    verdicts = [v.checker for seed in (1, 2, 3) for v in run(seed, ops=300, faults=["corrupt"]).verdicts if not v.ok]
+    assert "corruption" in verdicts

@@ -465,6 +465,12 @@ def test_hash_kv(tmp_path):
     with pytest.raises(StoreError, match="future"):
         one.store.hash_kv(6)
     assert one.store.hash_kv(4)[1:] == (3, 5)
+    # Values of the same length: a record ends with its own CRC, and a CRC over a message and its
+    # CRC no longer depends on the message; the hash must take the record's body (records.hashed_bytes).
+    one("put", key=b"d", value=b"same-length-1")
+    two("put", key=b"d", value=b"same-length-2")
+    assert one.store.hash_kv(0)[0] != two.store.hash_kv(0)[0]
+    assert one.store.digest()[0] != two.store.digest()[0]
     one.store.close()
     two.store.close()
 
