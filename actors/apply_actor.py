@@ -5,7 +5,8 @@ Messages in:
   reads  {reads: [[index, term, req, origin]...]}   linearizable reads, each servable once applied >= index
   read   {req, origin}                             a serializable read (no wait)
   snap_make {peer}                                 send a snapshot of the store towards `peer`
-  snap_install {meta, seq, data, last}             a chunk of the leader's snapshot to install
+  snap_install {meta, seq, data, last, from}       a chunk of the leader's snapshot to install (`from`: the leader)
+  snap_ack {peer, index, seq}                      relayed from `peer`'s apply actor: it wrote chunks up to `seq`
   history {from}                                   from the watch actor: events of revisions from..current
   leases_list {}                                   from the lease actor: every lease
   revision {}                                      from the lease actor (auto-compaction): the current revision
@@ -16,7 +17,8 @@ Messages out:
   hello  {applied, snapshot}                       to the Raft actor on start: where to resume; `snapshot` is the
                                                    meta of the snapshot last installed if the store is still at it
   applied {index}                                  to the Raft actor after each batch (it may compact its log)
-  snap_chunk {peer, index, seq, data, last}        to the Raft actor, to relay
+  snap_chunk {peer, index, seq, data, last}        to the Raft actor, to relay; at most SNAPSHOT_WINDOW_CHUNKS
+                                                   unacknowledged per peer (snap_ack, relayed back, lets more go)
   snap_installed {meta}                            to the Raft actor once a snapshot is in place
   events {revs, current}                           to the watch actor: each new revision's events, in order
   lease_changes {changes: [[grant|revoke, id, ttl]...]}  to the lease actor, per batch, in apply order
@@ -46,12 +48,14 @@ from petcd.store.disk import Disk
 from petcd.store.errors import StoreError
 from petcd.store.mvcc import MapFull, MvccStore
 from petcd.store.records import CorruptRecord
-from petcd.store.snapshot_files import IncomingSnapshot, installed_snapshot, outgoing_chunks, record_installed_snapshot
+from petcd.store.snapshot_files import IncomingSnapshot, OutgoingSnapshot, installed_snapshot, record_installed_snapshot
 
 # Reads waiting for the store to catch up; past this the oldest are refused
 # (the client retries) rather than letting memory grow without bound.
 MAX_WAITING_READS = 100_000
 SNAPSHOT_CHUNK_BYTES = 1 << 20
+# Snapshot chunks sent to a peer and not yet acknowledged: what a snapshot holds in memory and queues.
+SNAPSHOT_WINDOW_CHUNKS = 4
 # Revisions of watch history read per request (a catching-up watcher asks again for the rest).
 HISTORY_CHUNK_REVISIONS = 1000
 
@@ -62,6 +66,7 @@ class ApplyConfig:
     data_dir: str
     sync: bool = True
     map_size_bytes: int = 8 << 30  # see store.mvcc.map_size_for_quota
+    snapshot_chunk_bytes: int = SNAPSHOT_CHUNK_BYTES
 
 
 class ApplyActor:
@@ -71,6 +76,7 @@ class ApplyActor:
         self._waiting: list[tuple[int, int, dict[str, Any], list[Any]]] = []  # (index, term, req, origin)
         self._term = 0
         self._incoming_snapshot: IncomingSnapshot | None = None
+        self._outgoing: dict[str, OutgoingSnapshot] = {}  # peer -> the snapshot being sent to it (one per peer)
         self._disk: Disk | None = None
         self._failed = False  # the disk failed a write: the member is stopping, nothing more is done
 
@@ -91,6 +97,9 @@ class ApplyActor:
         ctx.send(f"{self._cfg.member_id}/raft", {"t": "hello", "applied": applied, "snapshot": snapshot})
 
     def stop(self) -> None:
+        for outgoing in self._outgoing.values():
+            outgoing.close()
+        self._outgoing.clear()
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -151,6 +160,8 @@ class ApplyActor:
                 ctx.send(sender, {"t": "leases", "items": [list(x) for x in store.leases()]})
             elif kind == "snap_make":
                 self._make_snapshot(ctx, msg["peer"])
+            elif kind == "snap_ack":
+                self._on_snapshot_ack(ctx, msg)
             elif kind == "snap_install":
                 if entries:  # apply what came before the snapshot first: order matters
                     self._apply(ctx, entries)
@@ -267,16 +278,34 @@ class ApplyActor:
         return os.path.join(self._cfg.data_dir, f"snapshot-{name}.mdb")
 
     def _make_snapshot(self, ctx: Context, peer: str) -> None:
-        """Copy the store as of now and send it in chunks through the Raft actor."""
+        """Copy the store as of now and start sending it to `peer` through the Raft actor (a window
+        of chunks at a time); a snapshot still on its way to that peer is given up."""
         store = self._store
         assert store is not None
-        index, size, chunks = outgoing_chunks(store, self._snapshot_path("out"), SNAPSHOT_CHUNK_BYTES)
-        ctx.log("info", "made a snapshot", peer=peer, index=index, size_bytes=size)
-        sent = 0
-        for seq, data in enumerate(chunks):
-            sent += len(data)
-            ctx.send(f"{self._cfg.member_id}/raft", {"t": "snap_chunk", "peer": peer, "index": index, "seq": seq, "data": data,
-                                                     "last": sent >= size})
+        previous = self._outgoing.pop(peer, None)
+        if previous is not None:
+            previous.close()
+        outgoing = self._outgoing[peer] = OutgoingSnapshot(store, self._snapshot_path(f"out-{peer}"), self._cfg.snapshot_chunk_bytes,
+                                                           SNAPSHOT_WINDOW_CHUNKS)
+        ctx.log("info", "made a snapshot", peer=peer, index=outgoing.index, size_bytes=outgoing.size, chunks=outgoing.chunk_count)
+        self._send_chunks(ctx, peer, outgoing)
+
+    def _send_chunks(self, ctx: Context, peer: str, outgoing: OutgoingSnapshot) -> None:
+        for seq, data, last in outgoing.due():
+            ctx.send(f"{self._cfg.member_id}/raft", {"t": "snap_chunk", "peer": peer, "index": outgoing.index, "seq": seq, "data": data,
+                                                     "last": last})
+
+    def _on_snapshot_ack(self, ctx: Context, msg: dict[str, Any]) -> None:
+        peer = msg["peer"]
+        outgoing = self._outgoing.get(peer)
+        if outgoing is None or outgoing.index != msg["index"]:
+            return  # an acknowledgement of a snapshot given up since
+        outgoing.ack(msg["seq"])
+        if outgoing.done:
+            outgoing.close()
+            del self._outgoing[peer]
+        else:
+            self._send_chunks(ctx, peer, outgoing)
 
     def _record_installed_snapshot(self, meta: dict[str, Any]) -> None:
         assert self._disk is not None
@@ -297,6 +326,10 @@ class ApplyActor:
         incoming = self._incoming_snapshot
         if incoming is None or not incoming.write(msg["seq"], msg["data"]):
             return  # a chunk of a snapshot we are not receiving (its start was lost): the leader sends again
+        # The leader's apply actor sends more once this one is written.
+        me = self._cfg.member_id
+        ack = {"t": "snap_ack", "peer": me, "index": msg["meta"]["index"], "seq": msg["seq"]}
+        ctx.send(f"{me}/raft", {"t": "relay", "to": f"{msg['from']}/apply", "msg": ack})
         if not msg["last"]:
             return
         self._incoming_snapshot = None

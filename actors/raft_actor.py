@@ -251,7 +251,8 @@ class RaftActor:
             elif kind == "snap":
                 # Stepped like any Raft message: a deposed leader's snapshot (an older term) is dropped.
                 if core.step_snapshot(sender.partition("/")[0], msg.get("term", 0)):
-                    ctx.send(self._apply_addr, {"t": "snap_install", **{k: msg[k] for k in ("meta", "seq", "data", "last")}})
+                    ctx.send(self._apply_addr, {"t": "snap_install", **{k: msg[k] for k in ("meta", "seq", "data", "last")},
+                                                "from": sender.partition("/")[0]})
                 else:
                     ctx.log("warn", "dropped a snapshot chunk of a past term", sender=sender, term=msg.get("term", 0), our_term=core.term)
             elif kind == "snap_installed":

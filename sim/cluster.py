@@ -16,6 +16,7 @@ from petcd.sim.runtime import Network, SimRuntime
 SIM_CLUSTER_ID = 0x5E7CD
 # Every simulated member runs the periodic corruption check (--experimental-corrupt-check-time) this often.
 CORRUPT_CHECK_MS = 2000
+SIM_SNAPSHOT_CHUNK_BYTES = 16 << 10
 
 
 @dataclass(slots=True)
@@ -53,7 +54,9 @@ def build(
         data_dir = os.path.join(data_root, m)
         os.makedirs(data_dir, exist_ok=True)
         raft_cfg = RaftConfig(member_id=m, data_dir=data_dir, cluster_id=SIM_CLUSTER_ID, initial_members=initial, snapshot_count=snapshot_count)
-        apply_cfg = ApplyConfig(member_id=m, data_dir=data_dir)
+        # Small snapshot chunks: a simulated store is small, and a snapshot should still take several
+        # windows of acknowledged chunks (actors/apply_actor.py SNAPSHOT_WINDOW_CHUNKS).
+        apply_cfg = ApplyConfig(member_id=m, data_dir=data_dir, snapshot_chunk_bytes=SIM_SNAPSHOT_CHUNK_BYTES)
         rt.add(f"{m}/watch", lambda m=m: WatchActor(WatchConfig(member_id=m)))
         # The corruption check runs in every simulated cluster: the `corrupt` fault needs it, and
         # every other fault shows it raises no false alarm.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -14,23 +13,42 @@ if TYPE_CHECKING:
     from .disk import Disk
 
 
-def outgoing_chunks(store: MvccStore, path: str, chunk_bytes: int) -> tuple[int, int, Iterator[bytes]]:
-    """Copy the store to `path`; returns (applied index, size, chunks). The file is removed once read."""
-    index = store.create_snapshot(path)
-    size = os.path.getsize(path)
+class OutgoingSnapshot:
+    """A copy of the store on its way to one peer, sent a window of chunks at a time: a chunk
+    leaves only while fewer than `window` sent ones wait for the receiver's acknowledgement, so a
+    large store never sits in memory or in a socket's queue whole. The file is removed on close."""
 
-    def chunks() -> Iterator[bytes]:
-        try:
-            with open(path, "rb") as f:
-                for _ in range(size // chunk_bytes + 1):
-                    data = f.read(chunk_bytes)
-                    yield data
-                    if f.tell() >= size:
-                        return
-        finally:
-            os.remove(path)
+    def __init__(self, store: MvccStore, path: str, chunk_bytes: int, window: int) -> None:
+        assert chunk_bytes > 0 and window > 0
+        self.index = store.create_snapshot(path)
+        self.path = path
+        self.size = os.path.getsize(path)
+        self._file = open(path, "rb")
+        self._chunk_bytes = chunk_bytes
+        self._window = window
+        self.chunk_count = max(1, -(-self.size // chunk_bytes))
+        self._next_seq = 0
+        self._acked = -1  # the highest chunk the receiver wrote
 
-    return index, size, chunks()
+    def due(self) -> list[tuple[int, bytes, bool]]:
+        """(seq, data, last) of the chunks that may leave now."""
+        out = []
+        while self._next_seq < self.chunk_count and self._next_seq - self._acked <= self._window:
+            data = self._file.read(self._chunk_bytes)
+            out.append((self._next_seq, data, self._next_seq == self.chunk_count - 1))
+            self._next_seq += 1
+        return out
+
+    def ack(self, seq: int) -> None:
+        self._acked = max(self._acked, min(seq, self._next_seq - 1))
+
+    @property
+    def done(self) -> bool:
+        return self._acked >= self.chunk_count - 1
+
+    def close(self) -> None:
+        self._file.close()
+        os.remove(self.path)
 
 
 class IncomingSnapshot:

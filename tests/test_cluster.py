@@ -136,7 +136,8 @@ def test_a_member_down_during_compaction_catches_up_by_snapshot(cluster):
     with grpc.insecure_channel(cluster.members[(follower + 1) % 3].endpoint) as ch:
         stub = pb_grpc.KVStub(ch)
         for i in range(600):  # three times --snapshot-count: the others compact their logs
-            stub.Put(pb.PutRequest(key=f"s/{i}".encode(), value=b"y" * 50), timeout=5)
+            # 12 KB values: a store of several 1 MiB chunks, more than the sender's window of 4 in flight
+            stub.Put(pb.PutRequest(key=f"s/{i}".encode(), value=b"y" * 12_000), timeout=5)
     cluster.members[follower] = restart(down)
     wait_ready(cluster.members[follower])
 
@@ -146,6 +147,8 @@ def test_a_member_down_during_compaction_catches_up_by_snapshot(cluster):
 
     wait_until(lambda: count() == 600, 30, "the restarted member holds all 600 keys")
     assert "installed a snapshot" in cluster.members[follower].log()
+    made = [json.loads(line) for m in cluster.members for line in m.log().splitlines() if '"made a snapshot"' in line]
+    assert made and max(entry["chunks"] for entry in made) > 4, "the snapshot went in several windows of acknowledged chunks"
 
 
 def test_membership_changes_through_the_real_etcdctl(cluster, tmp_path):
