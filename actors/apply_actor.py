@@ -17,6 +17,7 @@ Messages out:
   hello  {applied, snapshot}                       to the Raft actor on start: where to resume; `snapshot` is the
                                                    meta of the snapshot last installed if the store is still at it
   applied {index}                                  to the Raft actor after each batch (it may compact its log)
+  compacting {}                                    to the Raft actor after a batch, while a store compaction is in progress
   snap_chunk {peer, index, seq, data, last}        to the Raft actor, to relay; at most SNAPSHOT_WINDOW_CHUNKS
                                                    unacknowledged per peer (snap_ack, relayed back, lets more go)
   snap_installed {meta}                            to the Raft actor once a snapshot is in place
@@ -46,7 +47,7 @@ import msgpack
 from petcd.actors.actor import Context, Envelope
 from petcd.store.disk import Disk
 from petcd.store.errors import StoreError
-from petcd.store.mvcc import MapFull, MvccStore
+from petcd.store.mvcc import COMPACT_STEP_RECORDS, MapFull, MvccStore
 from petcd.store.records import CorruptRecord
 from petcd.store.snapshot_files import IncomingSnapshot, OutgoingSnapshot, installed_snapshot, record_installed_snapshot
 
@@ -67,6 +68,7 @@ class ApplyConfig:
     sync: bool = True
     map_size_bytes: int = 8 << 30  # see store.mvcc.map_size_for_quota
     snapshot_chunk_bytes: int = SNAPSHOT_CHUNK_BYTES
+    compact_step_records: int = COMPACT_STEP_RECORDS  # the same on every member: their stores must stay alike
 
 
 class ApplyActor:
@@ -180,7 +182,7 @@ class ApplyActor:
         rev_before = store.current_revision()
         # Empty entries (a new leader's) and membership changes only move the applied index here.
         requests = [(index, _valid_in_term(data.get("req", {"op": "noop"}), term), _request_key(data)) for index, term, data in entries]
-        responses = store.apply(requests)
+        responses = store.apply(requests, compact_step_records=self._cfg.compact_step_records)
         for i, req in enumerate(requests):
             if req[1] is _STALE and responses[i] is not None:
                 responses[i] = {"error": "leader_changed"}
@@ -193,6 +195,8 @@ class ApplyActor:
             if resp is not None and origin is not None and data.get("member") == me:
                 ctx.send(origin[0], {"t": "resp", "id": origin[1], "resp": resp, "term": term})
         ctx.send(f"{me}/raft", {"t": "applied", "index": entries[-1][0]})
+        if store.compaction_pending():
+            ctx.send(f"{me}/raft", {"t": "compacting"})
         self._publish_events(ctx, rev_before, store.current_revision())
         # In apply order: a batch may revoke a lease and grant it again (a retried grant), and the
         # lease actor must end where the store ends (found by the simulator, seed 157).

@@ -58,23 +58,26 @@ def kv_history(ops: list[Op]) -> list[HistoryOp]:
 
 
 def committed_events(cluster: SimCluster) -> list[dict[str, Any]]:
-    """Every committed event, read from the member that applied the most (the reference history)."""
+    """Every committed event: as the apply actors published them while the run went on (compaction
+    takes them from the stores), and the rest from the member that applied the most."""
     rt = cluster.runtime
+    by_revision = dict(cluster.published)
     stores = [rt.actor(f"{m}/apply")._store for m in cluster.members if rt.is_running(f"{m}/apply")]
     store = max(stores, key=lambda s: s.applied_index())
-    start = max(1, store.compact_revision())
-    out: list[dict[str, Any]] = []
-    rev = start
+    rev = max(1, store.compact_revision())
     while rev <= store.current_revision():
         chunk = store.events(rev, store.current_revision(), 1000)
         if not chunk:
             break
         for revision, events in chunk:
-            for ev in events:
-                prev = ev.get("prev_kv")
-                out.append({"revision": revision, "type": _EVENT_TYPES[ev["type"]], "key": ev["kv"]["key"],
-                            "value": ev["kv"].get("value", b""), "prev_value": prev["value"] if prev else None})
+            by_revision.setdefault(revision, events)
         rev = chunk[-1][0] + 1
+    out: list[dict[str, Any]] = []
+    for revision in sorted(by_revision):
+        for ev in by_revision[revision]:
+            prev = ev.get("prev_kv")
+            out.append({"revision": revision, "type": _EVENT_TYPES[ev["type"]], "key": ev["kv"]["key"],
+                        "value": ev["kv"].get("value", b""), "prev_value": prev["value"] if prev else None})
     return out
 
 
@@ -88,7 +91,7 @@ def watch_ops(logs: list[WatchLog]) -> list[HistoryOp]:
             log.process, 0, "watch", 0, None, "ok",
             watch={"key_start": b"\0", "key_end": b"\0", "start_revision": 1, "process": log.process},
             events=events, responses=[[r for r, *_ in resp] for resp in log.responses],
-            resumes=[{"response": n, "start_revision": rev} for n, rev in log.resumes[1:]],
+            resumes=[{"response": n, "start_revision": rev, **({"compacted": c} if c else {})} for n, rev, c in log.resumes[1:]],
         ))
     return out
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from petcd.actors.apply_actor import ApplyActor, ApplyConfig
 from petcd.actors.lease_actor import LeaseActor, LeaseConfig
@@ -17,6 +18,10 @@ SIM_CLUSTER_ID = 0x5E7CD
 # Every simulated member runs the periodic corruption check (--experimental-corrupt-check-time) this often.
 CORRUPT_CHECK_MS = 2000
 SIM_SNAPSHOT_CHUNK_BYTES = 16 << 10
+# A store compaction drops this many records per entry applied, so that a simulated one (of a few
+# hundred revisions) takes many steps, across faults; auto-compaction every AUTO_COMPACT_MS.
+SIM_COMPACT_STEP_RECORDS = 16
+AUTO_COMPACT_MS = 5000
 
 
 @dataclass(slots=True)
@@ -26,6 +31,16 @@ class SimCluster:
     data_root: str
     clients: list[KvClient] = field(default_factory=list)
     history: list[Op] = field(default_factory=list)
+    # Every revision's events as an apply actor published them (to its watch actor), the first seen:
+    # the checkers' history of what was committed, which compaction takes from the stores.
+    published: dict[int, list[Any]] = field(default_factory=dict)
+
+    def tap_published(self, sender: str, to: str, msgs: list[Any]) -> None:
+        if sender.endswith("/apply") and to.endswith("/watch"):
+            for msg in msgs:
+                if msg.get("t") == "events":
+                    for revision, events in msg["revs"]:
+                        self.published.setdefault(revision, events)
 
     def add_clients(self, count: int, ops_per_client: int, keys: list[bytes]) -> None:
         for i in range(len(self.clients), len(self.clients) + count):
@@ -56,11 +71,15 @@ def build(
         raft_cfg = RaftConfig(member_id=m, data_dir=data_dir, cluster_id=SIM_CLUSTER_ID, initial_members=initial, snapshot_count=snapshot_count)
         # Small snapshot chunks: a simulated store is small, and a snapshot should still take several
         # windows of acknowledged chunks (actors/apply_actor.py SNAPSHOT_WINDOW_CHUNKS).
-        apply_cfg = ApplyConfig(member_id=m, data_dir=data_dir, snapshot_chunk_bytes=SIM_SNAPSHOT_CHUNK_BYTES)
+        apply_cfg = ApplyConfig(member_id=m, data_dir=data_dir, snapshot_chunk_bytes=SIM_SNAPSHOT_CHUNK_BYTES,
+                                compact_step_records=SIM_COMPACT_STEP_RECORDS)
         rt.add(f"{m}/watch", lambda m=m: WatchActor(WatchConfig(member_id=m)))
         # The corruption check runs in every simulated cluster: the `corrupt` fault needs it, and
         # every other fault shows it raises no false alarm.
-        rt.add(f"{m}/lease", lambda m=m: LeaseActor(LeaseConfig(member_id=m, corrupt_check_interval_ms=CORRUPT_CHECK_MS)))
+        rt.add(f"{m}/lease", lambda m=m: LeaseActor(LeaseConfig(
+            member_id=m, corrupt_check_interval_ms=CORRUPT_CHECK_MS, auto_compaction_mode="periodic", auto_compaction_retention=AUTO_COMPACT_MS)))
         rt.add(f"{m}/apply", lambda c=apply_cfg: ApplyActor(c))
         rt.add(f"{m}/raft", lambda c=raft_cfg: RaftActor(c))
-    return SimCluster(rt, members, data_root)
+    cluster = SimCluster(rt, members, data_root)
+    rt.taps.append(cluster.tap_published)
+    return cluster

@@ -63,10 +63,12 @@ _PARTITION_TAG = "partition"
 # heal) and ends, then one more check runs; plus a margin for an election.
 CORRUPT_POLL_MS = 500
 CORRUPT_FLAG_BOUND_MS = 4 * CORRUPT_CHECK_MS + PEER_WAIT_MS + CORRUPT_CHECK_MS + 2000
-# Once repaired, the operator disarms the CORRUPT alarm, again while it shows up within this long
-# (a check that started before the repair may raise it once more).
-DISARM_QUIET_MS = 2 * CORRUPT_CHECK_MS
+# Once a flip is repaired, the operator looks for the CORRUPT alarm this often, to the end of the run,
+# and disarms it: a check that started before the repair may still raise it, seconds later (seed 266).
 DISARM_RETRY_MS = 1000
+# A new flip waits until no alarm has been seen for this long, so that it is not credited with one
+# raised for the last.
+DISARM_QUIET_MS = 2 * CORRUPT_CHECK_MS
 
 
 def _check_probability(name: str, p: float) -> None:
@@ -380,8 +382,9 @@ class Nemesis:
         self.corrupted: set[str] = set()
         self.unflagged: list[str] = []
         self._flag_deadline_ms: int | None = None  # set at heal_all
-        self._disarm_until_ms = 0
+        self._operator = False  # a flip was repaired: the operator watches for the alarm from then on
         self._next_disarm_ms = 0
+        self._last_alarm_ms: int | None = None
         self._disarms_sent = 0
         self.outbox: list[tuple[str, dict[str, Any]]] = []
 
@@ -391,7 +394,7 @@ class Nemesis:
         dues = [f.until_ms for f in self._active]
         if self._enabled:
             dues.append(self._next_start_ms)
-        if self._disarm_until_ms > self._rt.now_ms:
+        if self._operator:
             dues.append(self._next_disarm_ms)
         return min(dues) if dues else None
 
@@ -427,7 +430,7 @@ class Nemesis:
     @property
     def settled(self) -> bool:
         """No corruption left to flag or repair, and no alarm left to disarm."""
-        return not self.corrupted and not any(f.kind == "corrupt" for f in self._active) and self._disarm_until_ms <= self._rt.now_ms
+        return not self.corrupted and not any(f.kind == "corrupt" for f in self._active) and not (self._operator and self._alarm_raised())
 
     @property
     def active(self) -> list[tuple[str, str]]:
@@ -465,8 +468,10 @@ class Nemesis:
             return not partitioned and len(self.members) >= (3 if kind == "bridge" else 2)
         if kind == "stale_leader":
             return not partitioned and current_leader(self._rt, self.members) in self._free_members()
-        if kind == "corrupt" and (self.corrupted or self._disarm_until_ms > self._rt.now_ms):
-            return False  # one at a time, and not before the last one's alarm is disarmed for good
+        if kind == "corrupt":  # one at a time, and not before the last one's alarm is disarmed for good
+            quiet = self._last_alarm_ms is None or self._rt.now_ms - self._last_alarm_ms >= DISARM_QUIET_MS
+            if self.corrupted or not quiet or (self._operator and self._alarm_raised()):
+                return False
         if kind in DOWN_KINDS:
             down = sum(1 for f in self._active if f.kind in DOWN_KINDS)
             return down < self._max_down and bool(self._free_members())
@@ -631,7 +636,7 @@ class Nemesis:
             disk.unflip(flip)
             self._rt.restart_member(member)
             self.corrupted.discard(member)
-            self._disarm_until_ms = self._rt.now_ms + DISARM_QUIET_MS
+            self._operator = True
             self._next_disarm_ms = self._rt.now_ms
 
         return detail, member, repair, over
@@ -646,13 +651,13 @@ class Nemesis:
         return False
 
     def _disarm(self, now: int) -> None:
-        """The operator, after a repair: `etcdctl alarm disarm` while a CORRUPT alarm shows, until it stays away."""
-        if self._disarm_until_ms <= now or now < self._next_disarm_ms:
+        """The operator, once a flip was repaired: `etcdctl alarm disarm` whenever a CORRUPT alarm shows."""
+        if not self._operator or now < self._next_disarm_ms:
             return
         self._next_disarm_ms = now + DISARM_RETRY_MS
-        if not self._alarm_raised():
-            return
-        self._disarm_until_ms = max(self._disarm_until_ms, now + DISARM_QUIET_MS)
+        if self.corrupted or not self._alarm_raised():
+            return  # (an operator disarms after a repair, not while a flip waits to be flagged)
+        self._last_alarm_ms = now
         up = [m for m in self.members if self._rt.is_running(f"{m}/raft")]
         if not up:
             return

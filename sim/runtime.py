@@ -140,6 +140,9 @@ class SimRuntime:
         self.stop_reasons: dict[str, str] = {}  # member -> why it last stopped itself
         self._disks: dict[str, SimDisk] = {}
         self._busy_until: dict[str, int] = {}  # actor -> end of its last turn, when a slow disk made it take time
+        # Called with (sender, destination, messages) for every wire message sent: how a test or a
+        # checker sees traffic without changing it (e.g. every committed event, before compaction).
+        self.taps: list[Callable[[str, str, list[Any]], None]] = []
 
     # -- world building
     def add(self, address: str, factory: ActorFactory) -> None:
@@ -306,6 +309,8 @@ class SimRuntime:
     def _send_outbox(self, address: str, ctx: SimContext, depart_ms: int) -> None:
         outbox, ctx.outbox = ctx.outbox, {}
         for to, msgs in outbox.items():
+            for tap in self.taps:
+                tap(address, to, msgs)
             raw = msgpack.packb([address, msgs])
             extra_ms = self.network.extra_delay_ms(address, to, msgs)
             for arrival in self.network.deliveries(self._rng, depart_ms, address, to):

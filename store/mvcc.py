@@ -2,7 +2,8 @@
 
 Known differences from etcd:
 - keys longer than LMDB's max key size (511 bytes) are rejected (StoreError "key_too_long");
-- compaction is physical and done inside the apply transaction;
+- compaction sets the compact revision at once and drops its records COMPACT_STEP_RECORDS per
+  entry applied after it (a physical one, all in its own apply);
 - hash_kv is zlib crc32 over petcd's own encoding, comparable between petcd members only;
 - sorting ties keep key order (stable sort); etcd's Go sort.Sort does so for <= 12 results.
 """
@@ -31,6 +32,9 @@ DEDUP_WINDOW_ENTRIES = 100_000
 
 # etcd's AlarmType and AlarmRequest.AlarmAction values.
 ALARM_NONE, ALARM_NOSPACE, ALARM_CORRUPT = 0, 1, 2
+# Records a compaction examines per entry applied (see StoreTxn.compact_step): what it adds to one
+# entry's apply, so a compaction of a million revisions never holds up writes for long.
+COMPACT_STEP_RECORDS = 1000
 ALARM_GET, ALARM_ACTIVATE, ALARM_DEACTIVATE = 0, 1, 2
 # etcd's quota cost estimates (etcdserver/quota.go): per put and per lease.
 KV_OVERHEAD_BYTES = 256
@@ -193,7 +197,8 @@ class MvccStore:
         self._open()
 
     # --- writer side
-    def apply(self, entries: list[tuple[int, dict]] | list[tuple[int, dict, bytes | None]]) -> list[dict | None]:
+    def apply(self, entries: list[tuple[int, dict]] | list[tuple[int, dict, bytes | None]], *,
+              compact_step_records: int | None = None) -> list[dict | None]:
         """Applies committed log entries (raft_index, request[, request_key]) in one LMDB write txn.
 
         Entries at or below the applied index are skipped (None). So is an entry
@@ -218,13 +223,13 @@ class MvccStore:
         """
         assert not self._readonly
         try:
-            return self._apply_batch(entries)
+            return self._apply_batch(entries, COMPACT_STEP_RECORDS if compact_step_records is None else compact_step_records)
         except lmdb.MapFullError:
             raise MapFull(
                 f"apply: the LMDB map of {self.path} is full at entries {entries[0][0]}..{entries[-1][0]}; "
                 "restart the member with a larger --quota-backend-bytes") from None
 
-    def _apply_batch(self, entries: list) -> list[dict | None]:
+    def _apply_batch(self, entries: list, compact_step_records: int) -> list[dict | None]:
         responses: list[dict | None] = []
         with self._write() as parent:
             tables = StoreTxn(parent, self._dbs)
@@ -236,6 +241,9 @@ class MvccStore:
                 if raft_index != applied_index + 1:
                     # Applying past a hole would silently lose a committed entry on this member.
                     raise RuntimeError(f"apply: entry {raft_index} follows applied index {applied_index}: a committed entry is missing")
+                # A compaction in progress goes one step further per entry: at the same log positions on
+                # every member, so their stores (and logical sizes, which the quota reads) stay alike.
+                tables.compact_step(compact_step_records)
                 request_key = key[0] if key else None
                 if request_key is not None and not tables.remember_request(request_key, raft_index):
                     responses.append(None)
@@ -278,6 +286,11 @@ class MvccStore:
     def current_revision(self) -> int:
         with self._begin() as txn:
             return StoreTxn(txn, self._dbs).current_revision()
+
+    def compaction_pending(self) -> bool:
+        """Is a compaction still dropping records (a step per entry applied)?"""
+        with self._begin() as txn:
+            return StoreTxn(txn, self._dbs).compaction_pending()
 
     def compact_revision(self) -> int:
         """0 if never compacted."""
@@ -545,6 +558,10 @@ def _compact(tables: StoreTxn, req: dict) -> dict:
         raise compacted()
     if revision > tables.current_revision():
         raise future_rev()
-    tables.compact(revision)
-    tables.set_compact_revision(revision)
+    if req.get("physical"):
+        # etcd answers a physical compaction once its records are gone: here, all at once.
+        tables.compact(revision)
+        tables.set_compact_revision(revision)
+    else:
+        tables.start_compaction(revision)  # its records go COMPACT_STEP_RECORDS per entry applied after it
     return {"revision": tables.current_revision()}

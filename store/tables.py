@@ -13,7 +13,7 @@ import msgpack
 
 from . import keys
 from .auth import AuthTables
-from .records import Record, hashed_bytes, pack, unpack
+from .records import CorruptRecord, Record, hashed_bytes, pack, unpack
 
 DB_COUNT = 9
 _APPLIED_INDEX = b"applied_index"
@@ -23,6 +23,8 @@ _LOGICAL_BYTES = b"logical_bytes"
 RECORD_OVERHEAD_BYTES = 256  # etcd's kvOverhead
 _CURRENT_REVISION = b"current_revision"
 _COMPACT_REVISION = b"compact_revision"
+# A compaction in progress (see compact_step): the revision key of the next record it examines.
+_COMPACT_CURSOR = b"compact_cursor"
 
 
 _ALARM = struct.Struct(">QI")
@@ -275,37 +277,75 @@ class StoreTxn:
         assert indexed, (main, sub)
 
     def compact(self, at_rev: int) -> int:
-        """Drops every revision <= at_rev except each key's newest one unless a tombstone.
+        """Drops every revision <= at_rev except each key's newest one unless a tombstone, at once.
 
-        Returns the number of revisions dropped.
-        """
+        Returns the number of revisions dropped."""
+        dropped, rest = self._compact_from(keys.rev_to_bytes(0, 0), at_rev, self._txn.stat(self._dbs.revs)["entries"] + 1)
+        if rest is not None:
+            raise RuntimeError("compaction visited more revisions than exist")
+        return dropped
+
+    # A compaction done a bounded step at a time (etcd compacts in the background, in batches):
+    # the compact revision is set at once, so reads, watches and hashes treat the revisions it drops
+    # as gone (see is_compacted_away) while the records still wait in the table.
+    def start_compaction(self, revision: int) -> None:
+        """Compact to `revision`, from the first record on, a step at a time (compact_step)."""
+        self.set_compact_revision(revision)
+        self._txn.put(_COMPACT_CURSOR, keys.rev_to_bytes(0, 0), db=self._dbs.meta)
+
+    def compaction_pending(self) -> bool:
+        return self._txn.get(_COMPACT_CURSOR, db=self._dbs.meta) is not None
+
+    def compact_step(self, limit: int) -> int:
+        """Examine up to `limit` more records of the compaction in progress; returns how many were dropped."""
+        cursor = self._txn.get(_COMPACT_CURSOR, db=self._dbs.meta)
+        if cursor is None:
+            return 0
+        dropped, next_key = self._compact_from(bytes(cursor), self.compact_revision(), limit)
+        if next_key is None:
+            self._txn.delete(_COMPACT_CURSOR, db=self._dbs.meta)
+        else:
+            self._txn.put(_COMPACT_CURSOR, next_key, db=self._dbs.meta)
+        return dropped
+
+    def is_compacted_away(self, main: int, sub: int, record: Record, compact_rev: int) -> bool:
+        """Would the compaction to `compact_rev` drop this record (one <= it, not the key's newest
+        there, or a tombstone)? While a compaction is in progress, such records may still be stored."""
+        if main > compact_rev:
+            return False
+        return self._newest(record.key, compact_rev, self._txn.cursor(self._dbs.keys)) != (main, sub, False)
+
+    def _compact_from(self, start: bytes, at_rev: int, limit: int) -> tuple[int, bytes | None]:
+        """Drop what the compaction to at_rev drops among at most `limit` records from the revision key
+        `start` on; returns (dropped, the key to go on from, or None once past at_rev)."""
         cursor = self._txn.cursor(self._dbs.revs)
         probe = self._txn.cursor(self._dbs.keys)
-        cursor.first()
         dropped = 0
         freed = 0
-        for _ in range(self._txn.stat(self._dbs.revs)["entries"] + 1):
-            if not cursor.key():
-                break
-            main, sub = keys.rev_from_bytes(cursor.key())
-            if main > at_rev:
-                break
-            packed = cursor.value()
-            record = unpack(packed)
-            if self._newest(record.key, at_rev, probe) == (main, sub, False):
-                cursor.next()
-                continue
-            freed += len(packed) + len(record.key) + RECORD_OVERHEAD_BYTES
-            unindexed = self._txn.delete(
-                record.key, keys.index_value(main, sub, record.tombstone), db=self._dbs.keys
-            )
-            assert unindexed, (main, sub)
-            assert cursor.delete()  # moves to the next revision
-            dropped += 1
-        else:
-            raise AssertionError("compaction visited more revisions than exist")
+        next_key: bytes | None = None
+        if cursor.set_range(start):
+            for _ in range(limit):
+                main, sub = keys.rev_from_bytes(cursor.key())
+                if main > at_rev:
+                    break
+                packed = cursor.value()
+                record = unpack(packed)
+                if self._newest(record.key, at_rev, probe) == (main, sub, False):
+                    moved = cursor.next()
+                else:
+                    freed += len(packed) + len(record.key) + RECORD_OVERHEAD_BYTES
+                    unindexed = self._txn.delete(
+                        record.key, keys.index_value(main, sub, record.tombstone), db=self._dbs.keys
+                    )
+                    assert unindexed, (main, sub)
+                    moved = cursor.delete()  # moves to the next revision
+                    dropped += 1
+                if not moved or not cursor.key():
+                    break
+            else:
+                next_key = bytes(cursor.key())
         self._add_logical_bytes(-freed)
-        return dropped
+        return dropped, next_key
 
     def used_pages(self, main_db_stat: dict) -> int:
         """Pages of the meta pages, the main db (env.stat()) and the named dbs."""
@@ -317,8 +357,19 @@ class StoreTxn:
     def hash(self, at_rev: int) -> int:
         """zlib crc32 (IEEE) over (revision bytes, record body) of revisions <= at_rev (records.hashed_bytes)."""
         crc = 0
+        # While a compaction is in progress the records it will drop are skipped, so that a member
+        # hashes the same before, during and after it (members compare hashes at one revision, not
+        # at one log position; etcd's HashByRev likewise keeps only what its compaction keeps).
+        compact_rev = self.compact_revision() if self.compaction_pending() else 0
         for rev_bytes, data in self._txn.cursor(self._dbs.revs).iternext(keys=True, values=True):
-            if keys.rev_from_bytes(rev_bytes)[0] > at_rev:
+            main, sub = keys.rev_from_bytes(rev_bytes)
+            if main > at_rev:
                 break
+            if main <= compact_rev:
+                try:
+                    if self.is_compacted_away(main, sub, unpack(data), compact_rev):
+                        continue
+                except CorruptRecord:
+                    pass  # hashed (as corrupt) below
             crc = zlib.crc32(hashed_bytes(data), zlib.crc32(rev_bytes, crc))
         return crc

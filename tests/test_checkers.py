@@ -598,6 +598,12 @@ def test_resumes_from_last_plus_one_pass_and_skipping_ones_are_caught():
     v = check_watch(KV + [skipped])
     print(v.line())
     assert not v.ok and v.details["by_kind"] == {"resume": 1}
+    # The same skip after the watch was canceled for a compaction at 5, resuming from it: allowed.
+    compacted = _w([e for e in EVENTS if e[0] != 4], responses=[[2], [3], [5]], resumes=[{"response": 2, "start_revision": 5, "compacted": 5}])
+    assert check_watch(KV + [compacted]).ok and check_watch([compacted], COMMITTED).ok
+    # ... but only from the compact revision it names.
+    wrong = _w([e for e in EVENTS if e[0] != 4], responses=[[2], [3], [5]], resumes=[{"response": 2, "start_revision": 5, "compacted": 4}])
+    assert check_watch(KV + [wrong]).details["by_kind"] == {"resume": 1}
 
 
 def test_watchers_are_held_to_what_other_watchers_saw():

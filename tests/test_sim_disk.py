@@ -125,7 +125,7 @@ class AppliedIndexFirst(SimMvccStore):
 
     _claimed: int | None = None
 
-    def _apply_batch(self, entries: list) -> list[dict | None]:
+    def _apply_batch(self, entries: list, compact_step_records: int) -> list[dict | None]:
         before = self.applied_index()
         last = entries[-1][0]
         if last > before:
@@ -133,7 +133,7 @@ class AppliedIndexFirst(SimMvccStore):
                 StoreTxn(txn, self._dbs).set_applied_index(last)
         self._claimed = before
         try:
-            return super()._apply_batch(entries)
+            return super()._apply_batch(entries, compact_step_records)
         finally:
             self._claimed = None
 
@@ -255,7 +255,12 @@ class _FirstRecord:
 
 
 def _corrupt_outcomes(report) -> list[str]:
+    """How each `corrupt` fault of the run ended (what follows the last ": " of its stop line)."""
     return [line.split(": ")[-1] for line in report.fault_log if " stop corrupt " in line]
+
+
+_FLAGGED = ("flagged by the CORRUPT alarm", "stopped on the record's checksum")
+_NOTHING_TO_FLAG = ("no record to corrupt", "the record was compacted away before any check")
 
 
 def test_the_corruption_check_flags_a_flipped_byte_which_is_then_repaired():
@@ -265,10 +270,21 @@ def test_the_corruption_check_flags_a_flipped_byte_which_is_then_repaired():
         assert report.ok, (seed, [v for v in report.verdicts if not v.ok])
         outcomes += _corrupt_outcomes(report)
     assert "flagged by the CORRUPT alarm" in outcomes
-    assert all(o in ("flagged by the CORRUPT alarm", "no record to corrupt") or o.startswith("flagged: ") for o in outcomes), outcomes
+    assert all(o.endswith(_FLAGGED) or o in _NOTHING_TO_FLAG for o in outcomes), outcomes
 
 
 def test_without_the_corruption_check_a_flipped_byte_goes_unflagged(monkeypatch):
     monkeypatch.setattr(cluster_module, "CORRUPT_CHECK_MS", 0)  # the planted bug: no periodic check
+    monkeypatch.setattr(cluster_module, "AUTO_COMPACT_MS", 0)  # and no compaction reading every record
     verdicts = [v.checker for seed in (1, 2, 3) for v in run(seed, ops=300, faults=["corrupt"]).verdicts if not v.ok]
     assert "corruption" in verdicts
+
+
+def test_without_the_corruption_check_a_compaction_meets_the_bad_checksum_and_stops_the_member(monkeypatch):
+    monkeypatch.setattr(cluster_module, "CORRUPT_CHECK_MS", 0)
+    outcomes = []
+    for seed in (1, 2, 3):
+        report = run(seed, ops=300, faults=["corrupt"])
+        assert report.ok, (seed, [v for v in report.verdicts if not v.ok])
+        outcomes += _corrupt_outcomes(report)
+    assert any(o.endswith("stopped on the record's checksum") for o in outcomes), outcomes

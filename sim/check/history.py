@@ -49,9 +49,11 @@ Other kinds (one op per observed object; outcome normally "ok"):
            responses: [[revision, ...], ...]   (the revisions of the events of
                      each response, in order; concatenated they equal the
                      revisions of "events"),
-           resumes: [{response: int, start_revision: int}] (optional: the
-                     watcher reconnected before response number `response`
-                     (an index into responses), asking for start_revision),
+           resumes: [{response: int, start_revision: int, compacted?: int}]
+                     (optional: the watcher reconnected before response
+                     number `response` (an index into responses), asking for
+                     start_revision; `compacted`: it was canceled because its
+                     start was compacted, and resumed from that compact revision),
            progress_revision: int (optional: the watcher knows it has every
                      event up to this revision, e.g. from a progress notify)}
   lease   {lease_id, ttl_s (the granted TTL), granted_ms, keepalives_ms: [ms],

@@ -1,0 +1,89 @@
+"""A compaction done a step at a time (store/tables.py compact_step) reads, watches and hashes the
+same as one done at once, before, during and after its steps; its steps go at log positions."""
+
+from __future__ import annotations
+
+import random
+
+from petcd.store import mvcc
+from petcd.store.mvcc import MvccStore
+from tests.test_store import ALL, Log
+
+
+def _history(rng: random.Random, count: int) -> list[dict]:
+    """Puts, deletes and two-key txns over a few keys: many superseded revisions and tombstones."""
+    keys = [b"k%d" % i for i in range(12)]
+    out: list[dict] = []
+    for _ in range(count):
+        pick = rng.random()
+        key = rng.choice(keys)
+        if pick < 0.7:
+            out.append({"op": "put", "key": key, "value": b"v%d" % rng.randrange(1000)})
+        elif pick < 0.85:  # a delete
+            out.append({"op": "delete_range", "key": key})
+        else:
+            other = rng.choice(keys)
+            out.append({"op": "txn", "compare": [], "success": [
+                {"request_put": {"key": key, "value": b"t"}}, {"request_delete_range": {"key": other}}], "failure": []})
+    return out
+
+
+def _view(store: MvccStore, compact_rev: int) -> tuple:
+    """What clients and peers can see of a store: reads at and after the compact revision, the
+    events from it on, and HashKV at two revisions."""
+    rev = store.hash_kv(0)[2]
+    reads = tuple(str(store.range({**ALL, "revision": r})["kvs"]) for r in (compact_rev, (compact_rev + rev) // 2, rev))
+    events = str(store.events(compact_rev, rev, 10_000))
+    return store.hash_kv(0), store.hash_kv(compact_rev + 1), reads, events
+
+
+def test_a_stepwise_compaction_looks_like_one_done_at_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(mvcc, "COMPACT_STEP_RECORDS", 7)  # many steps over a small store
+    at_once, stepwise = Log(str(tmp_path / "at_once")), Log(str(tmp_path / "stepwise"))
+    # At the compact revision: a put that supersedes a value (its prev_kv goes) and a delete (its
+    # tombstone goes), with history before and after it.
+    at_compact = {"op": "txn", "compare": [], "failure": [], "success": [
+        {"request_put": {"key": b"k0", "value": b"at"}}, {"request_delete_range": {"key": b"k1"}}]}
+    history = _history(random.Random(5), 300) + [{"op": "put", "key": b"k0", "value": b"a"}, {"op": "put", "key": b"k1", "value": b"b"}]
+    for store in (at_once, stepwise):
+        store.batch(history)
+        compact_rev = store(**at_compact)["revision"]
+        store.batch(_history(random.Random(6), 50))
+    assert at_once("compact", revision=compact_rev, physical=True)["revision"] == stepwise("compact", revision=compact_rev)["revision"]
+    assert not at_once.store.compaction_pending() and stepwise.store.compaction_pending()
+    steps = 0
+    while stepwise.store.compaction_pending():
+        assert _view(stepwise.store, compact_rev) == _view(at_once.store, compact_rev), f"after {steps} steps"
+        for store in (at_once, stepwise):
+            store("noop")
+        steps += 1
+        assert steps < 1000
+    assert steps > 10, "the compaction took many steps"
+    assert _view(stepwise.store, compact_rev) == _view(at_once.store, compact_rev)
+    # Done, both hold the same records and count the same logical size: the same store, byte for byte.
+    assert stepwise.store.digest() == at_once.store.digest()
+    assert stepwise.store.range(ALL)["kvs"] == at_once.store.range(ALL)["kvs"]
+    for store in (at_once, stepwise):
+        store.store.close()
+
+
+def test_writes_during_a_stepwise_compaction_carry_it_on_and_a_later_one_restarts_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(mvcc, "COMPACT_STEP_RECORDS", 5)
+    log = Log(str(tmp_path / "s"))
+    log.batch(_history(random.Random(9), 200))
+    log("compact", revision=100)
+    for i in range(3):
+        log("put", key=b"new%d" % i, value=b"x")
+    assert log.store.compaction_pending()
+    log("compact", revision=150)  # a newer compaction while one is in progress: from the start again
+    while log.store.compaction_pending():
+        log("noop")
+    reference = Log(str(tmp_path / "ref"))
+    reference.batch(_history(random.Random(9), 200))
+    for i in range(3):
+        reference("put", key=b"new%d" % i, value=b"x")
+    reference("compact", revision=150, physical=True)
+    assert log.store.hash_kv(0) == reference.store.hash_kv(0)
+    assert log.keys() == reference.keys()
+    log.store.close()
+    reference.store.close()
