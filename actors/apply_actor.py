@@ -177,6 +177,18 @@ class ApplyActor:
 
     # ------------------------------------------------------------------
     def _apply(self, ctx: Context, entries: list[tuple[int, int, dict[str, Any]]]) -> None:
+        """Apply in one transaction, unless the batch holds a compaction: then in pieces, each
+        compaction starting one, so that the events of the revisions written before it are read
+        back and published before it compacts them (found by the 10,000-seed campaign, seeds 1072
+        and 6670: a member catching up applied puts and the compaction of them in one batch)."""
+        start = 0
+        for i, (_, _, data) in enumerate(entries):
+            if i > start and data.get("req", {}).get("op") == "compact":
+                self._apply_piece(ctx, entries[start:i])
+                start = i
+        self._apply_piece(ctx, entries[start:])
+
+    def _apply_piece(self, ctx: Context, entries: list[tuple[int, int, dict[str, Any]]]) -> None:
         store = self._store
         assert store is not None
         rev_before = store.current_revision()

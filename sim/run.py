@@ -138,6 +138,9 @@ def _run(report: SimReport, workdir: str, clients: int, watchers: int, leases: i
         # An invariant asserted inside the actors themselves broke: a bug, found at this seed.
         report.verdicts.append(Verdict(False, "assertion", f"an actor's assertion failed at {rt.now_ms} ms: {failed!r}",
                                        {"traceback": traceback.format_exc()}))
+    except Exception as failed:  # noqa: BLE001 - an actor raised: a bug found at this seed, not the end of a campaign
+        report.verdicts.append(Verdict(False, "exception", f"an actor raised at {rt.now_ms} ms: {failed!r}",
+                                       {"traceback": traceback.format_exc()}))
     report.digest, report.virtual_ms, report.trace = rt.digest(), rt.now_ms, rt.log_lines
     report.fault_log = [str(e) for e in nemesis.log] if nemesis else []
     report.faults_seen = checks.fault_spans(nemesis.log if nemesis else [], rt.now_ms)
