@@ -140,6 +140,13 @@ class SimRuntime:
         self.stop_reasons: dict[str, str] = {}  # member -> why it last stopped itself
         self._disks: dict[str, SimDisk] = {}
         self._busy_until: dict[str, int] = {}  # actor -> end of its last turn, when a slow disk made it take time
+        # Deliveries that arrived while their actor was busy and wait for its turn to end (by seq):
+        # they sit in its socket, and die with it should it crash meanwhile.
+        self._deferred: dict[str, set[int]] = {}
+        # Messages a busy actor sent, which leave when its turn ends (seq -> departure): should it
+        # crash before, they never left (found by the campaign, seed 3551: an apply message sent after
+        # a slow fsync reached the next incarnation of its destination, past a hole).
+        self._departing: dict[str, dict[int, int]] = {}
         # Called with (sender, destination, messages) for every wire message sent: how a test or a
         # checker sees traffic without changing it (e.g. every committed event, before compaction).
         self.taps: list[Callable[[str, str, list[Any]], None]] = []
@@ -156,6 +163,11 @@ class SimRuntime:
         actor.stop()
         del self._contexts[address]
         self._busy_until.pop(address, None)
+        waiting = self._deferred.pop(address, set())
+        unsent = {seq for seq, depart_ms in self._departing.pop(address, {}).items() if depart_ms > self.now_ms}
+        if waiting or unsent:
+            self._events = [ev for ev in self._events if not ((ev.to == address and ev.seq in waiting) or ev.seq in unsent)]
+            heapq.heapify(self._events)
         self._record(f"crash {address}".encode())
 
     def restart(self, address: str) -> None:
@@ -219,8 +231,10 @@ class SimRuntime:
         self._seq += 1
         return self._seq
 
-    def schedule(self, time_ms: int, kind: str, to: str, payload: Any) -> None:
-        heapq.heappush(self._events, _Event(time_ms, self.next_seq(), kind, to, payload))
+    def schedule(self, time_ms: int, kind: str, to: str, payload: Any) -> int:
+        seq = self.next_seq()
+        heapq.heappush(self._events, _Event(time_ms, seq, kind, to, payload))
+        return seq
 
     def trace_log(self, address: str, level: str, msg: str, fields: dict[str, Any]) -> None:
         if self.trace:
@@ -245,7 +259,11 @@ class SimRuntime:
             # Still in a turn a slow disk stretched: it waits until the turn is over, keeping its
             # place (its seq) among what else waits for this actor, so each sender's order holds.
             heapq.heappush(self._events, _Event(busy_until, ev.seq, ev.kind, ev.to, ev.payload))
+            if ev.kind == "deliver":
+                self._deferred.setdefault(ev.to, set()).add(ev.seq)
             return
+        if ev.kind == "deliver" and ev.to in self._deferred:
+            self._deferred[ev.to].discard(ev.seq)
         if ev.kind == "timer":
             incarnation, name, gen = ev.payload
             ctx = self._contexts.get(ev.to)
@@ -318,7 +336,12 @@ class SimRuntime:
                 if self.network.fifo(address, to):
                     arrival = max(arrival, self._last_arrival.get((address, to), 0))
                     self._last_arrival[(address, to)] = arrival
-                self.schedule(arrival, "deliver", to, raw)
+                seq = self.schedule(arrival, "deliver", to, raw)
+                if depart_ms > self.now_ms:
+                    departing = self._departing.setdefault(address, {})
+                    for old_seq in [q for q, d in departing.items() if d <= self.now_ms]:
+                        del departing[old_seq]  # left already
+                    departing[seq] = depart_ms
 
     def _record(self, data: bytes) -> None:
         self._digest.update(len(data).to_bytes(4, "big"))
