@@ -57,6 +57,7 @@ class LeaseClient:
         self._keepalives_left = keepalives
         self._phase = "grant"
         self._sent_ms: dict[int, int] = {}  # request id -> when it was sent
+        self._ops: dict[int, str] = {}  # request id -> its op ("lease_grant", "put", "range") or kind ("keepalive")
         self._next_id = 0
         self._started_ms = 0
         self._last_sent_ms = 0
@@ -108,7 +109,13 @@ class LeaseClient:
             if msg["t"] != "resp" or msg["id"] not in self._sent_ms:
                 continue
             sent = self._sent_ms.pop(msg["id"])
+            op = self._ops.pop(msg["id"], None)
             resp = msg["resp"]
+            if (self._phase == "grant" and op != "lease_grant") or (self._phase == "put" and op != "put"):
+                # An answer to a request of an earlier phase: a retried grant answered after the first
+                # one was taken for the put's answer, and the key counted as attached though its put
+                # failed (found by the campaign, seed 7907).
+                continue
             if msg["id"] in self._keepalive_ids:
                 self._keepalive_ids.discard(msg["id"])
                 self._log.keepalives_unanswered_ms.remove(sent)
@@ -141,6 +148,7 @@ class LeaseClient:
     def _request(self, ctx: Context, kind: str, body: dict, to: str | None = None) -> None:
         self._next_id += 1
         self._sent_ms[self._next_id] = ctx.now_ms()
+        self._ops[self._next_id] = body.get("op", kind)
         if self._phase == "grant":
             self._sent_history.append(ctx.now_ms())
         msg = {"t": kind, "origin": [ctx.address, self._next_id]}
