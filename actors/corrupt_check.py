@@ -47,7 +47,6 @@ class _Check:
     """One check in flight: `step` is 1 to 4 as in the module doc."""
 
     check_id: int
-    term: int
     started_ms: int
     step: int = 1
     own: tuple[int, int, int] | None = None  # (hash, compact revision, revision) of step 1
@@ -63,8 +62,6 @@ class CorruptCheck:
         self.interval_ms = interval_ms
         self._next_request_id = next_request_id
         self._check: _Check | None = None
-        self.checks = 0  # finished checks (for /metrics and tests)
-        self.alarms_raised = 0
         self._alarm_requests: set[int] = set()
 
     def start(self, ctx: Context) -> None:
@@ -72,8 +69,8 @@ class CorruptCheck:
             ctx.log("info", "enabled corruption checking", local_member_id=self._me, interval=f"{self.interval_ms / 1000}s")
             ctx.set_timer(TIMER, self.interval_ms)
 
-    def on_timer(self, ctx: Context, name: str, leader_term: int | None) -> None:
-        """`name`: TIMER (each interval) or WAIT_TIMER (the end of a wait); `leader_term`: the term we lead in, None if we do not."""
+    def on_timer(self, ctx: Context, name: str, leading: bool) -> None:
+        """`name`: TIMER (each interval) or WAIT_TIMER (the end of a wait); `leading`: whether we lead."""
         if name == WAIT_TIMER:
             check = self._check
             if check is not None and ctx.now_ms() - check.started_ms >= PEER_WAIT_MS:
@@ -85,9 +82,9 @@ class CorruptCheck:
             if ctx.now_ms() - check.started_ms >= PEER_WAIT_MS:
                 self._timed_out(ctx, check)
             return
-        if leader_term is None:
+        if not leading:
             return
-        check = self._check = _Check(self._next_request_id(), leader_term, ctx.now_ms())
+        check = self._check = _Check(self._next_request_id(), ctx.now_ms())
         ctx.set_timer(WAIT_TIMER, PEER_WAIT_MS)
         ctx.send(f"{self._me}/apply", {"t": "hashkv", "rev": 0, "check": check.check_id, "reply": ctx.address})
         ctx.send(f"{self._me}/raft", {"t": "members", "origin": [ctx.address, check.check_id]})
@@ -202,13 +199,11 @@ class CorruptCheck:
                         leader_hash=h, follower_compact_revision=peer_crev, follower_hash=peer_hash, follower_peer_id=peer)
                 mismatched = True
         ctx.log("info", "finished peer corruption check", number_of_peers_checked=checked)
-        self.checks += 1
         if not mismatched:
             return
         request_id = self._next_request_id()
         if len(self._alarm_requests) >= _MAX_ALARM_REQUESTS:
             self._alarm_requests.clear()  # answers lost with a leader: forget them rather than grow
         self._alarm_requests.add(request_id)
-        self.alarms_raised += 1
         alarm = {"op": "alarm", "action": ALARM_ACTIVATE, "memberID": 0, "alarm": ALARM_CORRUPT}
         ctx.send(f"{self._me}/raft", {"t": "propose", "req": alarm, "origin": [ctx.address, request_id]})

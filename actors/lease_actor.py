@@ -182,7 +182,7 @@ class LeaseActor:
             ctx.send(f"{self._me}/apply", {"t": "revision"})
             return
         if name in (corrupt_check.TIMER, corrupt_check.WAIT_TIMER):
-            self._corrupt.on_timer(ctx, name, self._term if self._is_leader else None)
+            self._corrupt.on_timer(ctx, name, self._is_leader)
             return
         if name != _CHECK_TIMER:
             raise ValueError(f"lease actor: unknown timer {name!r}")
