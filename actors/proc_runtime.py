@@ -18,7 +18,7 @@ import random
 import signal
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import msgpack
@@ -200,6 +200,56 @@ EXIT_MEMBER_STOPPED = 64
 EXIT_MEMBER_FAILED = 65
 
 
+# What the Raft actor gathers: clients' writes and linearizable reads, and those a follower forwarded.
+RAFT_REQUESTS = frozenset({"propose", "read", "fwd", "ri"})
+
+
+class Gather:
+    """Group commit for an actor whose turns end in a synced write (the Raft actor): when a turn has
+    found at least MIN_REQUESTS requests (messages of `types`: clients are sending concurrently), wait
+    GAP_S for more, again while more keep coming, at most MAX_S in all, so that under load one turn
+    (one fsync, one message per destination) carries many requests, not two or three. Measured on one
+    member, 50 clients putting: about 2.6 writes per log sync without, 6 to 12 with.
+
+    Waiting costs every request of the turn the wait, and gains nothing when no more come; so each
+    wait that brings no request costs a credit, one that does restores them, and without credit the
+    gatherer waits only every PROBE_TURNS turns.
+    Nothing is acknowledged before its sync: this changes how much one sync carries, not what is
+    synced. Only requests count: a follower's appends from the leader are answered at once."""
+
+    GAP_S = 0.0003
+    MAX_S = 0.002
+    PROBE_TURNS = 16
+    MIN_REQUESTS = 2
+    CREDIT_TURNS = 8
+
+    def __init__(self, types: frozenset[str]) -> None:
+        self._types = types
+        self._credit = self.CREDIT_TURNS
+        self._turns = 0
+
+    def requests(self, envelopes: list[Envelope]) -> int:
+        return sum(1 for _, msg in envelopes if msg.get("t") in self._types)
+
+    def collect(self, batch: list[Envelope], drain: Callable[[], int]) -> None:
+        """`batch` was just drained; while waiting pays, wait and `drain` more into it (`drain`
+        returns how many messages it took)."""
+        if self.requests(batch) < self.MIN_REQUESTS:
+            return
+        self._turns += 1
+        if self._credit <= 0 and self._turns % self.PROBE_TURNS:
+            return
+        deadline = time.monotonic() + self.MAX_S
+        gained = False
+        while time.monotonic() < deadline:
+            time.sleep(self.GAP_S)
+            before = len(batch)
+            if not drain() or not self.requests(batch[before:]):
+                break
+            gained = True
+        self._credit = self.CREDIT_TURNS if gained else max(self._credit - 1, 0)
+
+
 RUNTIME_METRICS = "runtime_metrics"
 # Batch sizes are counted in these buckets (upper bounds, messages), as a Prometheus histogram.
 BATCH_BUCKETS = (1, 4, 16, 64, 256, 1024, MAX_BATCH_MESSAGES)
@@ -245,12 +295,28 @@ class RuntimeStats:
         return rest
 
 
+def _drain(pull: zmq.Socket, batch: list[Envelope], faults: PeerFaults | None) -> int:
+    """Take what is pending on `pull` into `batch`, up to its bound; how many messages it took."""
+    before = len(batch)
+    while len(batch) < MAX_BATCH_MESSAGES:
+        try:
+            raw = pull.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            break
+        sender, msgs = msgpack.unpackb(raw)
+        if faults is not None and sender.partition("/")[0] in faults.drop_from:
+            continue
+        batch.extend((sender, m) for m in msgs)
+    return len(batch) - before
+
+
 def run(
     actor: Actor, address: str, endpoints: dict[str, str], log_level: str = "info", extra_binds: tuple[str, ...] = (), fault_file: str = "",
-    socks_proxy: str = "",
+    socks_proxy: str = "", gather: Gather | None = None,
 ) -> int:
     """Serve `actor` until SIGTERM/SIGINT (returns 0) or until it asks to stop its member (returns
-    EXIT_MEMBER_STOPPED, or EXIT_MEMBER_FAILED if it stopped it as a failure): the process's exit status."""
+    EXIT_MEMBER_STOPPED, or EXIT_MEMBER_FAILED if it stopped it as a failure): the process's exit status.
+    `gather`: wait briefly for more messages before a turn (see `Gather`)."""
     zctx = zmq.Context()
     pull = zctx.socket(zmq.PULL)
     pull.setsockopt(zmq.RCVHWM, _RECV_HWM)
@@ -282,16 +348,8 @@ def run(
             except zmq.ZMQError:
                 continue  # interrupted by a signal
             batch: list[Envelope] = []
-            if pull in ready:
-                while len(batch) < MAX_BATCH_MESSAGES:
-                    try:
-                        raw = pull.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    sender, msgs = msgpack.unpackb(raw)
-                    if faults is not None and sender.partition("/")[0] in faults.drop_from:
-                        continue
-                    batch.extend((sender, m) for m in msgs)
+            if pull in ready and _drain(pull, batch, faults) and gather is not None:
+                gather.collect(batch, lambda: _drain(pull, batch, faults))
             if batch:
                 batch = stats.take(ctx, actor, batch)
             if batch:
@@ -339,6 +397,7 @@ def main(argv: list[str] | None = None) -> None:
         tuple(spec.get("binds", ())),
         spec.get("fault_file", ""),
         spec.get("socks_proxy", ""),
+        Gather(RAFT_REQUESTS) if kind == "raft" else None,
     )
     sys.exit(status)
 
