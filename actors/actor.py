@@ -86,7 +86,10 @@ class Context(Protocol):
 
 
 class Actor(Protocol):
-    """What a runtime calls. Each call runs to completion before the next."""
+    """What a runtime calls. Each call runs to completion before the next.
+
+    An actor whose turns end in a synced write may also name, in a `gathered_types` attribute, the
+    message types worth waiting a moment for before a turn (see proc_runtime.Gather)."""
 
     def start(self, ctx: Context) -> None:
         """Called once, before any message, after the actor recovered its durable state."""

@@ -93,6 +93,11 @@ class _Held:
 
 
 class RaftActor:
+    # Requests worth waiting a moment for before a turn (the process runtime's group commit, `Gather`):
+    # clients' writes and linearizable reads, and those a follower forwarded. A follower's appends
+    # from the leader are not: it answers them at once.
+    gathered_types = frozenset({"propose", "read", "fwd", "ri"})
+
     def __init__(self, config: RaftConfig) -> None:
         assert config.election_timeout_ms >= 5 * config.heartbeat_interval_ms, "election timeout must be at least 5 heartbeats"
         self._cfg = config

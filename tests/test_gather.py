@@ -6,7 +6,8 @@ import msgpack
 import zmq
 
 from petcd.actors.actor import Envelope
-from petcd.actors.proc_runtime import RAFT_REQUESTS, Gather, _drain
+from petcd.actors.proc_runtime import Gather, _drain
+from petcd.actors.raft_actor import RaftActor
 
 
 def _props(n: int) -> list[Envelope]:
@@ -27,7 +28,7 @@ class ScriptedArrivals:
 
 
 def test_one_request_at_a_time_is_not_held() -> None:
-    gather = Gather(RAFT_REQUESTS)
+    gather = Gather(RaftActor.gathered_types)
     batch = _props(1)
     drain = ScriptedArrivals(batch, [_props(3)])
     gather.collect(batch, drain)
@@ -35,7 +36,7 @@ def test_one_request_at_a_time_is_not_held() -> None:
 
 
 def test_concurrent_requests_are_gathered_while_they_keep_coming() -> None:
-    gather = Gather(RAFT_REQUESTS)
+    gather = Gather(RaftActor.gathered_types)
     batch = _props(2)
     drain = ScriptedArrivals(batch, [_props(2), _props(1)])
     gather.collect(batch, drain)
@@ -44,7 +45,7 @@ def test_concurrent_requests_are_gathered_while_they_keep_coming() -> None:
 
 
 def test_a_wait_ends_when_only_other_messages_arrive() -> None:
-    gather = Gather(RAFT_REQUESTS)
+    gather = Gather(RaftActor.gathered_types)
     batch = _props(2)
     drain = ScriptedArrivals(batch, [[("m1/apply", {"t": "applied", "index": 7})], _props(4)])
     gather.collect(batch, drain)
@@ -52,7 +53,7 @@ def test_a_wait_ends_when_only_other_messages_arrive() -> None:
 
 
 def test_a_steady_stream_is_cut_at_the_bound() -> None:
-    gather = Gather(RAFT_REQUESTS)
+    gather = Gather(RaftActor.gathered_types)
     batch = _props(2)
 
     def endless() -> int:
@@ -64,7 +65,7 @@ def test_a_steady_stream_is_cut_at_the_bound() -> None:
 
 
 def test_fruitless_waits_use_up_the_credit_then_only_probe() -> None:
-    gather = Gather(RAFT_REQUESTS)
+    gather = Gather(RaftActor.gathered_types)
     waits = []
     for _ in range(Gather.CREDIT_TURNS + 2 * Gather.PROBE_TURNS):
         batch = _props(2)
@@ -101,6 +102,6 @@ def test_drain_takes_every_message_of_every_wire_message() -> None:
         while taken < 3 and pull.poll(1000):
             taken += _drain(pull, batch, None)
         assert [(s, m["t"]) for s, m in batch] == [("m1/gw0", "propose"), ("m1/gw0", "read"), ("m2/raft", "raft")]
-        assert Gather(RAFT_REQUESTS).requests(batch) == 2
+        assert Gather(RaftActor.gathered_types).requests(batch) == 2
     finally:
         zctx.destroy(linger=0)
