@@ -11,6 +11,8 @@ Messages in:
   leases_list {}                                   from the lease actor: every lease
   revision {}                                      from the lease actor (auto-compaction): the current revision
   defrag {origin}                                  from the gateway: rewrite the store compactly (etcd's Defragment)
+  compaction_wait {origin}                         from the gateway, after a physical Compact applied: answer once
+                                                   no compaction is in progress (its records are gone)
   hashkv {rev, check, reply}                       from a leader's corruption check (actors/corrupt_check.py), maybe
                                                    relayed from another member: HashKV at `rev` (0: current)
 Messages out:
@@ -55,6 +57,8 @@ from petcd.store.snapshot_files import IncomingSnapshot, OutgoingSnapshot, insta
 # (the client retries) rather than letting memory grow without bound.
 MAX_WAITING_READS = 100_000
 SNAPSHOT_CHUNK_BYTES = 1 << 20
+# Physical Compacts waiting for their records to go; past this one is refused (too many requests).
+MAX_COMPACTION_WAITERS = 10_000
 # Snapshot chunks sent to a peer and not yet acknowledged: what a snapshot holds in memory and queues.
 SNAPSHOT_WINDOW_CHUNKS = 4
 # Revisions of watch history read per request (a catching-up watcher asks again for the rest).
@@ -76,6 +80,7 @@ class ApplyActor:
         self._cfg = config
         self._store: MvccStore | None = None
         self._waiting: list[tuple[int, int, dict[str, Any], list[Any]]] = []  # (index, term, req, origin)
+        self._compaction_waiters: list[list[Any]] = []  # origins of physical Compacts (compaction_wait)
         self._term = 0
         self._incoming_snapshot: IncomingSnapshot | None = None
         self._outgoing: dict[str, OutgoingSnapshot] = {}  # peer -> the snapshot being sent to it (one per peer)
@@ -84,7 +89,7 @@ class ApplyActor:
 
     def metrics(self) -> dict[str, int]:
         """Plain counters for /metrics (the process runtime asks; see actors/proc_runtime.py)."""
-        return {"waiting_reads": len(self._waiting)}
+        return {"waiting_reads": len(self._waiting), "compaction_waiters": len(self._compaction_waiters)}
 
     def start(self, ctx: Context) -> None:
         disk = self._disk = ctx.disk
@@ -151,6 +156,11 @@ class ApplyActor:
                 ctx.log("info", "defragmented the store", size_before=size_before, size_after=store.db_size_bytes()[0])
                 origin = msg["origin"]
                 ctx.send(origin[0], {"t": "resp", "id": origin[1], "resp": {}})
+            elif kind == "compaction_wait":
+                if len(self._compaction_waiters) < MAX_COMPACTION_WAITERS:
+                    self._compaction_waiters.append(msg["origin"])
+                else:
+                    ctx.send(msg["origin"][0], {"t": "resp", "id": msg["origin"][1], "resp": {"error": "too_many_requests"}})
             elif kind == "hashkv":
                 if entries:  # "current" means after what came before
                     self._apply(ctx, entries)
@@ -174,6 +184,12 @@ class ApplyActor:
         if entries:
             self._apply(ctx, entries)
         self._serve_waiting_reads(ctx)
+        if self._compaction_waiters and not store.compaction_pending():
+            # Any compaction a waiter asked about was started before it asked (the gateway asks
+            # once its Compact is applied): none in progress now means its records are gone.
+            for origin in self._compaction_waiters:
+                ctx.send(origin[0], {"t": "resp", "id": origin[1], "resp": {}})
+            self._compaction_waiters.clear()
 
     # ------------------------------------------------------------------
     def _apply(self, ctx: Context, entries: list[tuple[int, int, dict[str, Any]]]) -> None:

@@ -49,8 +49,14 @@ class GatewayState:
     def header(self, revision: int, term: int) -> pb.ResponseHeader:
         return pb.ResponseHeader(cluster_id=self.cluster_id, member_id=self.member_id, revision=revision, raft_term=term)
 
-    async def call(self, context: grpc.aio.ServicerContext, msg: dict[str, Any], to: str | None = None) -> dict[str, Any]:
-        """Ask an actor of this member (the Raft actor unless `to`); a failure ends the RPC with etcd's status.
+    @property
+    def apply_address(self) -> str:
+        return self.raft_address.replace("/raft", "/apply")
+
+    async def call(self, context: grpc.aio.ServicerContext, msg: dict[str, Any], to: str | None = None,
+                   timeout_s: float | None = None) -> dict[str, Any]:
+        """Ask an actor of this member (the Raft actor unless `to`), waiting at most `timeout_s`
+        (the request timeout unless given); a failure ends the RPC with etcd's status.
 
         A proposal or a read made for the client carries who the client is ("auth", see
         store/auth.py), for the store to check when it applies or serves it."""
@@ -59,7 +65,7 @@ class GatewayState:
         proposal = msg.get("t") == "propose"
         self.proposals_pending += proposal
         try:
-            return await self.link.call(to or self.raft_address, msg, self.request_timeout_s)
+            return await self.link.call(to or self.raft_address, msg, self.request_timeout_s if timeout_s is None else timeout_s)
         except LinkError as e:
             # etcd counts a proposal failed when Raft did not commit it in time (not when it was
             # applied as a failure, e.g. a compare that did not hold)

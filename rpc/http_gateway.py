@@ -129,6 +129,9 @@ class _Context:
     def invocation_metadata(self) -> tuple:
         return self._metadata
 
+    def time_remaining(self) -> float | None:
+        return None  # an HTTP request carries no deadline
+
     def cancelled(self) -> bool:
         return False
 

@@ -20,6 +20,11 @@ from petcd.store.errors import StoreError
 from petcd.store.mvcc import request_cost
 
 
+# The longest a physical Compact waits for its records to go, once applied (a million revisions
+# take seconds: see COMPACT_STEP_RECORDS in store/mvcc.py).
+PHYSICAL_COMPACTION_WAIT_S = 600.0
+
+
 class KVService(pb_grpc.KVServicer):
     def __init__(self, state: GatewayState) -> None:
         self._s = state
@@ -68,8 +73,16 @@ class KVService(pb_grpc.KVServicer):
         return await self._call(context, pb.TxnResponse, "propose", req, inner_headers)
 
     async def Compact(self, request: pb.CompactionRequest, context: grpc.aio.ServicerContext) -> pb.CompactionResponse:
+        """A physical one is answered once its records are gone, as etcd does: the request timeout
+        covers its commit, not that wait (etcd bounds it by the client's deadline alone; here also
+        by PHYSICAL_COMPACTION_WAIT_S, past which the client gets "request timed out")."""
         req = to_dict(request)
-        return await self._call(context, pb.CompactionResponse, "propose", {**req, "op": "compact"})
+        answer = await self._call(context, pb.CompactionResponse, "propose", {**req, "op": "compact"})
+        if request.physical:
+            remaining_s = context.time_remaining()
+            wait_s = PHYSICAL_COMPACTION_WAIT_S if remaining_s is None else min(remaining_s, PHYSICAL_COMPACTION_WAIT_S)
+            await self._s.call(context, {"t": "compaction_wait"}, self._s.apply_address, timeout_s=max(wait_s, 0.001))
+        return answer
 
     # ------------------------------------------------------------------
     def _size_error(self, request: Any) -> str | None:

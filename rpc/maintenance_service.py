@@ -52,7 +52,7 @@ class MaintenanceService(pb_grpc.MaintenanceServicer):
     async def Defragment(self, request: pb.DefragmentRequest, context: grpc.aio.ServicerContext) -> pb.DefragmentResponse:
         """This member only (no Raft round, as etcd): the apply actor rewrites its store compactly."""
         await self._s.check_admin(context)
-        await self._s.call(context, {"t": "defrag"}, self._s.raft_address.replace("/raft", "/apply"))
+        await self._s.call(context, {"t": "defrag"}, self._s.apply_address)
         return pb.DefragmentResponse(header=self._s.header(self._s.store.current_revision(), self._s.link.term))
 
     async def HashKV(self, request: pb.HashKVRequest, context: grpc.aio.ServicerContext) -> pb.HashKVResponse:

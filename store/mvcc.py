@@ -3,7 +3,7 @@
 Known differences from etcd:
 - keys longer than LMDB's max key size (511 bytes) are rejected (StoreError "key_too_long");
 - compaction sets the compact revision at once and drops its records COMPACT_STEP_RECORDS per
-  entry applied after it (a physical one, all in its own apply);
+  entry applied after it, physical or not (the apply actor answers a physical one once they are gone);
 - hash_kv is zlib crc32 over petcd's own encoding, comparable between petcd members only;
 - sorting ties keep key order (stable sort); etcd's Go sort.Sort does so for <= 12 results.
 """
@@ -558,10 +558,9 @@ def _compact(tables: StoreTxn, req: dict) -> dict:
         raise compacted()
     if revision > tables.current_revision():
         raise future_rev()
-    if req.get("physical"):
-        # etcd answers a physical compaction once its records are gone: here, all at once.
-        tables.compact(revision)
-        tables.set_compact_revision(revision)
-    else:
-        tables.start_compaction(revision)  # its records go COMPACT_STEP_RECORDS per entry applied after it
+    # Its records go COMPACT_STEP_RECORDS per entry applied after it, physical or not: dropping a
+    # million at once would hold up every write behind one transaction longer than the request
+    # timeout. etcd answers a physical compaction once its records are gone: the apply actor waits
+    # for that (its compaction_wait), the store applies both kinds alike.
+    tables.start_compaction(revision)
     return {"revision": tables.current_revision()}

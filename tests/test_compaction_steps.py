@@ -39,7 +39,9 @@ def _view(store: MvccStore, compact_rev: int) -> tuple:
 
 def test_a_stepwise_compaction_looks_like_one_done_at_once(tmp_path, monkeypatch):
     monkeypatch.setattr(mvcc, "COMPACT_STEP_RECORDS", 7)  # many steps over a small store
-    at_once, stepwise = Log(str(tmp_path / "at_once")), Log(str(tmp_path / "stepwise"))
+    # The reference: a step larger than the store, so the first entry applied after it drops every record.
+    at_once = Log(str(tmp_path / "at_once"), compact_step_records=1 << 30)
+    stepwise = Log(str(tmp_path / "stepwise"))
     # At the compact revision: a put that supersedes a value (its prev_kv goes) and a delete (its
     # tombstone goes), with history before and after it.
     at_compact = {"op": "txn", "compare": [], "failure": [], "success": [
@@ -49,7 +51,8 @@ def test_a_stepwise_compaction_looks_like_one_done_at_once(tmp_path, monkeypatch
         store.batch(history)
         compact_rev = store(**at_compact)["revision"]
         store.batch(_history(random.Random(6), 50))
-    assert at_once("compact", revision=compact_rev, physical=True)["revision"] == stepwise("compact", revision=compact_rev)["revision"]
+    assert at_once("compact", revision=compact_rev)["revision"] == stepwise("compact", revision=compact_rev)["revision"]
+    at_once("noop")
     assert not at_once.store.compaction_pending() and stepwise.store.compaction_pending()
     steps = 0
     while stepwise.store.compaction_pending():
@@ -58,6 +61,7 @@ def test_a_stepwise_compaction_looks_like_one_done_at_once(tmp_path, monkeypatch
             store("noop")
         steps += 1
         assert steps < 1000
+    stepwise("noop")  # both at the same log position: the digests below cover the applied index
     assert steps > 10, "the compaction took many steps"
     assert _view(stepwise.store, compact_rev) == _view(at_once.store, compact_rev)
     # Done, both hold the same records and count the same logical size: the same store, byte for byte.
@@ -78,11 +82,13 @@ def test_writes_during_a_stepwise_compaction_carry_it_on_and_a_later_one_restart
     log("compact", revision=150)  # a newer compaction while one is in progress: from the start again
     while log.store.compaction_pending():
         log("noop")
-    reference = Log(str(tmp_path / "ref"))
+    reference = Log(str(tmp_path / "ref"), compact_step_records=1 << 30)
     reference.batch(_history(random.Random(9), 200))
     for i in range(3):
         reference("put", key=b"new%d" % i, value=b"x")
-    reference("compact", revision=150, physical=True)
+    reference("compact", revision=150)
+    reference("noop")
+    assert not reference.store.compaction_pending()
     assert log.store.hash_kv(0) == reference.store.hash_kv(0)
     assert log.keys() == reference.keys()
     log.store.close()
@@ -106,4 +112,41 @@ def test_a_batch_that_writes_revisions_and_compacts_them_publishes_their_events_
     published = [rev for to, msg in ctx.sent if msg["t"] == "events" for rev, _ in msg["revs"]]
     assert published == [2, 3, 4]
     assert actor._store.compact_revision() == 4  # noqa: SLF001
+    actor.stop()
+
+
+def test_the_apply_actor_answers_a_physical_compaction_once_its_last_step_is_done(tmp_path, monkeypatch):
+    """The gateway asks (compaction_wait) once the Compact is applied; the answer comes after the
+    entry whose step drops the last record, and never more waiters than the bound."""
+    import msgpack
+
+    from petcd.actors import apply_actor
+    from petcd.actors.apply_actor import ApplyActor, ApplyConfig
+    from tests.test_raft_core import FakeCtx
+
+    monkeypatch.setattr(apply_actor, "MAX_COMPACTION_WAITERS", 1)
+    actor = ApplyActor(ApplyConfig(member_id="m1", data_dir=str(tmp_path), compact_step_records=4))
+    ctx = FakeCtx("m1/apply")
+    actor.start(ctx)
+
+    def entry(index: int, req: dict | None) -> list:
+        return [index, 1, msgpack.packb({"req": req} if req else {})]
+
+    def answers(gateway: str) -> list[dict]:
+        return [msg["resp"] for to, msg in ctx.sent if to == gateway and msg["t"] == "resp"]
+
+    puts = [entry(i, {"op": "put", "key": b"k", "value": b"v%d" % i}) for i in range(1, 11)]
+    actor.receive(ctx, [("m1/raft", {"t": "apply", "entries": [*puts, entry(11, {"op": "compact", "revision": 11, "physical": True})]})])
+    actor.receive(ctx, [("g1", {"t": "compaction_wait", "origin": ["g1", 1]}), ("g2", {"t": "compaction_wait", "origin": ["g2", 1]})])
+    assert answers("g1") == [] and answers("g2") == [{"error": "too_many_requests"}]
+    index = 12
+    while actor._store.compaction_pending():  # noqa: SLF001
+        assert answers("g1") == []
+        actor.receive(ctx, [("m1/raft", {"t": "apply", "entries": [entry(index, None)]})])
+        index += 1
+        assert index < 20
+    assert index > 13, "the compaction took several steps"
+    assert answers("g1") == [{}]
+    actor.receive(ctx, [("g3", {"t": "compaction_wait", "origin": ["g3", 1]})])
+    assert answers("g3") == [{}], "none in progress: answered at once"
     actor.stop()

@@ -13,6 +13,7 @@ import pytest
 
 from petcd.rpc.pb import rpc_pb2 as pb
 from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
+from petcd.store.mvcc import COMPACT_STEP_RECORDS, MvccStore, map_size_for_quota
 from tests.servers import etcd_binary, free_port, petcd_command, start_petcd
 
 
@@ -81,6 +82,25 @@ def test_history_compaction_through_grpc(member):
     assert err.value.code() == grpc.StatusCode.OUT_OF_RANGE
     assert err.value.details() == "etcdserver: mvcc: required revision has been compacted"
     assert stub.Range(pb.RangeRequest(key=b"hist", revision=r2)).kvs[0].value == b"2"
+
+
+def test_a_physical_compaction_answers_once_its_records_are_gone(member):
+    """Its records go a step (COMPACT_STEP_RECORDS) per Raft entry, as a default compaction's do,
+    so none of them holds up writes; the answer waits for the last step, as etcd's does."""
+    stub = pb_grpc.KVStub(grpc.insecure_channel(member.endpoint))
+    ops = [pb.RequestOp(request_put=pb.PutRequest(key=b"phys/%03d" % i, value=b"v")) for i in range(128)]
+    txns = 3 * COMPACT_STEP_RECORDS // len(ops)  # the same keys again and again: several steps' worth superseded
+    for _ in range(txns):
+        revision = stub.Txn(pb.TxnRequest(success=ops)).header.revision
+    store = MvccStore(os.path.join(member.data_dir, "member", "mvcc"), readonly=True, map_size_bytes=map_size_for_quota(0))
+    try:
+        records_before = store.digest()[2]
+        stub.Compact(pb.CompactionRequest(revision=revision, physical=True), timeout=60)
+        assert not store.compaction_pending()
+        assert records_before - store.digest()[2] >= (txns - 1) * len(ops)
+    finally:
+        store.close()
+    assert len(stub.Range(pb.RangeRequest(key=b"phys/", range_end=b"phys0")).kvs) == len(ops)
 
 
 def test_unimplemented_services_say_so(member):

@@ -17,9 +17,10 @@ ALL = {"key": b"\0", "range_end": b"\0"}
 class Log:
     """A store plus the next raft index, so tests read like a client session."""
 
-    def __init__(self, path: str, *, sync: bool = False) -> None:
+    def __init__(self, path: str, *, sync: bool = False, compact_step_records: int | None = None) -> None:
         self.path = path
         self.sync = sync
+        self.compact_step_records = compact_step_records  # None: the store's default
         self.store = MvccStore(path, sync=sync, map_size_bytes=1 << 26)
         self.next_index = self.store.applied_index() + 1
 
@@ -29,7 +30,7 @@ class Log:
     def batch(self, requests: list[dict]) -> list[dict]:
         entries = [(self.next_index + i, req) for i, req in enumerate(requests)]
         self.next_index += len(requests)
-        return self.store.apply(entries)
+        return self.store.apply(entries, compact_step_records=self.compact_step_records)
 
     def get(self, key: bytes, **req) -> dict:
         return self.store.range({"key": key, **req})
