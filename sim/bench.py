@@ -44,6 +44,10 @@ class Report:
     # CPU seconds each kind of server process spent during the run, all members summed
     # (servers this run started only; see server_cpu_s).
     cpu_s: dict[str, float] = field(default_factory=dict)
+    client_cpu_s: float = 0.0  # the bench's worker processes, all together
+    # The share of the machine's CPU time in use during the run (every process, the client's too):
+    # near 1.0, the machine, not the server's design, bounds the rate.
+    machine_busy: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -78,12 +82,17 @@ def run_load(spec: LoadSpec, procs: int, server: str, progress: bool) -> Report:
         w.start()
     results: list[WorkerResult] = []
     expected = spec.total
+    window: list[tuple[int, int]] = []  # the machine's CPU ticks when the load starts, and when a worker is done
     while len(results) < procs:
+        if not window and time.time() >= start_at:
+            window.append(machine_cpu_ticks())
         try:
             results.append(out.get(timeout=0.2))
         except Exception:  # noqa: BLE001 - queue.Empty: nothing yet
             if not any(w.is_alive() for w in workers) and out.empty():
                 raise ChaosError("a bench worker died; see its error above") from None
+        if results and len(window) == 1:
+            window.append(machine_cpu_ticks())
         if progress:
             _progress_bar(counter.value, expected, spec.duration_s, start_at)
     for w in workers:
@@ -96,7 +105,17 @@ def run_load(spec: LoadSpec, procs: int, server: str, progress: bool) -> Report:
         lat.frombytes(r.latencies)
         for k, v in r.errors.items():
             errors[k] = errors.get(k, 0) + v
-    return Report(server, spec.kind, len(lat), max(r.elapsed_s for r in results), errors, sorted(lat))
+    busy_ticks, all_ticks = (after - before for after, before in zip(*window[::-1])) if len(window) == 2 else (0, 0)
+    return Report(server, spec.kind, len(lat), max(r.elapsed_s for r in results), errors, sorted(lat),
+                  client_cpu_s=sum(r.cpu_s for r in results), machine_busy=busy_ticks / all_ticks if all_ticks else 0.0)
+
+
+def machine_cpu_ticks() -> tuple[int, int]:
+    """(busy, all) CPU ticks of the whole machine so far, from /proc/stat's "cpu" line
+    (busy: all but idle and iowait)."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
 
 
 def _progress_bar(done: int, total: int, duration_s: float, start_at: float) -> None:
@@ -140,6 +159,9 @@ def format_report(r: Report) -> str:
         lines += ["", "Server CPU per request, by process (all members):"]
         lines += [f"  {role:<12}{cpu / r.requests * 1e6:10.0f} µs" for role, cpu in sorted(r.cpu_s.items(), key=lambda x: -x[1])]
         lines.append(f"  {'total':<12}{sum(r.cpu_s.values()) / r.requests * 1e6:10.0f} µs")
+    if r.requests:
+        lines += ["", f"Client CPU per request: {r.client_cpu_s / r.requests * 1e6:.0f} µs",
+                  f"Machine busy: {r.machine_busy * 100:.0f} % of {os.cpu_count()} cores"]
     if r.errors:
         lines += ["", "Errors:"] + [f"  [{n}] {name}" for name, n in sorted(r.errors.items())]
     return "\n".join(lines)

@@ -53,6 +53,7 @@ class WorkerResult:
     latencies: bytes  # array('d') of seconds
     errors: dict[str, int]
     elapsed_s: float
+    cpu_s: float  # this worker process's CPU (user + system, all its threads) over elapsed_s
 
 
 def worker_main(spec: LoadSpec, index: int, procs: int, counter: Any, start_at: float, out: Any) -> None:
@@ -78,6 +79,7 @@ async def _worker(spec: LoadSpec, index: int, procs: int, counter: Any, start_at
     # Start together: the parent picks a moment after every worker has had time to import and connect.
     await asyncio.sleep(max(0.0, start_at - time.time()))
     began = time.monotonic()
+    cpu_began = time.process_time()
     deadline = began + spec.duration_s if not spec.total else float("inf")
     if spec.kind == "lease-keepalive":
         tasks = [_keepalive_loop(channels[c % conns], state, deadline, latencies, errors) for c in range(clients)]
@@ -87,10 +89,11 @@ async def _worker(spec: LoadSpec, index: int, procs: int, counter: Any, start_at
         tasks = [_request_loop(request(channels[c % conns]), state, deadline, latencies, errors) for c in range(clients)]
     await asyncio.gather(*tasks)
     elapsed = time.monotonic() - began
+    cpu_s = time.process_time() - cpu_began
     state.flush()
     for ch in channels:
         await ch.close()
-    return WorkerResult(latencies.tobytes(), errors, elapsed)
+    return WorkerResult(latencies.tobytes(), errors, elapsed, cpu_s)
 
 
 class _Shared:

@@ -40,6 +40,7 @@ def test_every_load_sends_exactly_its_total(member, load):
     assert (report["kind"], report["requests"], report["errors"]) == (load[0], 120, {})
     lat = report["latency_s"]
     assert 0 < lat["fastest"] <= lat["p50"] <= lat["p99"] <= lat["slowest"]
+    assert report["client_cpu_s"] > 0 and 0 <= report["machine_busy"] <= 1
 
 
 def test_watch_load_counts_delivered_events(member):
@@ -77,4 +78,9 @@ def test_compare_runs_petcd_next_to_real_etcd():
     assert "Server CPU per request, by process (all members):\n  etcd " in etcd_part
     roles = {line.split()[0] for line in petcd_part.split("Server CPU per request, by process (all members):\n")[1].split("\n\n")[0].splitlines()}
     assert {"gateway", "raft", "apply", "total"} <= roles
+    # The client's share and the machine's: whether the machine, not the server, bounded the rate.
+    for part in (etcd_part, petcd_part):
+        client_us = int(part.split("Client CPU per request: ")[1].split(" µs\n")[0])
+        busy_percent = int(part.split("Machine busy: ")[1].split(" % of ")[0])
+        assert client_us > 0 and 0 <= busy_percent <= 100
     print(out.stdout[out.stdout.index("put: petcd next to etcd"):])
