@@ -48,6 +48,7 @@ class ServerConfig:
     experimental_watch_progress_notify_interval: str = "10m"
     # petcd only, for fault tests (`petcd chaos`): a JSON file naming peers to cut off; off when empty.
     experimental_peer_fault_file: str = ""
+    experimental_grpc_server: str = "builtin"  # petcd only: "grpcio" serves gRPC with grpcio's server (rpc/grpc_server.py is the default)
     logger: str = "zap"
     # etcd 3.4's corruption checks (rpc/corrupt.py): compare HashKV with every peer before serving
     # (a restarted member), and, on the leader, every --experimental-corrupt-check-time (0: off).
@@ -306,6 +307,8 @@ def _finish(cfg: ServerConfig) -> ServerConfig:
     _check_peer_tls(cfg, peer_urls)
     _check_client_tls(cfg)
     cfg.auth_token_options()  # validates
+    if cfg.experimental_grpc_server not in ("grpcio", "builtin"):
+        raise ConfigError(f'--experimental-grpc-server "{cfg.experimental_grpc_server}": want grpcio or builtin')
     if not BCRYPT_MIN_COST <= cfg.bcrypt_cost <= BCRYPT_MAX_COST:
         # etcd 3.4 logs a warning and hashes with the default cost instead; petcd does not ignore a flag.
         raise ConfigError(f"--bcrypt-cost {cfg.bcrypt_cost} is out of bcrypt's range [{BCRYPT_MIN_COST}, {BCRYPT_MAX_COST}]")

@@ -1,11 +1,12 @@
 """The client port: gRPC and etcd's HTTP/1.1 JSON gateway on one listener, as etcd's cmux does.
 
-grpc.aio cannot be handed accepted sockets, so the gRPC server listens on a private unix
-socket and this front listener owns the client ports. On accept it looks at the first bytes:
-an HTTP/2 connection preface ("PRI * HTTP/2.0...", what every gRPC client sends first) is
-spliced to the gRPC socket with two protocols that forward whole reads (flow control by
-pausing the other side's reads when a write buffer fills), anything else is HTTP/1.1 and is
-served by `rpc.http_gateway`.
+This front listener owns the client ports. On accept it looks at the first bytes: an HTTP/2
+connection preface ("PRI * HTTP/2.0...", what every gRPC client sends first) is served here by
+the built-in gRPC server (rpc/grpc_server.py), anything else is HTTP/1.1 and is served by
+`rpc.http_gateway`. With --experimental-grpc-server grpcio, gRPC connections are spliced
+instead to grpcio's server on a private unix socket (grpc.aio cannot be handed accepted
+sockets), with two protocols that forward whole reads (flow control by pausing the other
+side's reads when a write buffer fills); the rest of this docstring is about that splice.
 
 TLS (an https:// client URL): the listener wraps accepted connections with an ssl.SSLContext
 (`server_tls_context`: TLS >= 1.2, ALPN, a verified client certificate when required) and the
@@ -34,6 +35,8 @@ import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
+
+from petcd.rpc.grpc_server import BuiltinGrpcServer
 
 H2_PREFACE_START = b"PRI"
 STREAM_LIMIT = 1 << 20  # longest request or header line the HTTP side reads
@@ -118,7 +121,9 @@ class _Sniff(_Pipe):
             return  # not enough to tell yet
         self._decided = True
         head, self._head = self._head, b""
-        if head.startswith(H2_PREFACE_START):
+        if head.startswith(H2_PREFACE_START) and self._front.builtin_grpc is not None:
+            self._to_builtin_grpc(head)
+        elif head.startswith(H2_PREFACE_START):
             self.pending.append(head)
             self.transport.pause_reading()
             self._front.track(asyncio.get_running_loop().create_task(self._splice()))
@@ -145,6 +150,15 @@ class _Sniff(_Pipe):
             self.transport.resume_reading()
         else:
             upstream.transport.close()
+
+    def _to_builtin_grpc(self, head: bytes) -> None:
+        """Served here, by the built-in gRPC server (rpc/grpc_server.py): no splice."""
+        common_name = verified_common_name(self.transport.get_extra_info("ssl_object")) if self._tls else None
+        peer = self._front.name_connection(common_name)
+        protocol = self._front.builtin_grpc.protocol(peer, lambda: self._front.forget_connection(peer))
+        self.transport.set_protocol(protocol)
+        protocol.connection_made(self.transport)
+        protocol.data_received(head)
 
     def _to_http(self, head: bytes) -> None:
         if not self._front.serves_http:  # --listen-client-http-urls: HTTP has its own listeners
@@ -191,9 +205,11 @@ def verified_common_name(ssl_object: ssl.SSLObject | None) -> str | None:
 class Front:
     """The listeners on the client URLs."""
 
-    def __init__(self, grpc_path: str, serve_http: HttpHandler | None) -> None:
-        """`serve_http` None: gRPC only (a connection that is not HTTP/2 is closed)."""
+    def __init__(self, grpc_path: str, serve_http: HttpHandler | None, builtin_grpc: BuiltinGrpcServer | None = None) -> None:
+        """`serve_http` None: gRPC only (a connection that is not HTTP/2 is closed). `builtin_grpc`:
+        serve gRPC connections with it, in this process, rather than splice them to grpcio's."""
         self.grpc_path = grpc_path
+        self.builtin_grpc = builtin_grpc
         self._serve_http = serve_http
         self._servers: list[asyncio.AbstractServer] = []
         self._tasks: set[asyncio.Task] = set()
@@ -214,6 +230,17 @@ class Front:
         """Given a gRPC call's `context.peer()`, the Common Name of the verified client
         certificate of the TLS connection it came through, or None."""
         return self._common_names.get(peer)
+
+    def name_connection(self, common_name: str | None) -> str:
+        """The peer name a built-in gRPC connection's calls give (context.peer()): one that
+        common_name_of maps to its certificate's Common Name until forget_connection."""
+        peer = f"builtin:{next(self._bound_ids)}"
+        if common_name is not None:
+            self._common_names[peer] = common_name
+        return peer
+
+    def forget_connection(self, peer: str) -> None:
+        self._common_names.pop(peer, None)
 
     async def connect_grpc(self, common_name: str | None) -> _Pipe:
         """A connection to the gRPC server, named by a bound path when it carries `common_name`."""

@@ -20,6 +20,7 @@ from petcd.rpc.auth_service import AuthService
 from petcd.rpc.auth_tokens import token_provider
 from petcd.rpc.cluster_service import ClusterService
 from petcd.rpc.election_service import ElectionService
+from petcd.rpc.grpc_server import BuiltinGrpcServer
 from petcd.rpc.front import STREAM_LIMIT, Front, server_tls_context
 from petcd.rpc.gateway_state import GatewayState
 from petcd.rpc.http_gateway import HttpGateway
@@ -91,18 +92,23 @@ async def serve(spec: dict[str, Any], log: LogLine) -> int:
         "kv": KVService(state), "maintenance": MaintenanceService(state), "cluster": ClusterService(state), "auth": AuthService(state),
         "watch": WatchService(state), "lease": LeaseService(state, spec["min_lease_ttl_s"]),
     }
-    pb_grpc.add_KVServicer_to_server(_missing_rpcs_say_so(services["kv"]), server)
-    pb_grpc.add_MaintenanceServicer_to_server(_missing_rpcs_say_so(services["maintenance"]), server)
-    pb_grpc.add_ClusterServicer_to_server(_missing_rpcs_say_so(services["cluster"]), server)
-    pb_grpc.add_AuthServicer_to_server(_missing_rpcs_say_so(services["auth"]), server)
-    pb_grpc.add_WatchServicer_to_server(_missing_rpcs_say_so(services["watch"]), server)
-    pb_grpc.add_LeaseServicer_to_server(_missing_rpcs_say_so(services["lease"]), server)
     # Lock and Election run on the member's own KV, Lease and Watch API, as etcd's do (v3lock, v3election).
     self_channel = grpc.aio.insecure_channel(f"unix:{grpc_socket}", options=[("grpc.max_receive_message_length", -1)])
     services["lock"] = LockService(self_channel)
     services["election"] = ElectionService(self_channel)
-    v3lock_pb2_grpc.add_LockServicer_to_server(_missing_rpcs_say_so(services["lock"]), server)
-    v3election_pb2_grpc.add_ElectionServicer_to_server(_missing_rpcs_say_so(services["election"]), server)
+    # --experimental-grpc-server builtin: the client ports' gRPC is served by rpc/grpc_server.py;
+    # grpcio's server stays on the unix socket, for Lock and Election's own calls.
+    builtin = BuiltinGrpcServer(spec["max_request_bytes"] + _GRPC_OVERHEAD_BYTES, grpc_counter.handled) \
+        if spec.get("grpc_server") == "builtin" else None
+    for target in (server, builtin) if builtin is not None else (server,):
+        pb_grpc.add_KVServicer_to_server(_missing_rpcs_say_so(services["kv"]), target)
+        pb_grpc.add_MaintenanceServicer_to_server(_missing_rpcs_say_so(services["maintenance"]), target)
+        pb_grpc.add_ClusterServicer_to_server(_missing_rpcs_say_so(services["cluster"]), target)
+        pb_grpc.add_AuthServicer_to_server(_missing_rpcs_say_so(services["auth"]), target)
+        pb_grpc.add_WatchServicer_to_server(_missing_rpcs_say_so(services["watch"]), target)
+        pb_grpc.add_LeaseServicer_to_server(_missing_rpcs_say_so(services["lease"]), target)
+        v3lock_pb2_grpc.add_LockServicer_to_server(_missing_rpcs_say_so(services["lock"]), target)
+        v3election_pb2_grpc.add_ElectionServicer_to_server(_missing_rpcs_say_so(services["election"]), target)
     if server.add_insecure_port(f"unix:{grpc_socket}") == 0:
         print(f"petcd: listen unix {grpc_socket}: bind failed", file=sys.stderr, flush=True)
         return EXIT_LISTEN_FAILED
@@ -110,7 +116,7 @@ async def serve(spec: dict[str, Any], log: LogLine) -> int:
     http = HttpGateway(state, services, spec["max_request_bytes"] + _GRPC_OVERHEAD_BYTES, metrics)
     # --listen-client-http-urls (etcd 3.5): HTTP on its own listeners, the client URLs gRPC only.
     http_listen = spec.get("http_listen", [])
-    front = Front(grpc_socket, None if http_listen else http.serve)
+    front = Front(grpc_socket, None if http_listen else http.serve, builtin)
     # Client TLS (https:// client URLs): the front terminates it, and names the client
     # certificate behind a gRPC call for --client-cert-auth (rpc/front.py).
     tls_listen = set(spec.get("tls_listen", ()))
@@ -165,6 +171,8 @@ async def serve(spec: dict[str, Any], log: LogLine) -> int:
     for listener in [*metrics_servers, *http_servers]:
         listener.close()
     await front.close()
+    if builtin is not None:
+        builtin.close()
     await server.stop(grace=1.0)
     await self_channel.close()
     link.close()

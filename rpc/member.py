@@ -283,7 +283,8 @@ def run(cfg: ServerConfig) -> int:
             "quota_bytes": quota, "map_size_bytes": map_size, "request_timeout_s": request_timeout_s,
             "metrics_listen": [host_port(u) for u in _split(cfg.listen_metrics_urls)], "http_listen": http_listen,
             "min_lease_ttl_s": -(-3 * cfg.election_timeout // 2000), **tls,
-            "auth_token": cfg.auth_token, "auth_token_ttl_s": cfg.auth_token_ttl, "bcrypt_cost": cfg.bcrypt_cost})],
+            "auth_token": cfg.auth_token, "auth_token_ttl_s": cfg.auth_token_ttl, "bcrypt_cost": cfg.bcrypt_cost,
+            "grpc_server": cfg.experimental_grpc_server})],
     }
     pass_fds: dict[str, tuple[int, ...]] = {}
     if peer_tls:

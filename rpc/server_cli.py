@@ -67,6 +67,7 @@ Member flags:
   --logger 'zap'                         etcd's logger choice; petcd always logs JSON lines on stderr ('zap' or 'capnslog')
   --experimental-watch-progress-notify-interval '10m'   how often idle progress-notify watchers get a progress event
   --experimental-peer-fault-file ''      petcd only, for `petcd chaos`: a JSON file naming peers to cut off
+  --experimental-grpc-server 'builtin'   petcd only: 'grpcio' serves gRPC with grpcio's server, not petcd's own (rpc/grpc_server.py)
 Every flag can also be set as ETCD_<FLAG> (e.g. ETCD_DATA_DIR).
 """
 

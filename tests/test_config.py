@@ -253,3 +253,11 @@ def test_help_lists_every_flag_petcd_takes():
     listed = set(re.findall(r"^  --([a-z0-9-]+)", out.stdout + out.stderr, re.M))
     taken = {f.name.replace("_", "-") for f in dataclasses.fields(ServerConfig)}
     assert taken <= listed, f"petcd --help does not list: {sorted(taken - listed)}"
+
+
+def test_the_grpc_server_is_petcds_own_unless_grpcio_is_asked_for():
+    assert parse([], {}).experimental_grpc_server == "builtin"
+    assert parse(["--experimental-grpc-server", "grpcio"], {}).experimental_grpc_server == "grpcio"
+    with pytest.raises(ConfigError) as err:
+        parse(["--experimental-grpc-server", "h2o"], {})
+    assert str(err.value) == '--experimental-grpc-server "h2o": want grpcio or builtin'

@@ -49,6 +49,19 @@ def test_txn_from_stdin_with_the_real_etcdctl(member):
     assert etcdctl(member, "get", "txn/k", "--print-value-only").stdout == "v2\n"
 
 
+def test_grpcios_server_still_serves_when_asked_for(tmp_path):
+    """--experimental-grpc-server grpcio: the front splices gRPC to grpcio's server, as before
+    petcd had its own; unary calls and a server stream (snapshot) both go through."""
+    server = start_petcd(str(tmp_path / "data"), "--experimental-grpc-server", "grpcio")
+    try:
+        assert etcdctl(server, "put", "g/a", "1").stdout == "OK\n"
+        assert etcdctl(server, "get", "g/", "--prefix").stdout == "g/a\n1\n"
+        saved = etcdctl(server, "snapshot", "save", str(tmp_path / "snap.db"))
+        assert saved.returncode == 0 and saved.stdout == f"Snapshot saved at {tmp_path / 'snap.db'}\n", saved.stderr
+    finally:
+        assert server.stop() == 0, server.log()
+
+
 def test_errors_reach_etcdctl_as_etcd_sends_them(member):
     out = etcdctl(member, "get", "")
     assert out.returncode == 1 and "etcdserver: key is not provided" in out.stderr
