@@ -173,6 +173,10 @@ class StoreTxn:
         assert self.lease_keys(lease_id) == [], "a lease's keys go before the lease"
         self._txn.delete(keys.lease_key(lease_id), db=self._dbs.leases)
 
+    def any_key_attached(self) -> bool:
+        """Is any key attached to a lease? (If not, a delete need not look up each key's lease.)"""
+        return self._txn.stat(self._dbs.lease_keys)["entries"] > 0
+
     def attach(self, lease_id: int, key: bytes) -> None:
         self._txn.put(keys.lease_key(lease_id) + key, b"", db=self._dbs.lease_keys)
 

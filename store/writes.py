@@ -44,8 +44,9 @@ class WriteTxn:
 
     def delete_range(self, key: bytes, range_end: bytes) -> int:
         live = list(self.tables.scan(*key_bounds(key, range_end), self.read_rev))
+        leases = self.tables.any_key_attached()  # else reading each record for its lease is wasted
         for live_key, main, sub in live:
-            lease = self.tables.record(main, sub).lease
+            lease = self.tables.record(main, sub).lease if leases else 0
             if lease:
                 self.tables.detach(lease, live_key)
             self.tables.add(self.begin_rev + 1, self.changes, tombstone(live_key))

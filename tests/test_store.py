@@ -495,6 +495,15 @@ def test_leases_attach_keys_and_revoke_deletes_them_in_one_revision(log):
     assert [(e["type"], e["kv"]["key"]) for e in deletes[0][1]] == [(1, b"a"), (1, b"c")]
 
 
+def test_a_delete_detaches_leased_keys_and_skips_the_lease_lookup_when_none_is_attached(log):
+    log.batch([{"op": "put", "key": b"u1", "value": b"1"}, {"op": "put", "key": b"u2", "value": b"2"}])
+    assert log("delete_range", key=b"u1", range_end=b"u3")["deleted"] == 2, "no lease anywhere"
+    log.batch([{"op": "lease_grant", "ID": 9, "TTL": 10}, {"op": "put", "key": b"l1", "value": b"x", "lease": 9},
+               {"op": "put", "key": b"l2", "value": b"y"}])
+    assert log("delete_range", key=b"l1", range_end=b"l3")["deleted"] == 2
+    assert log.store.lease_info(9) == (10, []), "the deleted key left its lease"
+
+
 def test_events_replay_history_with_prev_kv_and_refuse_compacted(log):
     log.store.apply([(1, {"op": "put", "key": b"k", "value": b"1"}),
                      (2, {"op": "txn", "success": [{"request_put": {"key": b"k", "value": b"2"}},
