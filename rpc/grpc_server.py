@@ -245,7 +245,11 @@ class GrpcProtocol(asyncio.Protocol):
                 return
             elif not name.startswith(b":") and name not in _NOT_METADATA:
                 key = name.decode("latin-1")
-                metadata.append((key, _b64decode(value) if key.endswith("-bin") else value.decode("latin-1")))
+                try:
+                    metadata.append((key, _b64decode(value) if key.endswith("-bin") else value.decode("latin-1")))
+                except ValueError:  # binascii.Error: not base64
+                    self._trailers_only(event.stream_id, grpc.StatusCode.INTERNAL, f"malformed binary metadata {key}")
+                    return
         if not content_type.startswith(b"application/grpc"):
             self._conn.reset(event.stream_id, http2.PROTOCOL_ERROR)  # not a gRPC call
             return
@@ -440,4 +444,4 @@ def _timeout_s(value: bytes) -> float | None:
 
 
 def _b64decode(value: bytes) -> bytes:
-    return base64.b64decode(value + b"=" * (-len(value) % 4))  # gRPC sends -bin values unpadded
+    return base64.b64decode(value + b"=" * (-len(value) % 4), validate=True)  # gRPC sends -bin values unpadded

@@ -10,6 +10,7 @@ import collections
 import grpc
 import pytest
 
+from petcd.rpc import hpack, http2
 from petcd.rpc.grpc_server import BuiltinGrpcServer
 from petcd.rpc.pb import rpc_pb2 as pb
 from petcd.rpc.pb import kv_pb2
@@ -76,6 +77,7 @@ def served():
         channels.append(ch)
         return ch
 
+    channel.port = port
     yield loop.run_until_complete, channel, kv, watch, handled
     for ch in channels:
         loop.run_until_complete(ch.close())
@@ -177,3 +179,28 @@ def test_a_bidi_stream_answers_each_request_and_its_handler_ends_when_the_client
 
     run(go())
     assert handled[("bidi_stream", "etcdserverpb.Watch", "Watch", "CANCELLED")] == 1
+
+
+def test_a_call_with_malformed_binary_metadata_gets_a_trailers_only_error(served):
+    """What no grpcio client sends, written by hand: a "-bin" value that is not base64."""
+    run, channel, _, _, handled = served
+    headers = hpack.encode([(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/etcdserverpb.KV/Range"),
+                            (b":authority", b"x"), (b"content-type", b"application/grpc"), (b"x-bin", b"!!")])
+
+    async def go():
+        reader, writer = await asyncio.open_connection("127.0.0.1", channel.port)
+        writer.write(http2.PREFACE + http2.frame(http2.SETTINGS, 0, 0)
+                     + http2.frame(http2.HEADERS, http2.FLAG_END_HEADERS, 1, headers)
+                     + http2.frame(http2.DATA, http2.FLAG_END_STREAM, 1, b"\0\0\0\0\0"))
+        decoder = hpack.Decoder()
+        while True:
+            head = await asyncio.wait_for(reader.readexactly(9), DEADLINE_S)
+            payload = await reader.readexactly(int.from_bytes(head[:3], "big"))
+            if head[3] == http2.HEADERS:
+                writer.close()
+                return head[4] & http2.FLAG_END_STREAM, dict(decoder.decode(payload))
+
+    end_stream, trailers = run(go())
+    assert end_stream and trailers[b":status"] == b"200"
+    assert (trailers[b"grpc-status"], trailers[b"grpc-message"]) == (b"13", b"malformed binary metadata x-bin")
+    assert handled == collections.Counter(), "refused before any handler: nothing counted"
