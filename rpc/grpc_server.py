@@ -322,6 +322,8 @@ class GrpcProtocol(asyncio.Protocol):
             if handler.response_streaming:
                 behavior = handler.stream_stream if handler.request_streaming else handler.unary_stream
                 responses = behavior(request, call.context)
+                if asyncio.iscoroutine(responses):  # an `async def` that answers by aborting (or not at all)
+                    responses = await responses
                 if responses is not None:
                     async for response in responses:
                         await self._send(call, handler.response_serializer(response))

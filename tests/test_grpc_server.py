@@ -42,6 +42,12 @@ class KV(pb_grpc.KVServicer):
         return pb.RangeResponse(count=len(request.key))
 
 
+class Maintenance(pb_grpc.MaintenanceServicer):
+    async def Snapshot(self, request, context):
+        """A streaming method written as a plain coroutine that aborts (petcd's _unimplemented is one)."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "petcd: Maintenance.Snapshot is not implemented yet")
+
+
 class Watch(pb_grpc.WatchServicer):
     def __init__(self) -> None:
         self.cancelled = asyncio.Event()
@@ -66,6 +72,7 @@ def served():
         server = BuiltinGrpcServer(MAX_REQUEST_BYTES, handled)
         pb_grpc.add_KVServicer_to_server(kv, server)
         pb_grpc.add_WatchServicer_to_server(watch, server)
+        pb_grpc.add_MaintenanceServicer_to_server(Maintenance(), server)
         return await asyncio.get_running_loop().create_server(lambda: server.protocol("peer-1", lambda: None), "127.0.0.1", 0)
 
     listener = loop.run_until_complete(start())
@@ -119,6 +126,11 @@ def test_errors_reach_the_client_with_their_code_and_exact_message(served):
         code, details = await _status(stub.Range(pb.RangeRequest(key=b"boom")))
         assert (code, details) == (grpc.StatusCode.UNKNOWN, "Unexpected RuntimeError: bad handler")
         assert await _status(stub.Put(pb.PutRequest(key=b"k"))) == (grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
+        snapshot = pb_grpc.MaintenanceStub(channel()).Snapshot(pb.SnapshotRequest())
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in snapshot:
+                pass
+        assert (err.value.code(), err.value.details()) == (grpc.StatusCode.UNIMPLEMENTED, "petcd: Maintenance.Snapshot is not implemented yet")
         unknown_method = channel().unary_unary("/etcdserverpb.KV/Nope")(b"")
         assert await _status(unknown_method) == (grpc.StatusCode.UNIMPLEMENTED, "unknown method Nope for service etcdserverpb.KV")
         unknown_service = channel().unary_unary("/etcdserverpb.Nope/Range")(b"")
