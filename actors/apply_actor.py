@@ -155,12 +155,12 @@ class ApplyActor:
                 store.defragment()
                 ctx.log("info", "defragmented the store", size_before=size_before, size_after=store.db_size_bytes()[0])
                 origin = msg["origin"]
-                ctx.send(origin[0], {"t": "resp", "id": origin[1], "resp": {}})
+                _answer(ctx, origin, {})
             elif kind == "compaction_wait":
                 if len(self._compaction_waiters) < MAX_COMPACTION_WAITERS:
                     self._compaction_waiters.append(msg["origin"])
                 else:
-                    ctx.send(msg["origin"][0], {"t": "resp", "id": msg["origin"][1], "resp": {"error": "too_many_requests"}})
+                    _answer(ctx, msg["origin"], {"error": "too_many_requests"})
             elif kind == "hashkv":
                 if entries:  # "current" means after what came before
                     self._apply(ctx, entries)
@@ -188,7 +188,7 @@ class ApplyActor:
             # Any compaction a waiter asked about was started before it asked (the gateway asks
             # once its Compact is applied): none in progress now means its records are gone.
             for origin in self._compaction_waiters:
-                ctx.send(origin[0], {"t": "resp", "id": origin[1], "resp": {}})
+                _answer(ctx, origin, {})
             self._compaction_waiters.clear()
 
     # ------------------------------------------------------------------
@@ -221,7 +221,7 @@ class ApplyActor:
             origin = data.get("origin")
             # Only the member that took the request answers it; None marks an entry applied before.
             if resp is not None and origin is not None and data.get("member") == me:
-                ctx.send(origin[0], {"t": "resp", "id": origin[1], "resp": resp, "term": term})
+                _answer(ctx, origin, resp, term)
         ctx.send(f"{me}/raft", {"t": "applied", "index": entries[-1][0]})
         if store.compaction_pending():
             ctx.send(f"{me}/raft", {"t": "compacting"})
@@ -292,7 +292,7 @@ class ApplyActor:
                 still.append((index, term, req, origin))
         if len(still) > MAX_WAITING_READS:
             for _, _, _, origin in still[: len(still) - MAX_WAITING_READS]:
-                ctx.send(origin[0], {"t": "resp", "id": origin[1], "resp": {"error": "too_many_requests"}})
+                _answer(ctx, origin, {"error": "too_many_requests"})
             still = still[len(still) - MAX_WAITING_READS :]
         self._waiting = still
 
@@ -303,7 +303,7 @@ class ApplyActor:
             resp = store.range(req)
         except StoreError as err:
             resp = {"error": err.name, "code": err.grpc_code, "message": err.message}
-        ctx.send(origin[0], {"t": "resp", "id": origin[1], "resp": resp, "term": term})
+        _answer(ctx, origin, resp, term)
 
     # ------------------------------------------------------------------ snapshots
     def _snapshot_path(self, name: str) -> str:
@@ -409,3 +409,11 @@ def _valid_in_term(req: dict[str, Any], term: int) -> dict[str, Any]:
     """A lease expiry decided by the leader of one term means nothing if appended in another."""
     leader_term = req.get("leader_term")
     return req if leader_term is None or leader_term == term else _STALE
+
+
+def _answer(ctx: Context, origin: list[Any], resp: dict[str, Any], term: int | None = None) -> None:
+    """The answer to a request from `origin` ([address, request id], see rpc/link.py)."""
+    msg: dict[str, Any] = {"t": "resp", "id": origin[1], "resp": resp}
+    if term is not None:
+        msg["term"] = term
+    ctx.send(origin[0], msg)

@@ -13,6 +13,16 @@ from petcd.store.errors import AUTH_ERRORS
 
 _C = grpc.StatusCode
 
+
+class Aborted(Exception):
+    """What a servicer's `context.abort(code, details)` raises, for the server running it (the
+    built-in gRPC server, the HTTP gateway) to answer with that status."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
 ERRORS: dict[str, tuple[grpc.StatusCode, str]] = {
     # request validation (gateway)
     "empty_key": (_C.INVALID_ARGUMENT, "etcdserver: key is not provided"),

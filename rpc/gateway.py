@@ -100,15 +100,16 @@ async def serve(spec: dict[str, Any], log: LogLine) -> int:
     # grpcio's server stays on the unix socket, for Lock and Election's own calls.
     builtin = BuiltinGrpcServer(spec["max_request_bytes"] + _GRPC_OVERHEAD_BYTES, grpc_counter.handled) \
         if spec.get("grpc_server") == "builtin" else None
-    for target in (server, builtin) if builtin is not None else (server,):
-        pb_grpc.add_KVServicer_to_server(_missing_rpcs_say_so(services["kv"]), target)
-        pb_grpc.add_MaintenanceServicer_to_server(_missing_rpcs_say_so(services["maintenance"]), target)
-        pb_grpc.add_ClusterServicer_to_server(_missing_rpcs_say_so(services["cluster"]), target)
-        pb_grpc.add_AuthServicer_to_server(_missing_rpcs_say_so(services["auth"]), target)
-        pb_grpc.add_WatchServicer_to_server(_missing_rpcs_say_so(services["watch"]), target)
-        pb_grpc.add_LeaseServicer_to_server(_missing_rpcs_say_so(services["lease"]), target)
-        v3lock_pb2_grpc.add_LockServicer_to_server(_missing_rpcs_say_so(services["lock"]), target)
-        v3election_pb2_grpc.add_ElectionServicer_to_server(_missing_rpcs_say_so(services["election"]), target)
+    registrations = [
+        (pb_grpc.add_KVServicer_to_server, "kv"), (pb_grpc.add_MaintenanceServicer_to_server, "maintenance"),
+        (pb_grpc.add_ClusterServicer_to_server, "cluster"), (pb_grpc.add_AuthServicer_to_server, "auth"),
+        (pb_grpc.add_WatchServicer_to_server, "watch"), (pb_grpc.add_LeaseServicer_to_server, "lease"),
+        (v3lock_pb2_grpc.add_LockServicer_to_server, "lock"), (v3election_pb2_grpc.add_ElectionServicer_to_server, "election"),
+    ]
+    for add, name in registrations:
+        servicer = _missing_rpcs_say_so(services[name])
+        for target in (server, builtin) if builtin is not None else (server,):
+            add(servicer, target)
     if server.add_insecure_port(f"unix:{grpc_socket}") == 0:
         print(f"petcd: listen unix {grpc_socket}: bind failed", file=sys.stderr, flush=True)
         return EXIT_LISTEN_FAILED

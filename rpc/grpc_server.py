@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 import grpc
 
 from petcd.rpc import hpack, http2
+from petcd.rpc.errors import Aborted
 
 # Requests a streaming call may queue unread; past it the call ends with "too many requests".
 MAX_QUEUED_MESSAGES = 1000
@@ -35,13 +36,6 @@ _NOT_METADATA = {b"content-type", b"te", b"grpc-timeout", b"grpc-encoding", b"gr
 _RESPONSE_HEADERS = hpack.encode([(b":status", b"200"), (b"content-type", b"application/grpc")])
 _OK_TRAILERS = hpack.encode([(b"grpc-status", b"0")])
 _PREFIX_BYTES = 5  # a message: compressed flag (1 byte), length (4 bytes big-endian), body
-
-
-class _Abort(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.code = code
-        self.details = details
 
 
 class _Handler:
@@ -107,7 +101,7 @@ class Context:
         self.status: tuple[grpc.StatusCode, str] | None = None  # set_code / set_details (the generated base servicer's)
 
     async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = None) -> NoReturn:
-        raise _Abort(code, details)
+        raise Aborted(code, details)
 
     def invocation_metadata(self) -> tuple[tuple[str, Any], ...]:
         return self._metadata
@@ -330,11 +324,10 @@ class GrpcProtocol(asyncio.Protocol):
             else:
                 behavior = handler.stream_unary if handler.request_streaming else handler.unary_unary
                 await self._send(call, handler.response_serializer(await behavior(request, call.context)))
-        except _Abort as e:
+        except Aborted as e:
             code, details = e.code, e.details
         except asyncio.CancelledError:
-            if not call.expired:  # the client reset the stream or went away: nobody to answer
-                self._server.count(call.method.labels, grpc.StatusCode.CANCELLED)
+            if not call.expired:  # ended elsewhere (_end_call, _fail_call), which counted it
                 raise
             code, details = grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"
         except Exception as e:  # noqa: BLE001 - a handler's bug must still end its call
@@ -371,7 +364,8 @@ class GrpcProtocol(asyncio.Protocol):
             await self._writable.wait()
 
     def _finish(self, call: _Call, code: grpc.StatusCode, details: str) -> None:
-        self._calls.pop(call.stream_id, None)
+        if self._calls.pop(call.stream_id, None) is None and call.context._cancelled:
+            return  # _end_call ended (and counted) it while its handler was finishing
         self._room.pop(call.stream_id, None)
         self._server.count(call.method.labels, code)
         if not self._conn.is_open(call.stream_id):
@@ -389,18 +383,11 @@ class GrpcProtocol(asyncio.Protocol):
 
     def _fail_call(self, call: _Call, code: grpc.StatusCode, details: str) -> None:
         """End a call the client broke (a bad message): its handler, if running, is cancelled."""
-        self._calls.pop(call.stream_id, None)
         if call.task is not None:
             call.task.cancel()
         if call.timer is not None:
             call.timer.cancel()
-        self._server.count(call.method.labels, code)
-        if self._conn.is_open(call.stream_id):
-            if call.sent_headers:
-                self._conn.send_headers(call.stream_id, _status_block(code, details), end_stream=True)
-            else:
-                self._trailers_only(call.stream_id, code, details)
-        self._schedule_flush()
+        self._finish(call, code, details)
 
     def _end_call(self, stream_id: int) -> None:
         """The client reset the stream or the connection ended."""
@@ -410,6 +397,7 @@ class GrpcProtocol(asyncio.Protocol):
             room.set()
         if call is None:
             return
+        self._server.count(call.method.labels, grpc.StatusCode.CANCELLED)
         call.context._cancelled = True
         if call.timer is not None:
             call.timer.cancel()

@@ -24,6 +24,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from petcd.rpc.errors import Aborted
 from petcd.rpc.gateway_state import GatewayState
 from petcd.rpc.link import LinkError
 from petcd.rpc.maintenance_service import SERVER_VERSION
@@ -108,13 +109,6 @@ ROUTES: dict[str, tuple[str, str, type[Message], str]] = {
 }
 
 
-class _Abort(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 class _Context:
     """The part of grpc.aio.ServicerContext the servicers use: abort() ends the call. The
     token travels in the Authorization header, as with etcd's gateway."""
@@ -124,7 +118,7 @@ class _Context:
         self._metadata = (("authorization", token),) if token else ()
 
     async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = None) -> NoReturn:
-        raise _Abort(code, details)
+        raise Aborted(code, details)
 
     def invocation_metadata(self) -> tuple:
         return self._metadata
@@ -310,13 +304,13 @@ class HttpGateway:
         try:
             values = _decode_first(req.body)
             request = _parse(cls, values[0] if values else None)
-        except _Abort as e:
-            self._grpc_error(writer, e.code, e.message)
+        except Aborted as e:
+            self._grpc_error(writer, e.code, e.details)
             return
         try:
             response = await getattr(self._services[service], method)(request, _Context(req.headers))
-        except _Abort as e:
-            self._grpc_error(writer, e.code, e.message)
+        except Aborted as e:
+            self._grpc_error(writer, e.code, e.details)
             return
         except LinkError as e:
             self._grpc_error(writer, _C.UNAVAILABLE, e.message or e.name)
@@ -336,10 +330,10 @@ class HttpGateway:
         try:
             first = _decode_first(req.body)
             first_request = _parse(cls, first[0] if first else None)
-        except _Abort as e:
+        except Aborted as e:
             # grpc-gateway decodes the first request before it opens a bidi stream, and fails it as
             # "Unknown"; a server stream's one request fails as a unary call's does.
-            self._grpc_error(writer, _C.UNKNOWN if kind == STREAM_IN_OUT else e.code, e.message)
+            self._grpc_error(writer, _C.UNKNOWN if kind == STREAM_IN_OUT else e.code, e.details)
             return True
         # later requests that do not parse end the client's side of the stream (grpc-gateway's CloseSend)
         requests = _parse_prefix(cls, req.body)
@@ -369,12 +363,12 @@ class HttpGateway:
                     start()
                     chunk('{"result":' + _to_json(response) + "}")
                     await writer.drain()
-            except _Abort as e:
+            except Aborted as e:
                 if not started:
-                    self._grpc_error(writer, e.code, e.message)
+                    self._grpc_error(writer, e.code, e.details)
                     return
                 status = HTTP_STATUS.get(e.code, 500)
-                chunk(json.dumps({"error": {"grpc_code": e.code.value[0], "http_code": status, "message": e.message,
+                chunk(json.dumps({"error": {"grpc_code": e.code.value[0], "http_code": status, "message": e.details,
                                             "http_status": REASONS.get(status, "")}}, separators=(",", ":")))
             start(with_metadata=False)
             writer.write(b"0\r\n\r\n")
@@ -420,7 +414,7 @@ class HttpGateway:
                     data = await ws.receive()
                     try:
                         await requests.put(_parse(cls, json.loads(data)))
-                    except (_Abort, ValueError):
+                    except (Aborted, ValueError):
                         return
             except WebSocketClosed:
                 return
@@ -447,12 +441,12 @@ class HttpGateway:
                 async for response in responses:
                     body = _to_json(response)
                     await ws.send_text(('{"result":' + body + "}" if kind != UNARY else body).encode())
-            except _Abort as e:
+            except Aborted as e:
                 status = HTTP_STATUS.get(e.code, 500)
-                await ws.send_text(json.dumps({"error": {"grpc_code": e.code.value[0], "http_code": status, "message": e.message,
+                await ws.send_text(json.dumps({"error": {"grpc_code": e.code.value[0], "http_code": status, "message": e.details,
                                                          "http_status": REASONS.get(status, "")}}, separators=(",", ":")).encode())
             await ws.close()
-        except (_Abort, LinkError, WebSocketClosed, ConnectionError):
+        except (Aborted, LinkError, WebSocketClosed, ConnectionError):
             return
         finally:
             reading.cancel()
@@ -474,7 +468,7 @@ class HttpGateway:
                 return False
             # The member's own linearizable read (etcd's is a v2 QGET): no user, so auth cannot refuse it.
             await asyncio.wait_for(self._s.barrier(_Context()), HEALTH_TIMEOUT_S)
-        except (_Abort, LinkError, asyncio.TimeoutError):
+        except (Aborted, LinkError, asyncio.TimeoutError):
             return False
         return True
 
@@ -513,12 +507,12 @@ def _parse(cls: type[Message], value: Any) -> Message:
         return cls()
     if not isinstance(value, dict):
         kind = {list: "array", str: "string", bool: "bool"}.get(type(value), "number")
-        raise _Abort(_C.INVALID_ARGUMENT, f"json: cannot unmarshal {kind} into Go value of type map[string]json.RawMessage")
+        raise Aborted(_C.INVALID_ARGUMENT, f"json: cannot unmarshal {kind} into Go value of type map[string]json.RawMessage")
     _check_strict(cls.DESCRIPTOR, value)
     try:
         return json_format.ParseDict(value, cls(), ignore_unknown_fields=True)
     except json_format.ParseError as e:
-        raise _Abort(_C.INVALID_ARGUMENT, str(e)) from e
+        raise Aborted(_C.INVALID_ARGUMENT, str(e)) from e
 
 
 def _check_strict(descriptor: Any, value: dict[str, Any]) -> None:
@@ -536,11 +530,11 @@ def _check_strict(descriptor: Any, value: dict[str, Any]) -> None:
             if field.type == field.TYPE_ENUM and isinstance(one, str) and one not in field.enum_type.values_by_name:
                 enum = field.enum_type
                 go_name = enum.full_name[len(enum.file.package) + 1:].replace(".", "_")
-                raise _Abort(_C.INVALID_ARGUMENT, f"unknown value {json.dumps(one, ensure_ascii=False)} for enum {enum.file.package}.{go_name}")
+                raise Aborted(_C.INVALID_ARGUMENT, f"unknown value {json.dumps(one, ensure_ascii=False)} for enum {enum.file.package}.{go_name}")
             if field.type == field.TYPE_BYTES and isinstance(one, str):
                 at = _go_base64_error(one.encode("utf-8"))
                 if at is not None:
-                    raise _Abort(_C.INVALID_ARGUMENT, f"illegal base64 data at input byte {at}")
+                    raise Aborted(_C.INVALID_ARGUMENT, f"illegal base64 data at input byte {at}")
             if field.type == field.TYPE_MESSAGE and isinstance(one, dict):
                 _check_strict(field.message_type, one)
 
@@ -598,7 +592,7 @@ def _decode_first(body: bytes) -> list[Any]:
     try:
         return [_DECODER.raw_decode(text, pos)[0]]
     except json.JSONDecodeError as e:
-        raise _Abort(_C.INVALID_ARGUMENT, _go_json_error(e)) from e
+        raise Aborted(_C.INVALID_ARGUMENT, _go_json_error(e)) from e
 
 
 def _parse_prefix(cls: type[Message], body: bytes) -> list[Message]:
@@ -612,7 +606,7 @@ def _parse_prefix(cls: type[Message], body: bytes) -> list[Message]:
         try:
             value, pos = _DECODER.raw_decode(text, pos)
             out.append(_parse(cls, value))
-        except (json.JSONDecodeError, _Abort):
+        except (json.JSONDecodeError, Aborted):
             return out
 
 

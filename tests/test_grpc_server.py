@@ -166,7 +166,7 @@ def test_an_answer_larger_than_every_window_arrives_whole(served):
 
 
 def test_a_request_over_the_size_bound_is_refused_as_grpc_go_does(served):
-    run, channel, _, _, _ = served
+    run, channel, _, _, handled = served
 
     async def go():
         request = pb.RangeRequest(key=b"x" * (MAX_REQUEST_BYTES + 10))
@@ -175,6 +175,7 @@ def test_a_request_over_the_size_bound_is_refused_as_grpc_go_does(served):
         assert details == f"grpc: received message larger than max ({request.ByteSize()} vs. {MAX_REQUEST_BYTES})"
 
     run(go())
+    assert handled == collections.Counter({("unary", "etcdserverpb.KV", "Range", "RESOURCE_EXHAUSTED"): 1}), "counted once"
 
 
 def test_a_bidi_stream_answers_each_request_and_its_handler_ends_when_the_client_cancels(served):
