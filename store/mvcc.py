@@ -109,6 +109,7 @@ class MvccStore:
         self._dir = path
         self._map_size = map_size_bytes
         self._sync = sync
+        self._data_path = os.path.join(path, "data.mdb")
         self._retired: lmdb.Environment | None = None  # a reader's previous env, after a defragmentation
         if not readonly:
             _finish_defragment(path)
@@ -121,19 +122,20 @@ class MvccStore:
         )
         try:
             dbs = open_databases(env, create=not self._readonly)
-            inode = os.stat(os.path.join(self._dir, "data.mdb")).st_ino
+            inode = os.stat(self._data_path).st_ino
         except BaseException:
             env.close()
             raise
         self._env, self._dbs, self._inode = env, dbs, inode
 
     def _follow_writer(self) -> None:
-        """A read-only store follows its writer's defragmentation (a new file under the same path);
-        until the writer has reopened it, reads see the old copy, which is still whole."""
-        if not self._readonly:
-            return
+        """A read-only store follows its writer's defragmentation (a new file under the same path):
+        the writer marks the old file superseded once the new one is in place (see defragment), and
+        until a reader sees that mark, it reads the old copy, which is still whole. Checking the mark
+        costs a reader one lookup in a transaction it opens anyway, where a stat of the path cost a
+        system call per read."""
         try:
-            inode = os.stat(os.path.join(self._dir, "data.mdb")).st_ino
+            inode = os.stat(self._data_path).st_ino
         except FileNotFoundError:
             return
         if inode == self._inode:
@@ -152,8 +154,12 @@ class MvccStore:
         return self._env
 
     def _begin(self) -> lmdb.Transaction:
-        self._follow_writer()
-        return self._env.begin()
+        txn = self._env.begin()
+        if self._readonly and StoreTxn(txn, self._dbs).superseded():
+            txn.abort()
+            self._follow_writer()
+            txn = self._env.begin()
+        return txn
 
     def _write(self):
         """A write transaction (commits on leaving the `with` block, aborts on an exception): every
@@ -189,17 +195,24 @@ class MvccStore:
             f.flush()
             os.fsync(f.fileno())
         _fsync_dir(new_dir)
-        self._env.close()
         os.rename(self._dir, old_dir)
         os.rename(new_dir, self._dir)
         _fsync_dir(os.path.dirname(os.path.abspath(self._dir)))
+        # Readers still on the old file learn from it that it is gone (see _follow_writer). Straight
+        # on the environment, not through _write: the file is dropped next, durable or not.
+        with self._env.begin(write=True) as txn:
+            StoreTxn(txn, self._dbs).mark_superseded()
+        self._env.close()
         shutil.rmtree(old_dir, ignore_errors=True)
         self._open()
 
     # --- writer side
     def apply(self, entries: list[tuple[int, dict]] | list[tuple[int, dict, bytes | None]], *,
-              compact_step_records: int | None = None) -> list[dict | None]:
+              compact_step_records: int | None = None, events: list[list] | None = None) -> list[dict | None]:
         """Applies committed log entries (raft_index, request[, request_key]) in one LMDB write txn.
+
+        `events`, if given, receives the watch events of the revisions the batch made, as
+        events() reads them back ([[revision, [event, ...]], ...]), once the batch is committed.
 
         Entries at or below the applied index are skipped (None). So is an entry
         whose request_key was applied within the last DEDUP_WINDOW_ENTRIES entries:
@@ -223,14 +236,15 @@ class MvccStore:
         """
         assert not self._readonly
         try:
-            return self._apply_batch(entries, COMPACT_STEP_RECORDS if compact_step_records is None else compact_step_records)
+            return self._apply_batch(entries, COMPACT_STEP_RECORDS if compact_step_records is None else compact_step_records, events)
         except lmdb.MapFullError:
             raise MapFull(
                 f"apply: the LMDB map of {self.path} is full at entries {entries[0][0]}..{entries[-1][0]}; "
                 "restart the member with a larger --quota-backend-bytes") from None
 
-    def _apply_batch(self, entries: list, compact_step_records: int) -> list[dict | None]:
+    def _apply_batch(self, entries: list, compact_step_records: int, events: list[list] | None) -> list[dict | None]:
         responses: list[dict | None] = []
+        batch_events: list[list] | None = None if events is None else []
         with self._write() as parent:
             tables = StoreTxn(parent, self._dbs)
             applied_index = self._applied_before_batch(tables)
@@ -261,16 +275,22 @@ class MvccStore:
                     tables.activate_alarm(request.get("alarm_member", 0), ALARM_NOSPACE)
                     responses.append(_error(no_space()))
                     continue
+                request_events: list[list] | None = None if batch_events is None else []
                 try:
                     with self._env.begin(write=True, parent=parent) as child:
-                        responses.append(_apply_request(StoreTxn(child, self._dbs), request))
+                        responses.append(_apply_request(StoreTxn(child, self._dbs, request_events), request))
                 except StoreError as err:
                     responses.append(_error(err))
+                else:
+                    if request_events:
+                        batch_events.extend(request_events)  # type: ignore[union-attr]
             if applied_index > tables.applied_index():
                 tables.set_applied_index(applied_index)
                 tables.forget_requests_before(applied_index - DEDUP_WINDOW_ENTRIES)
         if len(responses) != len(entries):
             raise RuntimeError(f"apply: {len(responses)} responses for {len(entries)} entries")
+        if events is not None and batch_events:
+            events.extend(batch_events)
         return responses
 
     def alarms(self) -> list[tuple[int, int]]:
@@ -383,15 +403,16 @@ class MvccStore:
     def copy_to(self, path: str) -> None:
         """A compacted, consistent copy of the store (one read transaction) in the file `path`;
         works on a read-only store too, so the gateway can take backups."""
+        self._begin().abort()  # a reader first follows a defragmentation (see _follow_writer)
         with open(path, "wb") as f:
             self._env.copyfd(f.fileno(), compact=True)
             f.flush()
             os.fsync(f.fileno())
 
     def file_size_bytes(self) -> int:
-        """The database file's size (etcd's backend Size, which its space quota is checked against)."""
-        self._follow_writer()
-        return os.path.getsize(os.path.join(self._dir, "data.mdb"))
+        """The database file's size (etcd's backend Size, which its space quota is checked against):
+        the file at the store's path, the writer's current one."""
+        return os.path.getsize(self._data_path)
 
     def db_size_bytes(self) -> tuple[int, int]:
         """(file size, bytes in pages holding data), for etcd Status's dbSize and dbSizeInUse."""

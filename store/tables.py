@@ -25,6 +25,9 @@ _CURRENT_REVISION = b"current_revision"
 _COMPACT_REVISION = b"compact_revision"
 # A compaction in progress (see compact_step): the revision key of the next record it examines.
 _COMPACT_CURSOR = b"compact_cursor"
+# Written into a store file once a defragmented copy has replaced it (MvccStore.defragment): its
+# readers then reopen the store's path. Never present in a live store.
+_SUPERSEDED = b"superseded"
 
 
 _ALARM = struct.Struct(">QI")
@@ -61,15 +64,24 @@ def open_databases(env: lmdb.Environment, *, create: bool) -> Databases:
 class StoreTxn:
     """The MVCC tables as seen by one LMDB transaction (read or write)."""
 
-    def __init__(self, txn: lmdb.Transaction, dbs: Databases) -> None:
+    def __init__(self, txn: lmdb.Transaction, dbs: Databases, events: list[list] | None = None) -> None:
         self._txn = txn
         self._dbs = dbs
+        # Where a write records the watch events of the revisions it makes (see writes.WriteTxn), if anywhere.
+        self.events = events
 
     @property
     def max_key_bytes(self) -> int:
         return self._dbs.max_key_bytes
 
     # --- meta
+    def superseded(self) -> bool:
+        """Whether this file has been replaced by a defragmented copy (see _SUPERSEDED)."""
+        return self._txn.get(_SUPERSEDED, db=self._dbs.meta) is not None
+
+    def mark_superseded(self) -> None:
+        self._txn.put(_SUPERSEDED, b"", db=self._dbs.meta)
+
     def applied_index(self) -> int:
         return self._meta(_APPLIED_INDEX, 0)
 

@@ -1,6 +1,7 @@
 """One etcd write txn (storeTxnWrite) and the put / delete_range operations on it."""
 
 from .errors import key_not_found, key_too_long, lease_not_found
+from .history import DELETE, PUT
 from .keys import key_bounds
 from .records import Record, kv_dict, tombstone
 from .tables import StoreTxn
@@ -10,6 +11,10 @@ class WriteTxn:
     """All changes share main revision begin_rev + 1; sub counts them from 0.
 
     Reads inside the txn see its own changes, at read_rev.
+
+    Each change also goes to tables.events, if given, as its watch event, exactly as
+    history.events would read it back after the commit (prev_kv is the key's value at
+    begin_rev): the apply actor publishes these without reading them back.
     """
 
     def __init__(self, tables: StoreTxn) -> None:
@@ -40,18 +45,42 @@ class WriteTxn:
         if lease:
             self.tables.attach(lease, key)
         self.tables.add(rev, self.changes, record)
+        if self.tables.events is not None:
+            # Once this txn changed something, `previous` may hold its own change; the event's is the key's value before.
+            self._event(PUT, kv_dict(record, rev), previous if not self.changes else self._before(key))
         self.changes += 1
 
     def delete_range(self, key: bytes, range_end: bytes) -> int:
         live = list(self.tables.scan(*key_bounds(key, range_end), self.read_rev))
+        rev = self.begin_rev + 1
+        events = self.tables.events is not None
         leases = self.tables.any_key_attached()  # else reading each record for its lease is wasted
         for live_key, main, sub in live:
-            lease = self.tables.record(main, sub).lease if leases else 0
-            if lease:
-                self.tables.detach(lease, live_key)
-            self.tables.add(self.begin_rev + 1, self.changes, tombstone(live_key))
+            record = self.tables.record(main, sub) if leases or events else None
+            if record is not None and record.lease:
+                self.tables.detach(record.lease, live_key)
+            if record is not None and events:
+                self._event(DELETE, {"key": live_key, "mod_revision": rev},
+                            kv_dict(record, main) if main <= self.begin_rev else self._before(live_key))
+            self.tables.add(rev, self.changes, tombstone(live_key))
             self.changes += 1
         return len(live)
+
+    def _before(self, key: bytes) -> dict | None:
+        """The key's live kv when this txn began."""
+        found = self.tables.latest(key, self.begin_rev)
+        return None if found is None else kv_dict(self.tables.record(*found), found[0])
+
+    def _event(self, kind: int, kv: dict, prev_kv: dict | None) -> None:
+        sink = self.tables.events
+        assert sink is not None
+        rev = self.begin_rev + 1
+        if not sink or sink[-1][0] != rev:
+            sink.append([rev, []])
+        event = {"type": kind, "kv": kv}
+        if prev_kv is not None:
+            event["prev_kv"] = prev_kv
+        sink[-1][1].append(event)
 
     def end(self) -> int:
         """Commits the revision if anything changed; returns the header revision."""

@@ -125,7 +125,7 @@ class AppliedIndexFirst(SimMvccStore):
 
     _claimed: int | None = None
 
-    def _apply_batch(self, entries: list, compact_step_records: int) -> list[dict | None]:
+    def _apply_batch(self, entries: list, compact_step_records: int, events: list[list] | None) -> list[dict | None]:
         before = self.applied_index()
         last = entries[-1][0]
         if last > before:
@@ -133,7 +133,7 @@ class AppliedIndexFirst(SimMvccStore):
                 StoreTxn(txn, self._dbs).set_applied_index(last)
         self._claimed = before
         try:
-            return super()._apply_batch(entries, compact_step_records)
+            return super()._apply_batch(entries, compact_step_records, events)
         finally:
             self._claimed = None
 

@@ -439,6 +439,52 @@ def test_read_only_process_sees_writes(log):
         assert reader.wait(timeout=30) == 0
 
 
+FOLLOWER = textwrap.dedent("""
+    import sys
+    from petcd.store.mvcc import MvccStore
+    store = MvccStore(sys.argv[1], readonly=True, map_size_bytes=1 << 26)
+    for line in sys.stdin:
+        command, _, arg = line.strip().partition(" ")
+        if command == "get":
+            print(b",".join(kv["value"] for kv in store.range({"key": arg.encode()})["kvs"]).decode(), flush=True)
+        elif command == "copy":
+            store.copy_to(arg)
+            print("copied", flush=True)
+        else:
+            print(store.file_size_bytes(), flush=True)
+""")
+
+
+def test_read_only_process_follows_a_defragmentation(tmp_path):
+    """The writer swaps in a new file; a reader that opened the old one reads, sizes and backs up the new one."""
+    log = Log(str(tmp_path / "mvcc"), sync=True)
+    log.batch([{"op": "put", "key": b"k%d" % i, "value": b"x" * 1000} for i in range(300)])
+    log.batch([{"op": "delete_range", "key": b"k", "range_end": b"l"}, {"op": "compact", "revision": 3}])
+    log("put", key=b"a", value=b"1")
+    reader = subprocess.Popen([sys.executable, "-c", FOLLOWER, log.path], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        def ask(line: str) -> str:
+            reader.stdin.write(line + "\n")
+            reader.stdin.flush()
+            return reader.stdout.readline().strip()
+        assert ask("get a") == "1"
+        size_before = int(ask("size"))
+        log.store.defragment()
+        log("put", key=b"a", value=b"2")
+        assert ask("copy " + str(tmp_path / "backup.db")) == "copied", "a backup is the first thing asked"
+        assert ask("get a") == "2", "the reader reads the new file"
+        assert int(ask("size")) == os.path.getsize(os.path.join(log.path, "data.mdb")) < size_before
+    finally:
+        reader.stdin.close()
+        assert reader.wait(timeout=30) == 0
+    os.makedirs(tmp_path / "restored")
+    os.rename(tmp_path / "backup.db", tmp_path / "restored" / "data.mdb")
+    restored = MvccStore(str(tmp_path / "restored"), sync=False)
+    assert [kv["value"] for kv in restored.range({"key": b"a"})["kvs"]] == [b"2"]
+    restored.close()
+
+
 def test_read_only_requires_an_existing_store(tmp_path):
     with pytest.raises(lmdb.Error):
         MvccStore(str(tmp_path / "missing"), readonly=True)
