@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 import grpc
+import uvloop
 
 from petcd.actors.runtime_log import LogLine
 from petcd.rpc.auth_service import AuthService
@@ -203,7 +204,9 @@ async def _poll_status(state: GatewayState, log: LogLine) -> None:
 def main(argv: list[str] | None = None) -> None:
     spec = json.loads((sys.argv[1:] if argv is None else argv)[0])
     log = LogLine(spec.get("log_level", "info"), actor=spec["address"])
-    sys.exit(asyncio.run(serve(spec, log)))
+    # uvloop (libuv's event loop, in C) in place of asyncio's own: the loop runs every request's
+    # reads, writes and callbacks, and it takes a Put about 10 us less CPU (README, Benchmarks).
+    sys.exit(uvloop.run(serve(spec, log)))
 
 
 if __name__ == "__main__":
