@@ -68,14 +68,16 @@ class MemberLink:
         if len(self._pending) >= MAX_PENDING_REQUESTS:
             raise LinkError("too_many_requests")
         request_id = next(self._ids)
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._pending[request_id] = fut
         self.send(to, {**msg, "origin": [self.address, request_id]})
+        # A timer on the future itself: asyncio.wait_for would wrap it in a second one per call.
+        timer = loop.call_later(timeout_s, _time_out, fut)
         try:
-            answer = await asyncio.wait_for(fut, timeout_s)
-        except TimeoutError:
-            raise LinkError("timeout") from None
+            answer = await fut
         finally:
+            timer.cancel()
             self._pending.pop(request_id, None)
         resp = answer["resp"]
         if "error" in resp:
@@ -125,3 +127,8 @@ class MemberLink:
             fut = self._pending.get(msg["id"])
             if fut is not None and not fut.done():
                 fut.set_result(msg)
+
+
+def _time_out(fut: asyncio.Future[dict[str, Any]]) -> None:
+    if not fut.done():
+        fut.set_exception(LinkError("timeout"))
