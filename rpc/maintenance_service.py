@@ -53,6 +53,7 @@ class MaintenanceService(pb_grpc.MaintenanceServicer):
         """This member only (no Raft round, as etcd): the apply actor rewrites its store compactly."""
         await self._s.check_admin(context)
         await self._s.call(context, {"t": "defrag"}, self._s.apply_address)
+        self._s.forget_file_size()  # the quota check sees the smaller file at once
         return pb.DefragmentResponse(header=self._s.header(self._s.store.current_revision(), self._s.link.term))
 
     async def HashKV(self, request: pb.HashKVRequest, context: grpc.aio.ServicerContext) -> pb.HashKVResponse:
