@@ -18,7 +18,7 @@ Messages in:
 Messages out:
   hello  {applied, snapshot}                       to the Raft actor on start: where to resume; `snapshot` is the
                                                    meta of the snapshot last installed if the store is still at it
-  applied {index}                                  to the Raft actor after each batch (it may compact its log)
+  applied {index, durable}                         to the Raft actor after each batch (it may compact its log below `durable`)
   compacting {}                                    to the Raft actor after a batch, while a store compaction is in progress
   snap_chunk {peer, index, seq, data, last}        to the Raft actor, to relay; at most SNAPSHOT_WINDOW_CHUNKS
                                                    unacknowledged per peer (snap_ack, relayed back, lets more go)
@@ -214,7 +214,7 @@ class ApplyActor:
             # Only the member that took the request answers it; None marks an entry applied before.
             if resp is not None and origin is not None and data.get("member") == me:
                 _answer(ctx, origin, resp, term)
-        ctx.send(f"{me}/raft", {"t": "applied", "index": entries[-1][0]})
+        ctx.send(f"{me}/raft", {"t": "applied", "index": entries[-1][0], "durable": store.durable_applied_index()})
         if store.compaction_pending():
             ctx.send(f"{me}/raft", {"t": "compacting"})
         self._publish_events(ctx, events)

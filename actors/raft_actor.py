@@ -11,7 +11,7 @@ from the lease actor:
   confirm   {term, origin}                          do we still lead in `term`? a ReadIndex round answers {index, term}
 from the apply actor:
   hello     {applied, snapshot}                     on its start: where to resume (and the snapshot last installed, if at `applied`)
-  applied   {index}                                 after each batch: the log may be compacted below it
+  applied   {index, durable}                        after each batch: the log may be compacted below `durable`
   compacting {}                                     a store compaction is still in progress: the leader appends an
                                                     empty entry (one at a time), each of which takes it a step further
   snap_chunk {peer, index, seq, data, last}         a snapshot of the state machine, to relay to `peer`
@@ -253,7 +253,7 @@ class RaftActor:
                 self._on_hello(ctx, msg)
             elif kind == "applied":
                 self._applied = max(self._applied, msg["index"])
-                self._maybe_compact(msg["index"])
+                self._maybe_compact(msg["index"], msg["durable"])
             elif kind == "compacting":
                 # The store drops a compaction's records a step per entry applied (store/mvcc.py):
                 # with no writes coming, these empty entries carry it to its end.
@@ -571,12 +571,15 @@ class RaftActor:
             if member_id != self._me:
                 ctx.send(f"{member_id}/raft", {"t": "probe", "cid": self._cluster_id, "sent_us": ctx.now_us()})
 
-    def _maybe_compact(self, applied: int) -> None:
+    def _maybe_compact(self, applied: int, durable: int) -> None:
+        """Drop the log below what followers may still need, and never past what the store holds
+        durably (`durable`): a power loss may undo the store's last commit, and the log must still
+        hold what it undoes (store.mvcc.MvccStore)."""
         log = self._log
         assert log is not None
         if applied - log.snapshot_index > self._cfg.snapshot_count:
             keep = min(CATCHUP_ENTRIES, self._cfg.snapshot_count // 2)
-            log.compact(min(applied - keep, log.last_index))
+            log.compact(min(applied - keep, durable, log.last_index))
 
     def _relay_snapshot(self, ctx: Context, msg: dict[str, Any]) -> None:
         core, log = self._core, self._log

@@ -23,6 +23,10 @@ The faults it plays (sim/faults.py draws them from the seed):
 - a flipped byte (`corrupt`): one byte of one revision record of the MVCC store
   changes, durably, behind the store's back (`flip_record_byte`); `unflip` is
   the operator's repair. Every record carries a checksum (store/records.py).
+- the MVCC store's deferred meta page: its commits sync their pages but not their meta page
+  (MDB_NOMETASYNC, see store.mvcc.MvccStore), which the next commit's sync carries. So a power
+  loss also undoes the last commit of an MVCC store whose meta page was not synced since: the file
+  opens at the commit before, as LMDB's older meta page describes it (`undo_last_commit`).
 - slow disk (`disk-slow`): each synced write costs `slow_ms` of virtual time
   and each read transaction of the MVCC store a tenth of it; the runtime makes
   the turn that did them last that long (sim/runtime.py). The Raft log's reads
@@ -35,6 +39,7 @@ import errno
 import os
 import random
 import shutil
+import struct
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +50,37 @@ from petcd.store.disk import read_file
 from petcd.store.mvcc import MvccStore
 from petcd.store.raftlog import RaftLog
 from petcd.store.tables import DB_COUNT, open_databases
+
+
+# LMDB's file starts with two meta pages (pages 0 and 1); each holds, after the 16-byte page header,
+# an MDB_meta: magic, version, map address, map size, the free and main trees' roots (the free one's
+# pad is the page size), the last page used, and the transaction id (64-bit builds). LMDB opens at the
+# meta page with the higher transaction id; the other describes the commit before, whose pages LMDB
+# keeps until the next commit.
+_META_OFFSET = 16
+_META = struct.Struct("<IIQQ")  # magic, version, address, map size
+_META_BYTES = 136
+_META_PSIZE_OFFSET = _META_OFFSET + 24  # mm_dbs[FREE_DBI].md_pad
+_META_TXNID_OFFSET = _META_OFFSET + 128
+_LMDB_MAGIC = 0xBEEFC0DE
+
+
+def undo_last_commit(data_path: str) -> None:
+    """The LMDB file `data_path` as a power loss leaves it when its last commit's meta page never
+    reached the disk: that page holds the commit before again, so the file opens there."""
+    with open(data_path, "r+b") as f:
+        first = f.read(_META_OFFSET + _META_BYTES)
+        magic = _META.unpack_from(first, _META_OFFSET)[0]
+        if magic != _LMDB_MAGIC:
+            raise RuntimeError(f"{data_path}: not an LMDB file this model knows (meta magic {magic:#x})")
+        page_bytes = struct.unpack_from("<I", first, _META_PSIZE_OFFSET)[0]
+        f.seek(page_bytes)
+        second = f.read(_META_OFFSET + _META_BYTES)
+        txnids = [struct.unpack_from("<Q", page, _META_TXNID_OFFSET)[0] for page in (first, second)]
+        newest = 0 if txnids[0] > txnids[1] else 1
+        older = (first, second)[1 - newest]
+        f.seek(newest * page_bytes + _META_OFFSET)
+        f.write(older[_META_OFFSET:_META_OFFSET + _META_BYTES])
 
 
 class PowerLoss(BaseException):
@@ -82,6 +118,11 @@ class SimMvccStore(_OnSimDisk, MvccStore):
     def defragment(self) -> None:
         super().defragment()  # copies, fsyncs and swaps the file itself: durable when it returns
         self._disk.made_durable(self)
+
+    def _sync_meta(self) -> None:
+        if self.sync_wanted:
+            self._disk.made_durable(self)  # an explicit sync: the last commit's meta page too
+        super()._sync_meta()
 
     @property
     def revs_table(self) -> Any:
@@ -129,6 +170,8 @@ class _SimWriteTxn:
         disk, store = self._disk, self._store
         if self._durable:
             disk.made_durable(store)
+            if isinstance(store, SimMvccStore):
+                disk.meta_pending.add(store.path)  # its pages are synced, its meta page is not
         elif store.sync_wanted:  # the fsync failed: the commit is in the page cache only
             disk.fail_next_sync = False
             disk.counts["fsync_failed"] += 1
@@ -176,6 +219,7 @@ class SimDisk:
         self.member = member
         self._durable_copies: dict[str, str] = {}  # store dir -> dir holding a copy of its durable state
         self._durable_files: dict[str, bytes | None] = {}  # file -> its durable content (None: absent)
+        self.meta_pending: set[str] = set()  # MVCC store dirs whose last commit's meta page is not durable
         self._open: list[_Store] = []
         self.power_loss_after: int | None = None  # writes until the power goes out (None: not armed)
         self.fail_next_sync = False
@@ -234,11 +278,18 @@ class SimDisk:
         copy_dir = store.path + ".durable"
         shutil.rmtree(copy_dir, ignore_errors=True)
         os.makedirs(copy_dir)
-        store.env.copy(copy_dir)
+        if store.path in self.meta_pending:
+            # The file as it is, less its last commit (whose meta page is not durable).
+            shutil.copyfile(os.path.join(store.path, "data.mdb"), os.path.join(copy_dir, "data.mdb"))
+            undo_last_commit(os.path.join(copy_dir, "data.mdb"))
+            self.meta_pending.discard(store.path)
+        else:
+            store.env.copy(copy_dir)
         self._durable_copies[store.path] = copy_dir
 
     def made_durable(self, store: _Store) -> None:
         """A synced commit: everything the store holds is durable (the copy is no longer needed)."""
+        self.meta_pending.discard(store.path)
         copy_dir = self._durable_copies.pop(store.path, None)
         if copy_dir is not None:
             shutil.rmtree(copy_dir, ignore_errors=True)
@@ -268,6 +319,8 @@ class SimDisk:
         store = next((s for s in self._open if isinstance(s, SimMvccStore)), None)
         if store is None or store.path in self._durable_copies:
             return None
+        # The flip is a write of its own, durable: the last commit's meta page went to the disk before it.
+        self.meta_pending.discard(store.path)
         with store.env.begin(write=True) as txn:
             revs = store.revs_table
             count = txn.stat(revs)["entries"]
@@ -296,6 +349,7 @@ class SimDisk:
         """The operator's repair, the member down: put the byte back, in the store and in the copy
         of its durable state if one is held; False if the record had changed since."""
         assert not any(s.path == flip.path for s in self._open), f"repairing {flip.path} while it is open"
+        self.meta_pending.discard(flip.path)  # the repair is a durable write of its own
         fixed = self._with_closed_store(flip.path, lambda env, revs: _xor_record(env, revs, flip))
         copy_dir = self._durable_copies.get(flip.path)
         if copy_dir is not None:
@@ -326,6 +380,14 @@ class SimDisk:
                 pass
             shutil.rmtree(copy_dir, ignore_errors=True)
             lost.append(path)
+        for path in sorted(self.meta_pending):
+            undo_last_commit(os.path.join(path, "data.mdb"))
+            try:
+                os.remove(os.path.join(path, "lock.mdb"))
+            except FileNotFoundError:
+                pass
+            lost.append(path)
+        self.meta_pending.clear()
         for path, content in sorted(self._durable_files.items()):
             if content is None:
                 try:

@@ -95,7 +95,14 @@ class MapFull(RuntimeError):
 
 
 class MvccStore:
-    """An LMDB environment (a directory) holding etcd's MVCC key space."""
+    """An LMDB environment (a directory) holding etcd's MVCC key space.
+
+    Durability: a commit syncs its pages, not its meta page (LMDB's MDB_NOMETASYNC: one fdatasync
+    per commit, not two). That meta page reaches the disk with the next commit's sync, so a power
+    loss may undo the last commit, never corrupt the store; the Raft log still holds what it undoes,
+    as the Raft actor compacts it only below durable_applied_index(). What is acknowledged is durable
+    in the Raft log first. The simulator's disk (sim/disk.py) plays that undo on a power loss.
+    """
 
     def __init__(
         self, path: str, *, readonly: bool = False, map_size_bytes: int = 8 << 30,
@@ -114,11 +121,15 @@ class MvccStore:
         if not readonly:
             _finish_defragment(path)
         self._open()
+        if not readonly:
+            # What a crashed process left (its last meta page may be in the page cache only) is made
+            # durable before anything is counted durable.
+            self._sync_meta()
 
     def _open(self) -> None:
         env = lmdb.open(
             self._dir, subdir=True, readonly=self._readonly, create=not self._readonly, map_size=self._map_size,
-            max_dbs=DB_COUNT, sync=self._sync,
+            max_dbs=DB_COUNT, sync=self._sync, metasync=False,
         )
         try:
             dbs = open_databases(env, create=not self._readonly)
@@ -170,7 +181,19 @@ class MvccStore:
         """The applied index an apply batch starts from (a seam tests use to plant a bug)."""
         return tables.applied_index()
 
+    def _sync_meta(self) -> None:
+        """Make every commit durable now, the last one's meta page included (a seam: the simulator's disk records it)."""
+        if self._sync:
+            self._env.sync(True)
+        self._durable_applied = self._committed_applied = self.applied_index()
+
+    def durable_applied_index(self) -> int:
+        """The applied index no power loss can take back: the one of the commit before the last,
+        whose meta page the last commit's sync carried to the disk (see the class docstring)."""
+        return self._durable_applied
+
     def close(self) -> None:
+        # No sync: the next open makes the last commit durable (as after a crash, which closes nothing).
         self._env.close()
         if self._retired is not None:
             self._retired.close()
@@ -236,11 +259,16 @@ class MvccStore:
         """
         assert not self._readonly
         try:
-            return self._apply_batch(entries, COMPACT_STEP_RECORDS if compact_step_records is None else compact_step_records, events)
+            responses = self._apply_batch(entries, COMPACT_STEP_RECORDS if compact_step_records is None else compact_step_records, events)
         except lmdb.MapFullError:
             raise MapFull(
                 f"apply: the LMDB map of {self.path} is full at entries {entries[0][0]}..{entries[-1][0]}; "
                 "restart the member with a larger --quota-backend-bytes") from None
+        if entries and entries[-1][0] > self._committed_applied:
+            # The batch moved the applied index, so it committed and synced, carrying the previous
+            # commit's meta page with it. (A batch of entries all applied before commits nothing.)
+            self._durable_applied, self._committed_applied = self._committed_applied, entries[-1][0]
+        return responses
 
     def _apply_batch(self, entries: list, compact_step_records: int, events: list[list] | None) -> list[dict | None]:
         responses: list[dict | None] = []
@@ -392,6 +420,7 @@ class MvccStore:
             if tables.applied_index() or tables.current_revision() != 1 or txn.stat(self._dbs.revs)["entries"]:
                 raise RuntimeError(f"bulk_load: the store {self._dir} is not empty")
             fill(tables)
+        self._sync_meta()
 
     def forget_raft_position(self) -> None:
         """For a store restored from a backup into a new cluster: its entries count from 0 again
@@ -399,6 +428,7 @@ class MvccStore:
         assert not self._readonly
         with self._write() as txn:
             StoreTxn(txn, self._dbs).forget_raft_position()
+        self._sync_meta()
 
     def copy_to(self, path: str) -> None:
         """A compacted, consistent copy of the store (one read transaction) in the file `path`;
@@ -473,6 +503,7 @@ class MvccStore:
                     dst.cursor(db=dst_db).putmulti(cursor.iternext(keys=True, values=True), dupdata=True, append=False)
         finally:
             src_env.close()
+        self._sync_meta()  # the Raft actor drops its log up to the snapshot next
 
 
 def _finish_defragment(path: str) -> None:

@@ -559,7 +559,7 @@ def test_remote_reads_are_bounded_and_proposals_refused_past_the_apply_gap(tmp_p
     assert len(refused) == 1 and len(actor._remote_reads) == 2
     # Committed far beyond what the apply actor reports applied: proposals are refused.
     monkeypatch.setattr(ra, "MAX_APPLY_GAP", 0)
-    actor.receive(ctx, [("b/apply", {"t": "applied", "index": 1})])
+    actor.receive(ctx, [("b/apply", {"t": "applied", "index": 1, "durable": 1})])
     ctx.sent.clear()
     actor.receive(ctx, [("g", {"t": "propose", "req": {"op": "put"}, "origin": ["g", 9]})])
     assert [m["resp"] for to, m in ctx.sent if m.get("t") == "resp"] == [{"error": "too_many_requests"}]

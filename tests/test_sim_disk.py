@@ -9,6 +9,7 @@ import msgpack
 import lmdb
 import pytest
 
+from petcd.actors.raft_actor import RaftActor
 from petcd.sim import cluster as cluster_module
 from petcd.sim.cluster import build
 from petcd.sim.disk import PowerLoss, SimDisk, SimMvccStore, SimRaftLog
@@ -25,21 +26,48 @@ def _put(index: int, key: bytes, value: bytes = b"v") -> tuple[int, dict, bytes]
 
 
 def test_a_power_loss_keeps_synced_commits_and_loses_unsynced_ones(tmp_path):
+    """A synced MVCC store keeps all but its last commit, whose meta page only the next commit's sync
+    would have carried (as its durable_applied_index said); an unsynced one loses everything."""
     disk = SimDisk("m1")
     synced = disk.open_mvcc(str(tmp_path / "synced"), map_size_bytes=1 << 24)
     unsynced = disk.open_mvcc(str(tmp_path / "unsynced"), map_size_bytes=1 << 24, sync=False)
     for store in (synced, unsynced):
         store.apply([_put(1, b"a"), _put(2, b"b")])
         store.apply([_put(3, b"c")])
+    assert synced.durable_applied_index() == 2
     synced.close()
     unsynced.close()
-    assert sorted(disk.power_loss()) == [str(tmp_path / "unsynced")]
+    assert sorted(disk.power_loss()) == [str(tmp_path / "synced"), str(tmp_path / "unsynced")]
     synced = disk.open_mvcc(str(tmp_path / "synced"), map_size_bytes=1 << 24)
     unsynced = disk.open_mvcc(str(tmp_path / "unsynced"), map_size_bytes=1 << 24, sync=False)
-    assert synced.applied_index() == 3 and synced.range({"key": b"c"})["count"] == 1
+    assert synced.applied_index() == 2 and synced.range({"key": b"b"})["count"] == 1 and synced.range({"key": b"c"})["count"] == 0
     assert unsynced.applied_index() == 0 and unsynced.range({"key": b"a"})["count"] == 0, "nothing of it was ever synced"
+    # What the power loss undid comes back from the Raft log, applied again.
+    assert synced.apply([_put(2, b"b"), _put(3, b"c")]) == [None, {"revision": 4}]
+    assert synced.durable_applied_index() == 2, "reopening synced everything; the new commit's meta page is pending"
     synced.close()
     unsynced.close()
+
+
+def test_the_mvcc_stores_last_commit_survives_once_a_later_one_or_a_sync_carried_its_meta_page(tmp_path):
+    disk = SimDisk("m1")
+    path = str(tmp_path / "s")
+    store = disk.open_mvcc(path, map_size_bytes=1 << 24)
+    store.apply([_put(1, b"a")])
+    store.apply([_put(2, b"b")])
+    store.apply([_put(2, b"b")])  # nothing new: commits nothing, syncs nothing
+    assert store.durable_applied_index() == 1
+    store.close()
+    disk.power_loss()
+    store = disk.open_mvcc(path, map_size_bytes=1 << 24)  # opening syncs what the file holds
+    assert store.applied_index() == 1 and store.durable_applied_index() == 1
+    store.apply([_put(2, b"b")])
+    store.forget_raft_position()  # an explicit sync
+    store.close()
+    disk.power_loss()
+    store = disk.open_mvcc(path, map_size_bytes=1 << 24)
+    assert store.range({"key": b"b"})["count"] == 1 and store.applied_index() == 0
+    store.close()
 
 
 def test_a_file_written_without_sync_is_lost_and_a_synced_one_kept(tmp_path):
@@ -64,7 +92,9 @@ def test_power_loss_strikes_after_the_armed_write(tmp_path):
     store.close()
     disk.power_loss()
     store = disk.open_mvcc(str(tmp_path / "s"), map_size_bytes=1 << 24)
-    assert store.applied_index() == 2, "the write the power went out after was synced: it stays"
+    # The power went out after the second write, not the first: the first stays (the second's sync
+    # carried its meta page); the second synced its pages, not its meta page, and is undone.
+    assert store.applied_index() == 1 and store.range({"key": b"a"})["count"] == 1
     store.close()
 
 
@@ -79,7 +109,7 @@ def test_a_failed_fsync_raises_and_its_commit_is_not_durable(tmp_path):
     store.close()
     disk.power_loss()
     store = disk.open_mvcc(str(tmp_path / "s"), map_size_bytes=1 << 24)
-    assert store.applied_index() == 1
+    assert store.applied_index() == 0, "the failed sync was to carry the first commit's meta page too"
     store.close()
 
 
@@ -157,6 +187,16 @@ class AckBeforeLogSync(SimRaftLog):
         return super()._write()
 
 
+def compacts_log_to_applied(self: RaftActor, applied: int, durable: int) -> None:
+    """PLANTED BUG (tests only): the Raft actor drops its log up to what the store applied, not what
+    the store holds durably, and keeps nothing for followers: a power loss that undoes the store's
+    last commit leaves entries nobody holds any more."""
+    log = self._log
+    assert log is not None
+    if applied > log.snapshot_index:
+        log.compact(min(applied, log.last_index))
+
+
 SEEDS = range(1, 9)
 
 
@@ -184,6 +224,13 @@ def test_the_disk_crash_swarm_catches_a_planted_bug(monkeypatch, swarm_without_b
     caught = {seed: v for seed, v in _disk_crash_swarm().items() if v}
     assert caught, "the planted bug went unnoticed by every seed"
     assert any(verdict in v[0] for v in caught.values()), caught
+
+
+def test_the_disk_crash_swarm_catches_a_log_compacted_past_the_durable_store(monkeypatch, swarm_without_bugs):
+    monkeypatch.setattr(RaftActor, "_maybe_compact", compacts_log_to_applied)
+    caught = {seed: v for seed, v in _disk_crash_swarm().items() if v}
+    assert caught, "the planted bug went unnoticed by every seed"
+    assert any("a committed entry is missing" in v[0] for v in caught.values()), caught
 
 
 def test_a_disk_crash_run_is_reproduced_by_its_seed():
