@@ -76,6 +76,8 @@ def undo_last_commit(data_path: str) -> None:
         page_bytes = struct.unpack_from("<I", first, _META_PSIZE_OFFSET)[0]
         f.seek(page_bytes)
         second = f.read(_META_OFFSET + _META_BYTES)
+        if _META.unpack_from(second, _META_OFFSET)[0] != _LMDB_MAGIC:
+            raise RuntimeError(f"{data_path}: its second meta page is not LMDB's (page size {page_bytes}?)")
         txnids = [struct.unpack_from("<Q", page, _META_TXNID_OFFSET)[0] for page in (first, second)]
         newest = 0 if txnids[0] > txnids[1] else 1
         older = (first, second)[1 - newest]
@@ -147,6 +149,7 @@ class _SimWriteTxn:
     def __init__(self, disk: SimDisk, store: _Store) -> None:
         self._disk, self._store = disk, store
         self._txn: lmdb.Transaction | None = None
+        self._txnid_before = 0
         self._durable = False
 
     def __enter__(self) -> lmdb.Transaction:
@@ -158,6 +161,7 @@ class _SimWriteTxn:
         if not self._durable:
             disk.keep_durable_state(store)
         self._txn = store.env.begin(write=True)
+        self._txnid_before = store.env.info()["last_txnid"]
         return self._txn
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
@@ -168,6 +172,11 @@ class _SimWriteTxn:
             return False
         txn.commit()
         disk, store = self._disk, self._store
+        if store.env.info()["last_txnid"] == self._txnid_before:
+            # LMDB commits nothing for a transaction that changed nothing: no page, no meta page, no
+            # sync, so it neither makes earlier commits durable nor can its sync fail.
+            disk.wrote()
+            return False
         if self._durable:
             disk.made_durable(store)
             if isinstance(store, SimMvccStore):

@@ -52,21 +52,33 @@ def test_a_power_loss_keeps_synced_commits_and_loses_unsynced_ones(tmp_path):
 def test_the_mvcc_stores_last_commit_survives_once_a_later_one_or_a_sync_carried_its_meta_page(tmp_path):
     disk = SimDisk("m1")
     path = str(tmp_path / "s")
+
+    def power_loss_and_reopen(store: SimMvccStore) -> SimMvccStore:
+        store.close()
+        disk.power_loss()
+        return disk.open_mvcc(path, map_size_bytes=1 << 24)  # opening syncs what the file holds
+
     store = disk.open_mvcc(path, map_size_bytes=1 << 24)
     store.apply([_put(1, b"a")])
     store.apply([_put(2, b"b")])
     store.apply([_put(2, b"b")])  # nothing new: commits nothing, syncs nothing
     assert store.durable_applied_index() == 1
-    store.close()
-    disk.power_loss()
-    store = disk.open_mvcc(path, map_size_bytes=1 << 24)  # opening syncs what the file holds
+    store = power_loss_and_reopen(store)
     assert store.applied_index() == 1 and store.durable_applied_index() == 1
     store.apply([_put(2, b"b")])
-    store.forget_raft_position()  # an explicit sync
     store.close()
-    disk.power_loss()
-    store = disk.open_mvcc(path, map_size_bytes=1 << 24)
-    assert store.range({"key": b"b"})["count"] == 1 and store.applied_index() == 0
+    store = disk.open_mvcc(path, map_size_bytes=1 << 24)  # synced: entry 2 is durable now
+    store.apply([_put(2, b"b")])  # nothing new: LMDB writes no meta page, so there is nothing to undo
+    store = power_loss_and_reopen(store)
+    assert store.applied_index() == 2, "a commit that wrote nothing left the synced one alone"
+    store.apply([_put(3, b"c")])
+    store.forget_raft_position()  # an explicit sync
+    store = power_loss_and_reopen(store)
+    assert store.range({"key": b"c"})["count"] == 1 and store.applied_index() == 0
+    store.defragment()  # a new file (LMDB's compacting copy), synced
+    store.apply([_put(1, b"d")])
+    store = power_loss_and_reopen(store)
+    assert (store.range({"key": b"c"})["count"], store.range({"key": b"d"})["count"], store.applied_index()) == (1, 0, 0)
     store.close()
 
 
