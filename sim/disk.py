@@ -35,6 +35,7 @@ The faults it plays (sim/faults.py draws them from the seed):
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import random
@@ -83,6 +84,12 @@ def undo_last_commit(data_path: str) -> None:
         older = (first, second)[1 - newest]
         f.seek(newest * page_bytes + _META_OFFSET)
         f.write(older[_META_OFFSET:_META_OFFSET + _META_BYTES])
+
+
+def _drop_lock_file(store_dir: str) -> None:
+    """LMDB's reader table does not outlive a power loss (it is rebuilt on the next open)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(store_dir, "lock.mdb"))
 
 
 class PowerLoss(BaseException):
@@ -383,18 +390,12 @@ class SimDisk:
         lost = []
         for path, copy_dir in sorted(self._durable_copies.items()):
             os.replace(os.path.join(copy_dir, "data.mdb"), os.path.join(path, "data.mdb"))
-            try:
-                os.remove(os.path.join(path, "lock.mdb"))
-            except FileNotFoundError:
-                pass
+            _drop_lock_file(path)
             shutil.rmtree(copy_dir, ignore_errors=True)
             lost.append(path)
         for path in sorted(self.meta_pending):
             undo_last_commit(os.path.join(path, "data.mdb"))
-            try:
-                os.remove(os.path.join(path, "lock.mdb"))
-            except FileNotFoundError:
-                pass
+            _drop_lock_file(path)
             lost.append(path)
         self.meta_pending.clear()
         for path, content in sorted(self._durable_files.items()):

@@ -101,16 +101,14 @@ class LocalDisk:
         return {name: times.report() for name, times in self.commit_times.items()}
 
     def open_mvcc(self, path: str, *, map_size_bytes: int, sync: bool = True) -> MvccStore:
-        return self._opened(_TimedMvccStore(path, sync=sync, map_size_bytes=map_size_bytes), "mvcc", sync)
+        return self._opened(_TimedMvccStore(path, sync=sync, map_size_bytes=map_size_bytes), "mvcc")
 
     def open_raftlog(self, path: str, *, sync: bool = True) -> RaftLog:
-        return self._opened(_TimedRaftLog(path, sync=sync), "raft_log", sync)
+        return self._opened(_TimedRaftLog(path, sync=sync), "raft_log")
 
-    def _opened(self, store: Any, name: str, sync: bool) -> Any:
+    def _opened(self, store: Any, name: str) -> Any:
         store.commit_times = self.commit_times.setdefault(name, Histogram(COMMIT_BUCKETS_S))
-        if sync:
-            store.env.sync(True)  # see `Disk`
-        return store
+        return store  # each store syncs what it holds as it opens (see `Disk`)
 
     def write_file(self, path: str, data: bytes, *, sync: bool = True) -> None:
         tmp = path + ".tmp"

@@ -448,7 +448,7 @@ class MvccStore:
         """(file size, bytes in pages holding data), for etcd Status's dbSize and dbSizeInUse."""
         with self._begin() as txn:
             used_pages = StoreTxn(txn, self._dbs).used_pages(self._env.stat())
-        size_bytes = os.path.getsize(os.path.join(self._dir, "data.mdb"))
+        size_bytes = os.path.getsize(self._data_path)
         return size_bytes, used_pages * self._env.stat()["psize"]
 
     # --- watch history and leases

@@ -70,6 +70,8 @@ class RaftLog:
         os.makedirs(path, exist_ok=True)
         self.path = path
         self._env = lmdb.open(path, map_size=_MAP_SIZE_BYTES, max_dbs=4, sync=sync, metasync=sync)
+        if sync:
+            self._env.sync(True)  # what a crashed process left in the page cache is durable before it counts
         self._log = self._env.open_db(b"log")
         self._meta = self._env.open_db(b"meta")
         # Membership history: index -> (voters, learners, members) as of that entry, so that a

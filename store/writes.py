@@ -28,7 +28,10 @@ class WriteTxn:
 
     def get(self, key: bytes) -> dict | None:
         """The key's live kv as this txn sees it."""
-        found = self.tables.latest(key, self.read_rev)
+        return self._kv_at(key, self.read_rev)
+
+    def _kv_at(self, key: bytes, rev: int) -> dict | None:
+        found = self.tables.latest(key, rev)
         return None if found is None else kv_dict(self.tables.record(*found), found[0])
 
     def put(self, key: bytes, value: bytes, lease: int) -> None:
@@ -47,7 +50,7 @@ class WriteTxn:
         self.tables.add(rev, self.changes, record)
         if self.tables.events is not None:
             # Once this txn changed something, `previous` may hold its own change; the event's is the key's value before.
-            self._event(PUT, kv_dict(record, rev), previous if not self.changes else self._before(key))
+            self._event(PUT, kv_dict(record, rev), previous if not self.changes else self._kv_at(key, self.begin_rev))
         self.changes += 1
 
     def delete_range(self, key: bytes, range_end: bytes) -> int:
@@ -61,15 +64,10 @@ class WriteTxn:
                 self.tables.detach(record.lease, live_key)
             if record is not None and events:
                 self._event(DELETE, {"key": live_key, "mod_revision": rev},
-                            kv_dict(record, main) if main <= self.begin_rev else self._before(live_key))
+                            kv_dict(record, main) if main <= self.begin_rev else self._kv_at(live_key, self.begin_rev))
             self.tables.add(rev, self.changes, tombstone(live_key))
             self.changes += 1
         return len(live)
-
-    def _before(self, key: bytes) -> dict | None:
-        """The key's live kv when this txn began."""
-        found = self.tables.latest(key, self.begin_rev)
-        return None if found is None else kv_dict(self.tables.record(*found), found[0])
 
     def _event(self, kind: int, kv: dict, prev_kv: dict | None) -> None:
         sink = self.tables.events
