@@ -26,8 +26,8 @@ from peers' Raft actors:
   probe     {cid, sent_us}                          etcd's peer prober: answered at once with probe_resp {cid, sent_us}
 Messages out: apply/reads/snap_make/snap_chunk to the apply actor, resp to origins, the above to peers.
 
-Per turn: every proposal of the batch goes into one append, one synced LMDB
-transaction, one message per destination. Reads batch too, as etcd's readIndex loop: a follower keeps one "ri" in
+Per turn: every proposal of the batch goes into one append, one synced record
+of the write-ahead log (store/raftlog.py), one message per destination. Reads batch too, as etcd's readIndex loop: a follower keeps one "ri" in
 flight to the leader, carrying every read forwarded since the last answer, and the
 leader confirms every read (local, remote or a lease confirmation) queued when no
 round is in flight with one heartbeat round (see `RaftCore.read_index`).
@@ -46,7 +46,7 @@ from petcd.actors import membership
 from petcd.actors.actor import Context, Envelope
 from petcd.actors.raft import LEADER, RaftCore, Ready
 from petcd.store.histogram import Histogram, exponential_bounds
-from petcd.store.raftlog import ENTRY_CONF, ConfState, Entry, HardState, RaftLog
+from petcd.store.raftlog import ENTRY_CONF, ConfState, Entry, HardState, RaftLog, RaftLogCorrupt
 
 _TICK_TIMER = "tick"
 # Bound on the Ready loop within one turn: each round persists, so a handful suffice.
@@ -135,6 +135,10 @@ class RaftActor:
             self._stopped = True
             ctx.log("error", "the disk failed a write to the raft log; stopping the member", error=repr(err))
             ctx.stop_member(f"disk failure: {err!r}", failed=True)
+        except RaftLogCorrupt as err:
+            self._stopped = True
+            ctx.log("error", "the raft log is damaged; stopping the member", error=str(err))
+            ctx.stop_member(str(err), failed=True)
 
     def _start(self, ctx: Context) -> None:
         log = self._log = ctx.disk.open_raftlog(os.path.join(self._cfg.data_dir, "raft"), sync=self._cfg.sync)

@@ -29,6 +29,7 @@ from petcd.actors.runtime_log import LogLine
 from petcd.actors.proc_runtime import EXIT_MEMBER_STOPPED, peer_endpoint
 from petcd.rpc.config import ConfigError, ServerConfig, host_port
 from petcd.rpc.corrupt import InconsistentData, PeerTLS, initial_check
+from petcd.store.raftlog import RaftLogCorrupt
 from petcd.rpc.member_ids import cluster_id, member_id
 from petcd.rpc.peer_tls import client_context, server_context
 from petcd.store.mvcc import DEFAULT_QUOTA_BYTES, MvccStore, map_size_for_quota
@@ -242,6 +243,9 @@ def run(cfg: ServerConfig) -> int:
             initial_check(member_dir, my_hex, map_size, _peer_tls_files(tls), request_timeout_s, log)
         except InconsistentData as e:
             log("fatal", "discovery failed", error=str(e))
+            return 1
+        except RaftLogCorrupt as e:
+            log("fatal", "the raft log is damaged", error=str(e))
             return 1
 
     sock_dir = tempfile.mkdtemp(prefix="petcd-")

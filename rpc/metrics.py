@@ -22,8 +22,8 @@ etcd metrics exported, with etcd's types:
   grpc_server_handled_total (counter, by grpc_type, grpc_service, grpc_method, grpc_code; the gRPC
       calls only: etcd's JSON gateway dials its own gRPC server, petcd's calls the servicers directly)
   etcd_disk_wal_fsync_duration_seconds, etcd_disk_backend_commit_duration_seconds (histograms, etcd's
-      buckets: the Raft log's and the MVCC store's synced LMDB commits, timed by the process runtime's
-      disk, store/disk.py LocalDisk; an LMDB commit writes and fsyncs, so both include the write)
+      buckets: the Raft log's synced appends and the MVCC store's synced LMDB commits, timed by the process runtime's
+      disk, store/disk.py LocalDisk; both include the write as well as its fsync)
   etcd_network_peer_round_trip_time_seconds (histogram by To, etcd's buckets: the Raft actor probes
       every peer's Raft actor every 4 s as etcd's prober does, over the Raft transport, ZeroMQ)
 petcd's own: petcd_actor_batches_total, petcd_actor_messages_total, petcd_actor_backlogged_batches_total,

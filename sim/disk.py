@@ -1,11 +1,12 @@
-"""The simulator's disk: real LMDB underneath, with the durability contract on top.
+"""The simulator's disk: real LMDB and real files underneath, with the durability contract on top.
 
 Each member has one `SimDisk` (it outlives the member's crashes). The stores
-it hands out (the apply actor's MVCC store, the Raft actor's log) run LMDB
-without syncing (fast), and the disk keeps, for each
-store whose state got ahead of its last durable (synced) commit, a copy of that
-durable state; likewise the durable content of each file written without sync.
-Production syncs every commit, so in a correct petcd no copy is ever taken.
+it hands out (the apply actor's MVCC store on LMDB, the Raft actor's
+write-ahead log) write without syncing (fast), and the disk keeps, for each
+MVCC store whose state got ahead of its last durable (synced) commit, a copy of
+that durable state; for each Raft log segment, its durable length; likewise
+the durable content of each file written without sync. Production syncs every
+write, so in a correct petcd no copy is ever taken.
 
 The faults it plays (sim/faults.py draws them from the seed):
 - power loss (`disk-crash`): armed to strike after the next k writes (a store
@@ -13,7 +14,8 @@ The faults it plays (sim/faults.py draws them from the seed):
   that write, mid-turn; the runtime crashes the member there (nothing of the
   turn is sent) and `power_loss` puts every store and file back to its durable
   state: each write not synced is lost (an LMDB commit is atomic, so a lost
-  one is lost whole). A crash (`crash`) is a process crash: the OS keeps what
+  one is lost whole; of a Raft log segment's lost appends, the first half of
+  their bytes stays, as a torn write the log must cut off). A crash (`crash`) is a process crash: the OS keeps what
   was written, synced or not.
 - fsync failure (`fsync-fail`): the next synced write is made but not durable
   and raises (lmdb.Error, or OSError EIO for a file); the member must stop.
@@ -30,7 +32,7 @@ The faults it plays (sim/faults.py draws them from the seed):
 - slow disk (`disk-slow`): each synced write costs `slow_ms` of virtual time
   and each read transaction of the MVCC store a tenth of it; the runtime makes
   the turn that did them last that long (sim/runtime.py). The Raft log's reads
-  are not slowed (its tail is in memory, as etcd's unstable log is).
+  are not slowed (its entries are in memory, as etcd's are).
 """
 
 from __future__ import annotations
@@ -86,6 +88,20 @@ def undo_last_commit(data_path: str) -> None:
         f.write(older[_META_OFFSET:_META_OFFSET + _META_BYTES])
 
 
+def _lose_segment_writes(path: str, durable_bytes: int | None) -> None:
+    """A Raft log segment as a power loss leaves it: its durable part, then the first half of what
+    was written after it and not synced, as a write that reached the disk in part (the log must cut
+    off such a torn record as it opens: store.raftlog); a segment not durably created is gone."""
+    if durable_bytes is None:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+        return
+    with open(path, "r+b") as f:
+        f.seek(durable_bytes)
+        lost = f.read()
+        f.truncate(durable_bytes + len(lost) // 2)
+
+
 def _drop_lock_file(store_dir: str) -> None:
     """LMDB's reader table does not outlive a power loss (it is rebuilt on the next open)."""
     with contextlib.suppress(FileNotFoundError):
@@ -98,27 +114,23 @@ class PowerLoss(BaseException):
     A BaseException, so no `except Exception` in an actor can carry on past it."""
 
 
-class _OnSimDisk:
-    """Mixin for a store class: its commits go through its `SimDisk`, which keeps what they made durable."""
+class SimMvccStore(MvccStore):
+    """An MvccStore on a `SimDisk`: its commits go through the disk, which keeps what they made
+    durable; its reads cost a slow disk's time too."""
 
-    _disk: SimDisk
     sync_wanted: bool  # whether each commit must be durable when it returns (what LMDB's sync would do)
-
-    def _write(self) -> Any:
-        return _SimWriteTxn(self._disk, self)  # type: ignore[arg-type]
-
-    def close(self) -> None:
-        super().close()  # type: ignore[misc]
-        self._disk.closed(self)  # type: ignore[arg-type]
-
-
-class SimMvccStore(_OnSimDisk, MvccStore):
-    """An MvccStore on a `SimDisk`; its reads cost a slow disk's time too."""
 
     def __init__(self, disk: SimDisk, path: str, *, map_size_bytes: int, sync: bool) -> None:
         self._disk, self.sync_wanted = disk, sync
         super().__init__(path, sync=False, map_size_bytes=map_size_bytes)
         disk.opened(self)
+
+    def _write(self) -> Any:
+        return _SimWriteTxn(self._disk, self)
+
+    def close(self) -> None:
+        super().close()
+        self._disk.closed(self)
 
     def _begin(self) -> lmdb.Transaction:
         self._disk.busy_ms += self._disk.slow_ms // 10
@@ -138,22 +150,68 @@ class SimMvccStore(_OnSimDisk, MvccStore):
         return self._dbs.revs
 
 
-class SimRaftLog(_OnSimDisk, RaftLog):
-    """A RaftLog on a `SimDisk`."""
+class SimRaftLog(RaftLog):
+    """A RaftLog on a `SimDisk`: it writes its segments unsynced, and the disk keeps, for each
+    segment holding writes not synced, the length of it that is durable. Its segments are small,
+    so that runs start new ones and remove compacted ones under the faults."""
+
+    SEGMENT_BYTES = 8 << 10
 
     def __init__(self, disk: SimDisk, path: str, *, sync: bool) -> None:
         self._disk, self.sync_wanted = disk, sync
-        super().__init__(path, sync=False)
+        super().__init__(path, sync=False, segment_bytes=self.SEGMENT_BYTES)
         disk.opened(self)
 
+    def close(self) -> None:
+        super().close()
+        self._disk.closed(self)
 
-_Store = SimMvccStore | SimRaftLog  # what the disk judges the commits of: each has env, path and sync_wanted
+    def _create_segment(self, path: str, data: bytes) -> int:
+        durable = self._judge_write(path, None)
+        fd = super()._create_segment(path, data)
+        try:
+            self._judged(path, durable)
+        except BaseException:  # a failed fsync or a power loss: the log never takes the segment up
+            os.close(fd)
+            raise
+        return fd
+
+    def _append(self, data: bytes) -> None:
+        durable = self._judge_write(self._segment_path, self._offset)
+        super()._append(data)
+        self._judged(self._segment_path, durable)
+
+    def _remove_segment(self, path: str) -> None:
+        super()._remove_segment(path)
+        self._disk.file_synced(path)  # the directory is synced after a removal: it stays removed
+
+    def _judge_write(self, path: str, durable_bytes: int | None) -> bool:
+        """Before a write to `path`: whether it will be durable; if not, remember what is
+        (`durable_bytes` of the file, None: the file does not exist durably)."""
+        disk = self._disk
+        if disk.full:
+            disk.counts["enospc"] += 1
+            raise OSError(errno.ENOSPC, f"simulated disk full writing {path}")
+        durable = self.sync_wanted and not disk.fail_next_sync
+        if not durable:
+            disk.keep_durable_length(path, durable_bytes)
+        return durable
+
+    def _judged(self, path: str, durable: bool) -> None:
+        disk = self._disk
+        if durable:
+            disk.file_synced(path)
+        elif self.sync_wanted:  # the fsync failed: the write is in the page cache only
+            disk.fail_next_sync = False
+            disk.counts["fsync_failed"] += 1
+            raise OSError(errno.EIO, f"simulated fsync failure writing {path}")
+        disk.wrote()
 
 
 class _SimWriteTxn:
     """`with store._write() as txn`: a write transaction whose commit the disk judges."""
 
-    def __init__(self, disk: SimDisk, store: _Store) -> None:
+    def __init__(self, disk: SimDisk, store: SimMvccStore) -> None:
         self._disk, self._store = disk, store
         self._txn: lmdb.Transaction | None = None
         self._txnid_before = 0
@@ -235,8 +293,9 @@ class SimDisk:
         self.member = member
         self._durable_copies: dict[str, str] = {}  # store dir -> dir holding a copy of its durable state
         self._durable_files: dict[str, bytes | None] = {}  # file -> its durable content (None: absent)
+        self._durable_lengths: dict[str, int | None] = {}  # Raft log segment -> its durable length (None: absent)
         self.meta_pending: set[str] = set()  # MVCC store dirs whose last commit's meta page is not durable
-        self._open: list[_Store] = []
+        self._open: list[SimMvccStore | SimRaftLog] = []
         self.power_loss_after: int | None = None  # writes until the power goes out (None: not armed)
         self.fail_next_sync = False
         self.full = False
@@ -253,8 +312,9 @@ class SimDisk:
 
     def open_raftlog(self, path: str, *, sync: bool = True) -> RaftLog:
         log = self.raftlog_class(self, path, sync=sync)
-        if sync:
-            self.made_durable(log)  # synced as it opens (store/disk.py `Disk`)
+        if sync:  # synced as it opens (store/disk.py `Disk`)
+            for segment in [p for p in self._durable_lengths if os.path.dirname(p) == path]:
+                self.file_synced(segment)
         return log
 
     def write_file(self, path: str, data: bytes, *, sync: bool = True) -> None:
@@ -281,13 +341,23 @@ class SimDisk:
         return read_file(path)
 
     # -- used by SimMvccStore and SimRaftLog
-    def opened(self, store: _Store) -> None:
+    def opened(self, store: SimMvccStore | SimRaftLog) -> None:
         self._open.append(store)
 
-    def closed(self, store: _Store) -> None:
+    def closed(self, store: SimMvccStore | SimRaftLog) -> None:
         self._open = [s for s in self._open if s is not store]
 
-    def keep_durable_state(self, store: _Store) -> None:
+    def keep_durable_length(self, path: str, durable_bytes: int | None) -> None:
+        """Before a write to a Raft log segment that will not be durable: what of it is, unless known already."""
+        self._durable_lengths.setdefault(path, durable_bytes)
+
+    def file_synced(self, path: str) -> None:
+        """A Raft log segment synced (or removed for good): all of it is durable."""
+        self._durable_lengths.pop(path, None)
+        self.counts["synced"] += 1
+        self.busy_ms += self.slow_ms
+
+    def keep_durable_state(self, store: SimMvccStore) -> None:
         """Before a commit that will not be durable: copy the store's durable state, unless held already."""
         if store.path in self._durable_copies:
             return
@@ -303,7 +373,7 @@ class SimDisk:
             store.env.copy(copy_dir)
         self._durable_copies[store.path] = copy_dir
 
-    def made_durable(self, store: _Store) -> None:
+    def made_durable(self, store: SimMvccStore) -> None:
         """A synced commit: everything the store holds is durable (the copy is no longer needed)."""
         self.meta_pending.discard(store.path)
         copy_dir = self._durable_copies.pop(store.path, None)
@@ -408,7 +478,11 @@ class SimDisk:
                 with open(path, "wb") as f:
                     f.write(content)
             lost.append(path)
+        for path, durable_bytes in sorted(self._durable_lengths.items()):
+            _lose_segment_writes(path, durable_bytes)
+            lost.append(path)
         self._durable_copies.clear()
         self._durable_files.clear()
+        self._durable_lengths.clear()
         self.counts["lost_unsynced"] += len(lost)
         return lost

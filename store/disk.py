@@ -1,7 +1,7 @@
 """The disk an actor reaches through its context (`Context.disk`): the one seam for its durable state.
 
 An actor never opens LMDB or writes a durable file itself (the apply actor's MVCC
-store, the Raft actor's log, snapshot records); it asks its context's disk, so the
+store, the Raft actor's write-ahead log, snapshot records); it asks its context's disk, so the
 runtime decides what a disk is. The process runtime hands out
 `LocalDisk` (real LMDB, real files, synced as asked); the simulator hands out
 a model with the durability contract (sim/disk.py): a power loss loses every
@@ -37,7 +37,8 @@ class Disk(Protocol):
 
     def open_raftlog(self, path: str, *, sync: bool = True) -> RaftLog:
         """The Raft log in directory `path`, created if missing; `sync`: every save is durable when it
-        returns, and what it holds on opening is made durable first."""
+        returns, and what it holds on opening is made durable first. Raises RaftLogCorrupt if the
+        log is damaged beyond a torn last write."""
         ...
 
     def write_file(self, path: str, data: bytes, *, sync: bool = True) -> None:
@@ -71,31 +72,35 @@ class _TimedCommit:
         return result
 
 
-class _TimedCommits:
-    """Mixin for a store class: its commits are timed into `commit_times`."""
+class _TimedMvccStore(MvccStore):
+    """An MvccStore whose commits are timed into `commit_times`."""
 
     commit_times: Histogram | None = None  # set by LocalDisk once opened
 
     def _write(self) -> Any:
-        txn = super()._write()  # type: ignore[misc]
+        txn = super()._write()
         return txn if self.commit_times is None else _TimedCommit(txn, self.commit_times)
 
 
-class _TimedMvccStore(_TimedCommits, MvccStore):
-    pass
+class _TimedRaftLog(RaftLog):
+    """A RaftLog whose appends (write and fdatasync) are timed into `commit_times`."""
 
+    commit_times: Histogram | None = None  # set by LocalDisk once opened
 
-class _TimedRaftLog(_TimedCommits, RaftLog):
-    pass
+    def _append(self, data: bytes) -> None:
+        started = time.perf_counter()
+        super()._append(data)
+        if self.commit_times is not None:
+            self.commit_times.observe(time.perf_counter() - started)
 
 
 class LocalDisk:
-    """The machine's own disk: real LMDB environments and files. It times the synced commits of the
-    stores it opens (`metrics`: etcd_disk_wal_fsync_duration_seconds for the Raft log's,
-    etcd_disk_backend_commit_duration_seconds for the MVCC store's)."""
+    """The machine's own disk: real LMDB environments and files. It times the synced writes of the
+    stores it opens (`metrics`: etcd_disk_wal_fsync_duration_seconds for the Raft log's appends,
+    etcd_disk_backend_commit_duration_seconds for the MVCC store's commits)."""
 
     def __init__(self) -> None:
-        self.commit_times: dict[str, Histogram] = {}  # "raft_log" | "mvcc" -> its commits
+        self.commit_times: dict[str, Histogram] = {}  # "raft_log" | "mvcc" -> its synced writes
 
     def metrics(self) -> dict[str, Any]:
         return {name: times.report() for name, times in self.commit_times.items()}

@@ -194,9 +194,9 @@ class AckBeforeLogSync(SimRaftLog):
         super().__init__(disk, path, sync=sync)
         self.sync_wanted = False
 
-    def _write(self):
-        self._disk.made_durable(self)  # the previous save's fsync, done only now
-        return super()._write()
+    def _append(self, data: bytes) -> None:
+        self._disk.file_synced(self._segment_path)  # the previous save's fsync, done only now
+        super()._append(data)
 
 
 def compacts_log_to_applied(self: RaftActor, applied: int, durable: int) -> None:
