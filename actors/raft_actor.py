@@ -259,8 +259,8 @@ class RaftActor:
                 self._applied = max(self._applied, msg["index"])
                 self._maybe_compact(msg["index"], msg["durable"])
             elif kind == "compacting":
-                # The store drops a compaction's records a step per entry applied (store/mvcc.py):
-                # with no writes coming, these empty entries carry it to its end.
+                # The store drops a compaction's records a step per empty entry applied (store/mvcc.py):
+                # these carry it to its end, one at a time, between the writes.
                 if core.role == LEADER and self._compaction_nudge <= self._applied and core.propose([msgpack.packb({})]):
                     self._compaction_nudge = core.last_index()
             elif kind == "snap_chunk":

@@ -3,7 +3,8 @@
 Known differences from etcd:
 - keys longer than LMDB's max key size (511 bytes) are rejected (StoreError "key_too_long");
 - compaction sets the compact revision at once and drops its records COMPACT_STEP_RECORDS per
-  entry applied after it, physical or not (the apply actor answers a physical one once they are gone);
+  empty entry applied after it (the leader appends them while it lasts), physical or not (the apply
+  actor answers a physical one once they are gone);
 - hash_kv is zlib crc32 over petcd's own encoding, comparable between petcd members only;
 - sorting ties keep key order (stable sort); etcd's Go sort.Sort does so for <= 12 results.
 """
@@ -32,9 +33,11 @@ DEDUP_WINDOW_ENTRIES = 100_000
 
 # etcd's AlarmType and AlarmRequest.AlarmAction values.
 ALARM_NONE, ALARM_NOSPACE, ALARM_CORRUPT = 0, 1, 2
-# Records a compaction examines per entry applied (see StoreTxn.compact_step): what it adds to one
-# entry's apply, so a compaction of a million revisions never holds up writes for long.
-COMPACT_STEP_RECORDS = 1000
+# Records a compaction examines per empty entry applied (see StoreTxn.compact_step): what it adds to
+# one batch's apply, so a compaction of a million revisions never holds up writes for long. With
+# 200,000 revisions under 200 Puts/s, 1000 then 500 per step: Put p99 10.1 then 6.1 ms, the
+# compaction 1.75 then 2.0 s (etcd 3.4: 3.8 ms, 4.7 s; README, Scale).
+COMPACT_STEP_RECORDS = 500
 ALARM_GET, ALARM_ACTIVATE, ALARM_DEACTIVATE = 0, 1, 2
 # etcd's quota cost estimates (etcdserver/quota.go): per put and per lease.
 KV_OVERHEAD_BYTES = 256
@@ -283,9 +286,12 @@ class MvccStore:
                 if raft_index != applied_index + 1:
                     # Applying past a hole would silently lose a committed entry on this member.
                     raise RuntimeError(f"apply: entry {raft_index} follows applied index {applied_index}: a committed entry is missing")
-                # A compaction in progress goes one step further per entry: at the same log positions on
-                # every member, so their stores (and logical sizes, which the quota reads) stay alike.
-                tables.compact_step(compact_step_records)
+                # A compaction in progress goes one step further per empty entry (the leader appends one
+                # at a time while it lasts): at the same log positions on every member, so their stores
+                # (and logical sizes, which the quota reads) stay alike. Not per write: a batch of
+                # many writes took as many steps, and each write in it waited for all of them.
+                if request.get("op") == "noop":
+                    tables.compact_step(compact_step_records)
                 request_key = key[0] if key else None
                 if request_key is not None and not tables.remember_request(request_key, raft_index):
                     responses.append(None)
@@ -336,7 +342,7 @@ class MvccStore:
             return StoreTxn(txn, self._dbs).current_revision()
 
     def compaction_pending(self) -> bool:
-        """Is a compaction still dropping records (a step per entry applied)?"""
+        """Is a compaction still dropping records (a step per empty entry applied)?"""
         with self._begin() as txn:
             return StoreTxn(txn, self._dbs).compaction_pending()
 
@@ -610,7 +616,7 @@ def _compact(tables: StoreTxn, req: dict) -> dict:
         raise compacted()
     if revision > tables.current_revision():
         raise future_rev()
-    # Its records go COMPACT_STEP_RECORDS per entry applied after it, physical or not: dropping a
+    # Its records go COMPACT_STEP_RECORDS per empty entry applied after it, physical or not: dropping a
     # million at once would hold up every write behind one transaction longer than the request
     # timeout. etcd answers a physical compaction once its records are gone: the apply actor waits
     # for that (its compaction_wait), the store applies both kinds alike.
