@@ -46,7 +46,7 @@ from petcd.actors import membership
 from petcd.actors.actor import Context, Envelope
 from petcd.actors.raft import LEADER, RaftCore, Ready
 from petcd.store.histogram import Histogram, exponential_bounds
-from petcd.store.raftlog import ENTRY_CONF, ConfState, Entry, HardState, RaftLog, RaftLogCorrupt
+from petcd.store.raftlog import ENTRY_CONF, ConfState, Entry, HardState, RaftLog, RaftLogError
 
 _TICK_TIMER = "tick"
 # Bound on the Ready loop within one turn: each round persists, so a handful suffice.
@@ -135,9 +135,9 @@ class RaftActor:
             self._stopped = True
             ctx.log("error", "the disk failed a write to the raft log; stopping the member", error=repr(err))
             ctx.stop_member(f"disk failure: {err!r}", failed=True)
-        except RaftLogCorrupt as err:
+        except RaftLogError as err:
             self._stopped = True
-            ctx.log("error", "the raft log is damaged; stopping the member", error=str(err))
+            ctx.log("error", "the raft log cannot be opened; stopping the member", error=str(err))
             ctx.stop_member(str(err), failed=True)
 
     def _start(self, ctx: Context) -> None:

@@ -29,7 +29,7 @@ from petcd.actors.runtime_log import LogLine
 from petcd.actors.proc_runtime import EXIT_MEMBER_STOPPED, peer_endpoint
 from petcd.rpc.config import ConfigError, ServerConfig, host_port
 from petcd.rpc.corrupt import InconsistentData, PeerTLS, initial_check
-from petcd.store.raftlog import RaftLogCorrupt
+from petcd.store.raftlog import RaftLogError
 from petcd.rpc.member_ids import cluster_id, member_id
 from petcd.rpc.peer_tls import client_context, server_context
 from petcd.store.mvcc import DEFAULT_QUOTA_BYTES, MvccStore, map_size_for_quota
@@ -244,8 +244,8 @@ def run(cfg: ServerConfig) -> int:
         except InconsistentData as e:
             log("fatal", "discovery failed", error=str(e))
             return 1
-        except RaftLogCorrupt as e:
-            log("fatal", "the raft log is damaged", error=str(e))
+        except RaftLogError as e:
+            log("fatal", "the raft log cannot be opened", error=str(e))
             return 1
 
     sock_dir = tempfile.mkdtemp(prefix="petcd-")

@@ -14,8 +14,8 @@ The faults it plays (sim/faults.py draws them from the seed):
   that write, mid-turn; the runtime crashes the member there (nothing of the
   turn is sent) and `power_loss` puts every store and file back to its durable
   state: each write not synced is lost (an LMDB commit is atomic, so a lost
-  one is lost whole; of a Raft log segment's lost appends, the first half of
-  their bytes stays, as a torn write the log must cut off). A crash (`crash`) is a process crash: the OS keeps what
+  one is lost whole; of a Raft log segment's unsynced appends, the seed keeps
+  none, all, or each 512-byte sector or not: torn writes the log must cut off). A crash (`crash`) is a process crash: the OS keeps what
   was written, synced or not.
 - fsync failure (`fsync-fail`): the next synced write is made but not durable
   and raises (lmdb.Error, or OSError EIO for a file); the member must stop.
@@ -88,18 +88,35 @@ def undo_last_commit(data_path: str) -> None:
         f.write(older[_META_OFFSET:_META_OFFSET + _META_BYTES])
 
 
-def _lose_segment_writes(path: str, durable_bytes: int | None) -> None:
-    """A Raft log segment as a power loss leaves it: its durable part, then the first half of what
-    was written after it and not synced, as a write that reached the disk in part (the log must cut
-    off such a torn record as it opens: store.raftlog); a segment not durably created is gone."""
+_SECTOR_BYTES = 512  # what a disk writes whole
+
+
+def _lose_segment_writes(path: str, durable_bytes: int | None, rng: random.Random) -> None:
+    """A Raft log segment as a power loss leaves it; a segment not durably created is gone. Of what
+    was written after its durable part and not synced, the seed picks: none of it (nor the file's
+    new size), all of it, or each 512-byte sector whole or not at all, the others reading as zeros
+    (as in a preallocated file). The log must open on any of them (store.raftlog: a torn record is
+    cut off, and whatever follows it)."""
     if durable_bytes is None:
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)
         return
     with open(path, "r+b") as f:
         f.seek(durable_bytes)
-        lost = f.read()
-        f.truncate(durable_bytes + len(lost) // 2)
+        written = bytearray(f.read())
+        shape = rng.choice(("none", "all", "sectors"))
+        if shape == "none":
+            f.truncate(durable_bytes)
+            return
+        if shape == "all":
+            return
+        end = durable_bytes + len(written)
+        for start in range(durable_bytes // _SECTOR_BYTES * _SECTOR_BYTES, end, _SECTOR_BYTES):
+            if rng.random() < 0.5:
+                lo, hi = max(start, durable_bytes), min(start + _SECTOR_BYTES, end)
+                written[lo - durable_bytes:hi - durable_bytes] = bytes(hi - lo)  # the sector's old content
+        f.seek(durable_bytes)
+        f.write(written)
 
 
 def _drop_lock_file(store_dir: str) -> None:
@@ -289,8 +306,9 @@ class SimDisk:
     mvcc_class: type[SimMvccStore] = SimMvccStore
     raftlog_class: type[SimRaftLog] = SimRaftLog
 
-    def __init__(self, member: str) -> None:
+    def __init__(self, member: str, rng: random.Random | None = None) -> None:
         self.member = member
+        self._rng = rng or random.Random(f"disk/{member}")  # what a power loss keeps of unsynced appends
         self._durable_copies: dict[str, str] = {}  # store dir -> dir holding a copy of its durable state
         self._durable_files: dict[str, bytes | None] = {}  # file -> its durable content (None: absent)
         self._durable_lengths: dict[str, int | None] = {}  # Raft log segment -> its durable length (None: absent)
@@ -479,7 +497,7 @@ class SimDisk:
                     f.write(content)
             lost.append(path)
         for path, durable_bytes in sorted(self._durable_lengths.items()):
-            _lose_segment_writes(path, durable_bytes)
+            _lose_segment_writes(path, durable_bytes, self._rng)
             lost.append(path)
         self._durable_copies.clear()
         self._durable_files.clear()

@@ -187,7 +187,7 @@ class SimRuntime:
         """The member's disk (made on first use; it outlives the member's crashes)."""
         disk = self._disks.get(member)
         if disk is None:
-            disk = self._disks[member] = SimDisk(member)
+            disk = self._disks[member] = SimDisk(member, random.Random(f"{self.seed}/disk/{member}"))
         return disk
 
     def power_loss(self, member: str) -> list[str]:

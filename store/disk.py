@@ -37,8 +37,8 @@ class Disk(Protocol):
 
     def open_raftlog(self, path: str, *, sync: bool = True) -> RaftLog:
         """The Raft log in directory `path`, created if missing; `sync`: every save is durable when it
-        returns, and what it holds on opening is made durable first. Raises RaftLogCorrupt if the
-        log is damaged beyond a torn last write."""
+        returns, and what it holds on opening is made durable first. Raises RaftLogError if the
+        log is damaged beyond a torn last write, or another process has it open."""
         ...
 
     def write_file(self, path: str, data: bytes, *, sync: bool = True) -> None:

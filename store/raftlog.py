@@ -27,13 +27,16 @@ stops the open with an error: an acknowledged record is never dropped.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
 import struct
 import zlib
 from dataclasses import dataclass
 from typing import Any
 
+import lmdb
 import msgpack
 
 ENTRY_NORMAL = 0
@@ -46,8 +49,9 @@ _SECTOR_BYTES = 512  # what a disk writes whole
 _LEGACY_LMDB_FILE = "data.mdb"  # the Raft log of petcd before the WAL (one LMDB environment)
 
 
-class RaftLogCorrupt(RuntimeError):
-    """The log on disk is damaged somewhere a power loss cannot have torn it: the member must not start."""
+class RaftLogError(RuntimeError):
+    """The log cannot be opened: it is damaged somewhere a power loss cannot have torn it, or another
+    process has it open. The member must not start."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +112,7 @@ def encode_record(record: dict[str, Any]) -> bytes:
 
 def read_records(data: bytes, name: str, last: bool) -> tuple[list[dict[str, Any]], int]:
     """The records of one segment's bytes and where the valid ones end. A damaged record ends them
-    if it is in the last segment and looks torn (`_torn`); otherwise it raises RaftLogCorrupt."""
+    if it is in the last segment and looks torn (`_torn`); otherwise it raises RaftLogError."""
     out: list[dict[str, Any]] = []
     offset = 0
     while offset + _HEADER.size <= len(data):
@@ -123,7 +127,7 @@ def read_records(data: bytes, name: str, last: bool) -> tuple[list[dict[str, Any
             continue
         if last and _torn(data, offset, end):
             break  # torn by a power loss mid-write: the record was never acknowledged
-        raise RaftLogCorrupt(f"raft log segment {name} is damaged at offset {offset} (a record fails its checksum "
+        raise RaftLogError(f"raft log segment {name} is damaged at offset {offset} (a record fails its checksum "
                              "and is not the last one written); restore this member from a snapshot or remove and re-add it")
     return out, offset
 
@@ -142,7 +146,10 @@ class RaftLog:
     """Entries (snapshot_index, last_index] plus hard state and membership, in a write-ahead log."""
 
     def __init__(self, path: str, *, sync: bool = True, segment_bytes: int = SEGMENT_BYTES) -> None:
-        os.makedirs(path, exist_ok=True)
+        if not os.path.isdir(path):
+            os.makedirs(path)
+            if sync:
+                _fsync_dir(os.path.dirname(os.path.abspath(path)))
         self.path = path
         self._sync = sync
         self._segment_bytes = segment_bytes
@@ -157,12 +164,26 @@ class RaftLog:
         self._segment_path = ""
         self._offset = 0  # where the next record goes in the current segment
         self._segments: list[tuple[int, int, str]] = []  # (seq, first index, path), oldest first
+        self._lock_fd = self._lock() if sync else -1
         if os.path.exists(os.path.join(path, _LEGACY_LMDB_FILE)):
             convert_legacy_lmdb(path, sync)
         self._replay()
 
     def close(self) -> None:
         self._close_segment()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # and with it the lock
+            self._lock_fd = -1
+
+    def _lock(self) -> int:
+        """One process at a time: a second writer would interleave records (etcd flocks its WAL)."""
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RaftLogError(f"raft log {self.path} is in use by another process (another petcd on this data dir?)") from None
+        return fd
 
     def _close_segment(self) -> None:
         if self._fd >= 0:
@@ -328,6 +349,8 @@ class RaftLog:
         if "e" in record:
             first = record["e"][0][0]
             if self._entries:
+                if first > self._entries[-1].index + 1:
+                    raise RaftLogError(f"raft log in {self.path} misses entries {self._entries[-1].index + 1} to {first - 1}")
                 # Entries from `first` on belong to a log that lost: drop them.
                 del self._entries[max(0, first - self._entries[0].index):]
             self._entries += [Entry(index, term, data, kind) for index, term, data, kind in record["e"]]
@@ -347,7 +370,11 @@ class RaftLog:
         data = encode_record(record)
         if self._offset + len(data) > self._segment_bytes and self._offset > 0:
             self._start_segment()
-        self._append(data)
+        try:
+            self._append(data)
+        except OSError:
+            self._forget_failed_append()
+            raise
         self._offset += len(data)
         self._apply(record)
 
@@ -366,7 +393,7 @@ class RaftLog:
                 self._apply(record)
             self._segments.append((seq, first, path))
         if self._entries and self._entries[0].index != self._snap_index + 1:
-            raise RaftLogCorrupt(f"raft log in {self.path} misses entries {self._snap_index + 1} to {self._entries[0].index - 1}")
+            raise RaftLogError(f"raft log in {self.path} misses entries {self._snap_index + 1} to {self._entries[0].index - 1}")
         path = self._segments[-1][2]
         self._fd = os.open(path, os.O_RDWR)
         self._segment_path, self._offset = path, end
@@ -376,6 +403,7 @@ class RaftLog:
             self._repair_tail()
         elif self._sync:
             self._sync_file()  # what a crashed process left in the page cache is durable before it counts
+        self._sync_dir()  # and the names of the segments a crashed process made
 
     def _start_segment(self) -> None:
         """Start the next segment with the state record, durable (file and directory) before it is used."""
@@ -411,6 +439,15 @@ class RaftLog:
         if self._sync:
             os.fdatasync(self._fd)
 
+    def _forget_failed_append(self) -> None:
+        """After a failed write or fdatasync: cut the record off the file. Linux may have marked its
+        pages clean though they never reached the disk; left in place, a restart would read it back
+        from the page cache, call it durable and act on it, and a power loss later would take it
+        back from under records acknowledged after it. Best effort: the member stops anyway."""
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, self._offset)
+            self._preallocate(self._fd)
+
     def _repair_tail(self) -> None:
         """Cut the current segment at the end of its valid records; the rest is zeros again."""
         os.ftruncate(self._fd, self._offset)
@@ -437,22 +474,25 @@ class RaftLog:
             os.fsync(self._fd)
 
     def _sync_dir(self) -> None:
-        if not self._sync:
-            return
-        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if self._sync:
+            _fsync_dir(self.path)
 
 
 def convert_legacy_lmdb(path: str, sync: bool) -> None:
     """A Raft log petcd kept in LMDB before the WAL (`data.mdb` in `path`): rewrite it as the first
     segment, durably, then remove the LMDB files."""
-    import lmdb  # only here: the WAL itself needs no LMDB
+    if not any(_parse_name(n) for n in os.listdir(path)):
+        _write_converted(path, sync)
+    # A segment is renamed into place only once written and synced: with one there, the conversion
+    # got that far before a crash, and only the LMDB files are left to remove.
+    for name in (_LEGACY_LMDB_FILE, "lock.mdb"):
+        if os.path.exists(os.path.join(path, name)):
+            os.remove(os.path.join(path, name))
+    if sync:
+        _fsync_dir(path)
 
-    if any(_parse_name(n) for n in os.listdir(path)):
-        raise RaftLogCorrupt(f"{path} holds both an LMDB Raft log and WAL segments; remove the one not in use")
+
+def _write_converted(path: str, sync: bool) -> None:
     env = lmdb.open(path, max_dbs=4, readonly=True, lock=False)
     try:
         with env.begin() as txn:
@@ -478,12 +518,13 @@ def convert_legacy_lmdb(path: str, sync: bool) -> None:
             f.flush()
             os.fsync(f.fileno())
     os.replace(segment + ".tmp", segment)
-    for name in (_LEGACY_LMDB_FILE, "lock.mdb"):
-        if os.path.exists(os.path.join(path, name)):
-            os.remove(os.path.join(path, name))
     if sync:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_dir(path)  # the segment's name is durable before the LMDB files go
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import random
 import struct
 
 import lmdb
@@ -13,7 +14,7 @@ import pytest
 from petcd.rpc.pb import rpc_pb2 as pb
 from petcd.sim.disk import SimDisk
 from petcd.store import raftlog
-from petcd.store.raftlog import ConfState, Entry, HardState, RaftLog, RaftLogCorrupt
+from petcd.store.raftlog import ConfState, Entry, HardState, RaftLog, RaftLogError
 from tests.servers import start_petcd
 
 
@@ -103,7 +104,7 @@ def test_a_damaged_record_that_is_not_a_torn_write_stops_the_open(tmp_path):
         byte = f.read(1)
         f.seek(offset - 2)
         f.write(bytes([byte[0] ^ 0x40]))
-    with pytest.raises(RaftLogCorrupt, match="is damaged at offset"):
+    with pytest.raises(RaftLogError, match="is damaged at offset"):
         RaftLog(path, sync=False)
 
 
@@ -134,23 +135,75 @@ def test_segments_roll_over_and_compaction_removes_those_it_emptied(tmp_path):
     assert log.cluster_id == 5
 
 
-def test_a_power_loss_in_the_simulator_leaves_a_torn_append_the_log_cuts_off(tmp_path):
+def test_a_power_loss_in_the_simulator_keeps_unsynced_appends_whole_or_not_at_all(tmp_path):
+    """Whatever the simulated power loss keeps of appends not synced (none, all, some sectors), the
+    log opens with every synced record, and each unsynced one whole or not at all."""
+    outcomes = set()
+    for seed in range(24):
+        disk = SimDisk("m1", random.Random(seed))
+        path = str(tmp_path / f"raft{seed}")
+        log = disk.open_raftlog(path)
+        log.save(HardState(1, "a", 0), [Entry(1, 1, b"synced" * 100)])
+        log.sync_wanted = False  # as if the next appends' fsyncs had not run yet
+        log.save(None, [Entry(2, 1, b"two" * 300)])
+        log.save(HardState(2, "b", 1), [Entry(3, 2, b"three" * 300)])
+        log.close()
+        assert disk.power_loss() == [os.path.join(path, _segments(path)[0])]
+        log = disk.open_raftlog(path)
+        kept = _entries(log)
+        assert kept[0] == (1, 1, b"synced" * 100)
+        assert kept[1:] in ([], [(2, 1, b"two" * 300)], [(2, 1, b"two" * 300), (3, 2, b"three" * 300)]), seed
+        assert log.hard_state == (HardState(2, "b", 1) if len(kept) == 3 else HardState(1, "a", 0))
+        log.save(None, [Entry(len(kept) + 1, 3, b"after")])  # appends go on after what was kept
+        log.close()
+        assert _entries(RaftLog(path, sync=False))[-1] == (len(kept) + 1, 3, b"after")
+        outcomes.add(len(kept))
+    assert outcomes == {1, 2, 3}, "the seeds drew every shape"
+
+
+def test_a_failed_fsync_leaves_no_record_a_restart_would_read_back(tmp_path):
+    """Linux may mark a failed fsync's pages clean: the record must not stay in the file, or a
+    restart would take it for durable."""
     disk = SimDisk("m1")
     path = str(tmp_path / "raft")
     log = disk.open_raftlog(path)
-    log.save(HardState(1, "a", 0), [Entry(1, 1, b"synced")])
-    log.sync_wanted = False  # as if the next append's fsync had not run yet
-    log.save(None, [Entry(2, 1, b"lost" * 50)])
+    log.save(HardState(1, "", 0), [Entry(1, 1, b"one")])
+    disk.fail_next_sync = True
+    with pytest.raises(OSError, match="fsync failure"):
+        log.save(HardState(2, "m2", 0), [])
     log.close()
-    assert disk.power_loss() == [os.path.join(path, _segments(path)[0])]
+    log = disk.open_raftlog(path)  # a restart without a power loss
+    assert log.hard_state == HardState(1, "", 0), "the vote whose fsync failed is gone"
+    log.save(None, [Entry(2, 1, b"two")])
+    log.close()
+    disk.power_loss()
     log = disk.open_raftlog(path)
-    assert _entries(log) == [(1, 1, b"synced")]
-    assert log.hard_state == HardState(1, "a", 0)
+    assert (log.hard_state, _entries(log)) == (HardState(1, "", 0), [(1, 1, b"one"), (2, 1, b"two")])
     log.close()
 
 
-def test_a_log_kept_in_lmdb_by_an_older_petcd_is_converted(tmp_path):
+def test_a_second_process_cannot_open_a_log_in_use(tmp_path):
     path = str(tmp_path / "raft")
+    log = RaftLog(path)
+    with pytest.raises(RaftLogError, match="in use by another process"):
+        RaftLog(path)
+    log.close()
+    RaftLog(path).close()
+
+
+def test_a_conversion_cut_short_after_its_segment_is_finished_on_the_next_start(tmp_path):
+    path = str(tmp_path / "raft")
+    _legacy_lmdb_log(path)
+    raftlog.convert_legacy_lmdb(path, sync=True)
+    lmdb.open(path, max_dbs=4).close()  # as if the crash came before the LMDB files were removed
+    log = RaftLog(path)
+    assert _entries(log)[-1] == (12, 4, b"e12")
+    assert not os.path.exists(os.path.join(path, "data.mdb"))
+    log.close()
+
+
+def _legacy_lmdb_log(path: str) -> None:
+    """A Raft log as petcd kept it in LMDB before the WAL."""
     os.makedirs(path)
     env = lmdb.open(path, max_dbs=4)
     key = struct.Struct(">Q").pack
@@ -165,6 +218,11 @@ def test_a_log_kept_in_lmdb_by_an_older_petcd_is_converted(tmp_path):
         for index in (10, 11, 12):
             txn.put(key(index), msgpack.packb((4, b"e%d" % index, 0)), db=log_db)
     env.close()
+
+
+def test_a_log_kept_in_lmdb_by_an_older_petcd_is_converted(tmp_path):
+    path = str(tmp_path / "raft")
+    _legacy_lmdb_log(path)
     log = RaftLog(path)
     assert (log.hard_state, log.snapshot_index, log.snapshot_term, log.cluster_id) == (HardState(4, "m1", 11), 9, 3, 1234)
     assert log.conf_state == ConfState(("m1", "m2")) and set(log.members) == {"m1", "m2"}

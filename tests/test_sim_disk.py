@@ -193,10 +193,13 @@ class AckBeforeLogSync(SimRaftLog):
     def __init__(self, disk: SimDisk, path: str, *, sync: bool) -> None:
         super().__init__(disk, path, sync=sync)
         self.sync_wanted = False
+        self._written = ""  # the segment the last save went to
 
     def _append(self, data: bytes) -> None:
-        self._disk.file_synced(self._segment_path)  # the previous save's fsync, done only now
+        if self._written:
+            self._disk.file_synced(self._written)  # the previous save's fsync, done only now
         super()._append(data)
+        self._written = self._segment_path
 
 
 def compacts_log_to_applied(self: RaftActor, applied: int, durable: int) -> None:
