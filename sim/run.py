@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from petcd.sim.check.verdict import Verdict
-from petcd.sim.cluster import build
+from petcd.sim.cluster import SimCluster, build
 from petcd.sim.faults import KIND_GROUPS, KNOWN_KINDS, FaultyNetwork, Nemesis, current_leader
 from petcd.sim.invariants import InvariantChecker, InvariantViolation, run_checked
 from petcd.sim.lease_client import LeaseClient, LeaseLog
@@ -92,6 +92,14 @@ def _run(report: SimReport, workdir: str, clients: int, watchers: int, leases: i
     names = [f"m{i + 1}" for i in range(report.members)]
     net = FaultyNetwork(names)
     cluster = build(report.seed, report.members, workdir, net, trace=trace, snapshot_count=100)
+    try:
+        _run_cluster(report, cluster, net, names, clients, watchers, leases, lockers)
+    finally:
+        cluster.runtime.close()  # a campaign runs thousands of seeds in one process
+
+
+def _run_cluster(report: SimReport, cluster: SimCluster, net: FaultyNetwork, names: list[str], clients: int, watchers: int,
+                 leases: int, lockers: int) -> None:
     rt = cluster.runtime
     per_client = max(1, report.ops // clients)
     cluster.add_clients(count=clients, ops_per_client=per_client, keys=KEYS)

@@ -175,6 +175,12 @@ class SimRuntime:
         self._start(address)
         self._record(f"restart {address}".encode())
 
+    def close(self) -> None:
+        """The run is over: stop every actor, so that their stores close (their files, with them)."""
+        for actor in self._actors.values():
+            actor.stop()
+        self._actors.clear()
+
     def crash_member(self, member: str) -> None:
         for address in [a for a in self._actors if member_of(a) == member]:
             self.crash(address)
