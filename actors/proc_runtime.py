@@ -218,8 +218,10 @@ class Gather:
     MIN_REQUESTS = 2
     CREDIT_TURNS = 8
 
-    def __init__(self, types: frozenset[str]) -> None:
+    def __init__(self, types: frozenset[str], *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self._types = types
+        self._clock, self._sleep = clock, sleep  # a test's own, to script time
         self._credit = self.CREDIT_TURNS
         self._turns = 0
 
@@ -234,10 +236,10 @@ class Gather:
         self._turns += 1
         if self._credit <= 0 and self._turns % self.PROBE_TURNS:
             return
-        deadline = time.monotonic() + self.MAX_S
+        deadline = self._clock() + self.MAX_S
         gained = False
-        while time.monotonic() < deadline:
-            time.sleep(self.GAP_S)
+        while self._clock() < deadline:
+            self._sleep(self.GAP_S)
             before = len(batch)
             if not drain() or not self.requests(batch[before:]):
                 break
