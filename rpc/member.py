@@ -29,6 +29,7 @@ from petcd.actors.runtime_log import LogLine
 from petcd.actors.proc_runtime import EXIT_MEMBER_STOPPED, peer_endpoint
 from petcd.rpc.config import ConfigError, ServerConfig, host_port
 from petcd.rpc.corrupt import InconsistentData, PeerTLS, initial_check
+from petcd.store.fsync import fsync_dir
 from petcd.store.raftlog import RaftLogError
 from petcd.rpc.member_ids import cluster_id, member_id
 from petcd.rpc.peer_tls import client_context, server_context
@@ -86,12 +87,7 @@ def _identity(member_dir: str, fresh_id: int) -> int:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        # The rename itself is durable only once the directory is synced.
-        dir_fd = os.open(member_dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(member_dir)  # the rename itself is durable only once the directory is synced
         return fresh_id
 
 

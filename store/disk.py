@@ -18,6 +18,7 @@ import os
 import time
 from typing import Any, Protocol
 
+from .fsync import fsync_dir
 from .histogram import Histogram, exponential_bounds
 from .mvcc import MvccStore
 from .raftlog import RaftLog
@@ -124,11 +125,7 @@ class LocalDisk:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
         if sync:  # the rename is durable only once the directory is
-            fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_dir(os.path.dirname(os.path.abspath(path)))
 
     def read_file(self, path: str) -> bytes | None:
         return read_file(path)

@@ -20,6 +20,7 @@ from . import auth
 from . import txn as txns
 from . import writes
 from .errors import StoreError, compacted, corrupt, future_rev, lease_exists, lease_not_found, no_space
+from .fsync import fsync_dir
 from .history import events
 from .reads import range_response
 from .records import CorruptRecord, hashed_bytes
@@ -220,10 +221,10 @@ class MvccStore:
             self._env.copyfd(f.fileno(), compact=True)
             f.flush()
             os.fsync(f.fileno())
-        _fsync_dir(new_dir)
+        fsync_dir(new_dir)
         os.rename(self._dir, old_dir)
         os.rename(new_dir, self._dir)
-        _fsync_dir(os.path.dirname(os.path.abspath(self._dir)))
+        fsync_dir(os.path.dirname(os.path.abspath(self._dir)))
         # Readers still on the old file learn from it that it is gone (see _follow_writer). Straight
         # on the environment, not through _write: the file is dropped next, durable or not.
         with self._env.begin(write=True) as txn:
@@ -518,17 +519,10 @@ def _finish_defragment(path: str) -> None:
     new_dir, old_dir = path + ".defrag", path + ".old"
     if not os.path.exists(path) and os.path.exists(os.path.join(new_dir, "data.mdb")):
         os.rename(new_dir, path)
-        _fsync_dir(os.path.dirname(os.path.abspath(path)))
+        fsync_dir(os.path.dirname(os.path.abspath(path)))
     shutil.rmtree(new_dir, ignore_errors=True)
     shutil.rmtree(old_dir, ignore_errors=True)
 
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _apply_request(tables: StoreTxn, req: dict) -> dict:

@@ -39,6 +39,8 @@ from typing import Any
 import lmdb
 import msgpack
 
+from .fsync import fsync_dir
+
 ENTRY_NORMAL = 0
 ENTRY_CONF = 1  # a membership change; its data is for the state machine and the Raft actor
 
@@ -149,7 +151,7 @@ class RaftLog:
         if not os.path.isdir(path):
             os.makedirs(path)
             if sync:
-                _fsync_dir(os.path.dirname(os.path.abspath(path)))
+                fsync_dir(os.path.dirname(os.path.abspath(path)))
         self.path = path
         self._sync = sync
         self._segment_bytes = segment_bytes
@@ -475,7 +477,7 @@ class RaftLog:
 
     def _sync_dir(self) -> None:
         if self._sync:
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
 
 
 def convert_legacy_lmdb(path: str, sync: bool) -> None:
@@ -489,7 +491,7 @@ def convert_legacy_lmdb(path: str, sync: bool) -> None:
         if os.path.exists(os.path.join(path, name)):
             os.remove(os.path.join(path, name))
     if sync:
-        _fsync_dir(path)
+        fsync_dir(path)
 
 
 def _write_converted(path: str, sync: bool) -> None:
@@ -519,12 +521,4 @@ def _write_converted(path: str, sync: bool) -> None:
             os.fsync(f.fileno())
     os.replace(segment + ".tmp", segment)
     if sync:
-        _fsync_dir(path)  # the segment's name is durable before the LMDB files go
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_dir(path)  # the segment's name is durable before the LMDB files go
