@@ -75,6 +75,7 @@ PEER_RTT_BUCKETS_S = exponential_bounds(0.0001, 2, 16)
 class RaftConfig:
     member_id: str
     data_dir: str
+    log_dir: str = ""  # the Raft log's directory (etcd's --wal-dir); default: <data_dir>/raft
     cluster_id: int = 0  # 0: learn it from the leader (joining an existing cluster)
     initial_members: dict[str, dict] = field(default_factory=dict)  # id -> {name, peer_urls, client_urls}; bootstraps a new cluster
     name: str = ""  # published, with client_urls, in the member table once a leader is known
@@ -141,7 +142,8 @@ class RaftActor:
             ctx.stop_member(str(err), failed=True)
 
     def _start(self, ctx: Context) -> None:
-        log = self._log = ctx.disk.open_raftlog(os.path.join(self._cfg.data_dir, "raft"), sync=self._cfg.sync)
+        log_dir = self._cfg.log_dir or os.path.join(self._cfg.data_dir, "raft")
+        log = self._log = ctx.disk.open_raftlog(log_dir, sync=self._cfg.sync)
         if log.last_index == 0 and log.conf_state is None and self._cfg.initial_members:
             self._bootstrap(log)
         if log.cluster_id and not self._cluster_id:

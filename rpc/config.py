@@ -29,6 +29,7 @@ class ConfigError(Exception):
 class ServerConfig:
     name: str = "default"
     data_dir: str = ""  # default: "<name>.etcd"
+    wal_dir: str = ""  # etcd's dedicated directory for the Raft log's segments; default: <data-dir>/member/raft
     listen_client_urls: str = "http://localhost:2379"
     advertise_client_urls: str = "http://localhost:2379"
     listen_peer_urls: str = "http://localhost:2380"

@@ -141,7 +141,7 @@ def peer_hashes_sync(peers: dict[str, list[str]], revision: int, secret: bytes, 
     return out
 
 
-def initial_check(member_dir: str, my_hex: str, map_size_bytes: int, tls: PeerTLS, timeout_s: float, log: LogLine) -> None:
+def initial_check(member_dir: str, raft_dir: str, my_hex: str, map_size_bytes: int, tls: PeerTLS, timeout_s: float, log: LogLine) -> None:
     """etcd's CheckInitialHashKV for a restarted member whose processes are not running yet.
     Raises InconsistentData with etcd's message on a mismatch."""
     log("info", "starting initial corruption check", local_member_id=my_hex, timeout=f"{timeout_s}s")
@@ -151,7 +151,7 @@ def initial_check(member_dir: str, my_hex: str, map_size_bytes: int, tls: PeerTL
         _, _, secret = store.auth_state()
     finally:
         store.close()
-    raft_log = RaftLog(os.path.join(member_dir, "raft"))
+    raft_log = RaftLog(raft_dir)
     try:
         members = active(raft_log.members)
     finally:

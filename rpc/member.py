@@ -30,7 +30,7 @@ from petcd.actors.proc_runtime import EXIT_MEMBER_STOPPED, peer_endpoint
 from petcd.rpc.config import ConfigError, ServerConfig, host_port
 from petcd.rpc.corrupt import InconsistentData, PeerTLS, initial_check
 from petcd.store.fsync import fsync_dir
-from petcd.store.raftlog import RaftLogError
+from petcd.store.raftlog import RaftLogError, has_raft_log
 from petcd.rpc.member_ids import cluster_id, member_id
 from petcd.rpc.peer_tls import client_context, server_context
 from petcd.store.mvcc import DEFAULT_QUOTA_BYTES, MvccStore, map_size_for_quota
@@ -224,7 +224,8 @@ def run(cfg: ServerConfig) -> int:
     # A restarted member keeps the id it was born with, whatever the flags say now (as etcd does).
     my_id = _identity(member_dir, ids[cfg.name])
     my_hex = f"{my_id:x}"
-    restarted = my_id != ids[cfg.name] or os.path.exists(os.path.join(member_dir, "raft"))
+    raft_dir = os.path.abspath(cfg.wal_dir) if cfg.wal_dir else os.path.join(member_dir, "raft")
+    restarted = my_id != ids[cfg.name] or has_raft_log(raft_dir)
     tls = _client_tls(cfg, log)
     map_size = map_size_for_quota(cfg.quota_backend_bytes)
     quota = 0 if cfg.quota_backend_bytes < 0 else cfg.quota_backend_bytes or DEFAULT_QUOTA_BYTES
@@ -236,7 +237,7 @@ def run(cfg: ServerConfig) -> int:
     if cfg.experimental_initial_corrupt_check and restarted:
         # Before any process of the member starts, as etcd's CheckInitialHashKV (rpc/corrupt.py).
         try:
-            initial_check(member_dir, my_hex, map_size, _peer_tls_files(tls), request_timeout_s, log)
+            initial_check(member_dir, raft_dir, my_hex, map_size, _peer_tls_files(tls), request_timeout_s, log)
         except InconsistentData as e:
             log("fatal", "discovery failed", error=str(e))
             return 1
@@ -257,6 +258,7 @@ def run(cfg: ServerConfig) -> int:
     raft_config = {
         "member_id": my_hex,
         "data_dir": member_dir,
+        "log_dir": raft_dir,
         "cluster_id": cluster_id(list(ids.values())) if new_cluster else 0,
         "initial_members": initial,
         "name": cfg.name,

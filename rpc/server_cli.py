@@ -29,6 +29,7 @@ USAGE = """Usage:
 Member flags:
   --name 'default'                       human-readable name for this member
   --data-dir '${name}.etcd'              path to the data directory
+  --wal-dir ''                           path to the dedicated directory of the Raft log (default: in the data directory)
   --listen-client-urls 'http://localhost:2379'
   --listen-client-http-urls ''           URLs serving only HTTP (JSON gateway, /health, /metrics); the client URLs then serve gRPC only
   --listen-metrics-urls ''               URLs serving only /metrics and /health

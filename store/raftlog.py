@@ -107,6 +107,15 @@ def _parse_name(name: str) -> tuple[int, int] | None:
         return None
 
 
+def has_raft_log(path: str) -> bool:
+    """Does directory `path` hold a Raft log (segments, or an older petcd's LMDB one)?"""
+    try:
+        names = os.listdir(path)
+    except FileNotFoundError:
+        return False
+    return _LEGACY_LMDB_FILE in names or any(_parse_name(n) for n in names)
+
+
 def encode_record(record: dict[str, Any]) -> bytes:
     payload = msgpack.packb(record)
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload

@@ -249,3 +249,21 @@ def test_a_member_whose_raft_log_is_damaged_stops_with_the_reason(tmp_path, init
     restarted = start_petcd(data_dir, *extra, ready=False)
     assert restarted.proc.wait(timeout=60) != 0
     assert f"raft log segment {segment} is damaged at offset 0" in restarted.log()
+
+
+def test_wal_dir_puts_the_raft_log_in_its_own_directory(tmp_path):
+    """etcd's --wal-dir: the Raft log's segments go there, not into the data dir, and a restart
+    with the same flags finds them."""
+    data_dir, wal_dir = str(tmp_path / "member"), str(tmp_path / "wal")
+    server = start_petcd(data_dir, "--wal-dir", wal_dir)
+    server.stub().Put(pb.PutRequest(key=b"k", value=b"v"), timeout=10)
+    assert server.stop() == 0
+    assert _segments(wal_dir), "segments in the WAL dir"
+    assert not glob.glob(os.path.join(data_dir, "**", "*.wal"), recursive=True), "none in the data dir"
+    restarted = start_petcd(data_dir, "--wal-dir", wal_dir)
+    try:
+        [kv] = restarted.stub().Range(pb.RangeRequest(key=b"k"), timeout=10).kvs
+        assert kv.value == b"v"
+        assert restarted.stub().Put(pb.PutRequest(key=b"k", value=b"w"), timeout=10).header.revision == kv.mod_revision + 1
+    finally:
+        restarted.stop()
