@@ -107,6 +107,14 @@ def _parse_name(name: str) -> tuple[int, int] | None:
         return None
 
 
+def _hs_fields(hs: HardState) -> list[Any]:
+    return [hs.term, hs.vote, hs.commit]
+
+
+def _conf_fields(conf: ConfState) -> list[list[str]]:
+    return [list(conf.voters), list(conf.learners)]
+
+
 def has_raft_log(path: str) -> bool:
     """Does directory `path` hold a Raft log (segments, or an older petcd's LMDB one)?"""
     try:
@@ -295,9 +303,9 @@ class RaftLog:
                     raise ValueError(f"entries not contiguous: {prev.index} then {entry.index}")
             record["e"] = [[e.index, e.term, e.data, e.kind] for e in entries]
         if hard_state is not None:
-            record["hs"] = [hard_state.term, hard_state.vote, hard_state.commit]
+            record["hs"] = _hs_fields(hard_state)
         if conf is not None:
-            record["conf"] = [list(conf.voters), list(conf.learners)]
+            record["conf"] = _conf_fields(conf)
         if members is not None:
             record["mem"] = members
         if cluster_id is not None:
@@ -305,7 +313,7 @@ class RaftLog:
         if conf_index is not None and (conf is not None or members is not None):
             record["ci"] = conf_index
         if record:
-            self._write(record)
+            self._write(record, entries or None)
 
     def compact(self, index: int) -> None:
         """Drop entries up to `index` (the state machine holds them durably), then the segments that
@@ -323,14 +331,15 @@ class RaftLog:
 
     def reset_to_snapshot(self, index: int, term: int, conf: ConfState, members: dict[str, dict], hard_state: HardState) -> None:
         """The state machine was replaced by a leader's snapshot at (index, term): the log starts after it."""
-        self._write({"reset": [index, term], "hist": [[index, list(conf.voters), list(conf.learners), members]],
-                     "conf": [list(conf.voters), list(conf.learners)], "mem": members,
-                     "hs": [hard_state.term, hard_state.vote, hard_state.commit]})
+        self._write({"reset": [index, term], "hist": [[index, *_conf_fields(conf), members]],
+                     "conf": _conf_fields(conf), "mem": members, "hs": _hs_fields(hard_state)})
         while len(self._segments) > 1:  # the segment holding the reset starts at or before it
             self._remove_segment(self._segments.pop(0)[2])
 
     # -- the record format's meaning: one function for saving and for replaying
-    def _apply(self, record: dict[str, Any]) -> None:
+    def _apply(self, record: dict[str, Any], entries: list[Entry] | None = None) -> None:
+        """Take in one record, saved or replayed; `entries`, if given, are its "e" already as Entry
+        objects (a save has them: no need to build them again)."""
         if "reset" in record:
             self._snap_index, self._snap_term = record["reset"]
             self._entries = []
@@ -364,20 +373,20 @@ class RaftLog:
                     raise RaftLogError(f"raft log in {self.path} misses entries {self._entries[-1].index + 1} to {first - 1}")
                 # Entries from `first` on belong to a log that lost: drop them.
                 del self._entries[max(0, first - self._entries[0].index):]
-            self._entries += [Entry(index, term, data, kind) for index, term, data, kind in record["e"]]
+            self._entries += entries if entries is not None else [Entry(*fields) for fields in record["e"]]
 
     def _state_record(self) -> dict[str, Any]:
         """Everything but the entries: the first record of a new segment."""
         record: dict[str, Any] = {"snap": [self._snap_index, self._snap_term], "mem": self._members, "cid": self._cluster_id,
-                                  "hs": [self._hard_state.term, self._hard_state.vote, self._hard_state.commit],
+                                  "hs": _hs_fields(self._hard_state),
                                   "hist": [[at, list(v), list(lr), m] for at, v, lr, m in self._history]}
         if self._conf is not None:
-            record["conf"] = [list(self._conf.voters), list(self._conf.learners)]
+            record["conf"] = _conf_fields(self._conf)
         return record
 
     # -- the files
-    def _write(self, record: dict[str, Any]) -> None:
-        """Append one record, durably if synced, then take it in."""
+    def _write(self, record: dict[str, Any], entries: list[Entry] | None = None) -> None:
+        """Append one record, durably if synced, then take it in (`entries`: its "e" as Entry objects)."""
         data = encode_record(record)
         if self._offset + len(data) > self._segment_bytes and self._offset > 0:
             self._start_segment()
@@ -387,7 +396,7 @@ class RaftLog:
             self._forget_failed_append()
             raise
         self._offset += len(data)
-        self._apply(record)
+        self._apply(record, entries)
 
     def _replay(self) -> None:
         found = sorted(p for p in (_parse_name(n) for n in os.listdir(self.path)) if p is not None)
@@ -430,19 +439,7 @@ class RaftLog:
     # -- IO, one method per kind of write (the simulator's disk judges each: sim/disk.py)
     def _create_segment(self, path: str, data: bytes) -> int:
         """A new segment file holding `data`, preallocated, durable (file and name) if synced; its fd."""
-        tmp = path + ".tmp"
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, data)
-            self._preallocate(fd)
-            if self._sync:
-                os.fsync(fd)
-            os.replace(tmp, path)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._sync_dir()
-        return fd
+        return create_segment(path, data, self._sync, self._segment_bytes if self._sync else 0)
 
     def _append(self, data: bytes) -> None:
         """Write `data` at the end of the current segment; durable when it returns, if synced."""
@@ -470,15 +467,9 @@ class RaftLog:
         self._sync_dir()
 
     def _preallocate(self, fd: int) -> None:
-        """Reserve the segment's blocks (zeros) so that an append's fdatasync need not grow the file.
-        Only for a synced log: unsynced ones (tests, the simulator) stay small."""
-        if not self._sync:
-            return
-        try:
-            os.posix_fallocate(fd, 0, self._segment_bytes)
-        except OSError as err:
-            if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                raise  # a full disk, say; a filesystem without fallocate just grows the file per write
+        """Only for a synced log: unsynced ones (tests, the simulator) stay small."""
+        if self._sync:
+            _preallocate(fd, self._segment_bytes)
 
     def _sync_file(self) -> None:
         if self._sync:
@@ -522,12 +513,34 @@ def _write_converted(path: str, sync: bool) -> None:
     finally:
         env.close()
     records = encode_record(state) + (encode_record({"e": entries}) if entries else b"")
-    segment = os.path.join(path, segment_name(0, state["snap"][0] + 1))
-    with open(segment + ".tmp", "wb") as f:
-        f.write(records)
+    # Its name is durable before the LMDB files go.
+    os.close(create_segment(os.path.join(path, segment_name(0, state["snap"][0] + 1)), records, sync, 0))
+
+
+def create_segment(path: str, data: bytes, sync: bool, preallocate_bytes: int) -> int:
+    """A new segment file holding `data`, durable (file and name) if `sync`: written under a temporary
+    name, synced, then renamed, so a segment is whole once it has its name. Returns its fd."""
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+        if preallocate_bytes:
+            _preallocate(fd, preallocate_bytes)
         if sync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(segment + ".tmp", segment)
+            os.fsync(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        os.close(fd)
+        raise
     if sync:
-        fsync_dir(path)  # the segment's name is durable before the LMDB files go
+        fsync_dir(os.path.dirname(path))
+    return fd
+
+
+def _preallocate(fd: int, size_bytes: int) -> None:
+    """Reserve the segment's blocks (zeros) so that an append's fdatasync need not grow the file."""
+    try:
+        os.posix_fallocate(fd, 0, size_bytes)
+    except OSError as err:
+        if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise  # a full disk, say; a filesystem without fallocate just grows the file per write

@@ -119,7 +119,7 @@ class Act:
     ("put", key, value[, lease placeholder]), ("del", key), ("del_prefix", prefix),
     ("txn_put", [(key, value), ...]), ("revoke", lease placeholder),
     ("revoke_key_lease", key prefix), ("compact",), ("move_leader", rank),
-    ("start_learner",), ("wait_learner",), ("stop_learner",), ("sleep", seconds)."""
+    ("start_learner",), ("wait_learner",), ("stop_learner",)."""
 
     ops: list
 
@@ -459,8 +459,6 @@ class Runner:
                 self._wait_learner()
             elif kind == "stop_learner":
                 self._stop_learner()
-            elif kind == "sleep":
-                time.sleep(op[1])
             else:
                 raise AssertionError("unknown op %r" % (op,))
 
