@@ -123,3 +123,39 @@ def test_an_etcd_snapshot_is_not_taken_for_a_petcd_one(tmp_path):
     out = ctl(PETCDCTL, "snapshot", "status", path)
     want = ctl(ETCDCTL, "snapshot", "status", path)
     assert (out.returncode, out.stdout, out.stderr) == (want.returncode, want.stdout, want.stderr) and want.returncode == 0
+
+
+def test_snapshot_restore_wal_dir_makes_the_directory_the_member_keeps_its_log_in(source, tmp_path):
+    """etcdctl's `snapshot restore --wal-dir`: the directory is made (mode 0700), the member started
+    with the same --wal-dir serves the restored keys and writes its Raft log there, not in the data dir."""
+    server, _ = source
+    path = str(tmp_path / "backup.db")
+    _snapshot(PETCDCTL, server.endpoint, path)
+    peer, port = f"http://127.0.0.1:{free_port()}", free_port()
+    data_dir, wal_dir = str(tmp_path / "restored.etcd"), str(tmp_path / "wal" / "member")
+    cluster = ["--initial-cluster", f"r1={peer}", "--initial-advertise-peer-urls", peer, "--initial-cluster-token", "restored"]
+    out = ctl(PETCDCTL, "snapshot", "restore", path, "--name", "r1", "--data-dir", data_dir, "--wal-dir", wal_dir, *cluster)
+    assert out.returncode == 0, out.stderr
+    assert os.stat(wal_dir).st_mode & 0o777 == 0o700
+    argv = [*petcd_command(), "--name", "r1", "--data-dir", data_dir, "--wal-dir", wal_dir, "--listen-client-urls", f"http://127.0.0.1:{port}",
+            "--advertise-client-urls", f"http://127.0.0.1:{port}", "--listen-peer-urls", peer, *cluster]
+    restored = _start(argv, f"127.0.0.1:{port}", data_dir, ready=True)
+    try:
+        assert _get(restored.endpoint, "k/", "--prefix")["kvs"] == _get(server.endpoint, "k/", "--prefix")["kvs"]
+    finally:
+        restored.stop()
+    assert any(name.endswith(".wal") for name in os.listdir(wal_dir))
+    assert not [f for _, _, files in os.walk(data_dir) for f in files if f.endswith(".wal")]
+
+
+def test_snapshot_restore_refuses_an_existing_wal_dir_or_a_missing_file_as_etcdctl_does(tmp_path):
+    """Both refusals come before anything is made; the same Error line and exit code as etcdctl 3.4."""
+    os.mkdir(tmp_path / "wal")
+    cases = [["snapshot", "restore", str(tmp_path / "none.db"), "--wal-dir", str(tmp_path / "wal"), "--data-dir", str(tmp_path / "d")],
+             ["snapshot", "restore", str(tmp_path / "none.db"), "--wal-dir", str(tmp_path / "w2"), "--data-dir", str(tmp_path / "d")]]
+    for args in cases:
+        want, got = ctl(ETCDCTL, *args), ctl(PETCDCTL, *args)
+        error_line = lambda out: out.stderr.splitlines()[-1]  # noqa: E731 (before it, each tool's own log lines)
+        assert (got.returncode, error_line(got)) == (want.returncode, error_line(want)) and want.returncode == 1, (want.stderr, got.stderr)
+        assert error_line(want).startswith("Error: ")
+        assert not os.path.exists(tmp_path / "d") and not os.path.exists(tmp_path / "w2")

@@ -141,7 +141,9 @@ def snapshot_restore_command_func(ctl, cmd: Command, args: list[str]) -> None:
     """A new member's data dir from a snapshot file: the store with its history and leases, to be
     started as the first member of a new cluster with the same --name, --initial-cluster,
     --initial-cluster-token and --initial-advertise-peer-urls (petcd bootstraps its membership
-    from those flags when it first starts, as a new cluster does)."""
+    from those flags when it first starts, as a new cluster does). --wal-dir: the directory the
+    member's Raft log is to live in (its --wal-dir), made here as etcd's restore makes it; the log
+    itself is written when the member first starts."""
     from petcd.store.backup import BackupError, is_etcd_snapshot, restore, restore_etcd
 
     if len(args) != 1:
@@ -149,8 +151,7 @@ def snapshot_restore_command_func(ctl, cmd: Command, args: list[str]) -> None:
     fs = cmd.flags()
     name = fs.lookup("name").v
     data_dir = fs.lookup("data-dir").v or name + ".etcd"
-    if fs.lookup("wal-dir").v:
-        errors.exit_with_error(errors.EXIT_BAD_FEATURE, "snapshot restore --wal-dir is not supported by petcdctl (petcd keeps its log in the data dir)")
+    wal_dir = fs.lookup("wal-dir").v
     skip_hash_check = fs.lookup("skip-hash-check").v
     from_etcd = is_etcd_snapshot(args[0])  # etcd's bbolt file (snapshot save, or member/snap/db)
     if skip_hash_check and not from_etcd:
@@ -167,22 +168,32 @@ def snapshot_restore_command_func(ctl, cmd: Command, args: list[str]) -> None:
     if sorted(cluster[name]) != advertised:
         errors.exit_with_error(errors.EXIT_ERROR, "--initial-cluster has %s=%s but missing from --initial-advertise-peer-urls=%s"
                                % (name, ",".join(cluster[name]), ",".join(advertised)))
+    if wal_dir and os.path.exists(wal_dir):  # etcd checks it first
+        errors.exit_with_error(errors.EXIT_ERROR, "wal-dir %s exists" % goutil.quote(wal_dir.encode()))
     if os.path.exists(data_dir):
         errors.exit_with_error(errors.EXIT_ERROR, "data-dir %s exists" % goutil.quote(data_dir.encode()))
     member_dir = os.path.join(data_dir, "member")
-    fields = [("path", args[0]), ("data-dir", data_dir), ("member-dir", member_dir)]
+    fields = [("path", args[0]), ("wal-dir", wal_dir or os.path.join(member_dir, "raft")), ("data-dir", data_dir), ("member-dir", member_dir)]
     _log("info", "snapshot/v3_snapshot.go:296", "restoring snapshot", fields, True)
     imported = None
     try:
+        try:
+            with open(args[0], "rb"):
+                pass
+        except OSError as e:  # as etcd says it, before anything is made
+            raise BackupError("open %s: %s" % (args[0], goutil.errno_text(e))) from None
         os.makedirs(member_dir, mode=0o700)
         if from_etcd:
             imported = restore_etcd(args[0], os.path.join(member_dir, "mvcc"), skip_hash_check=skip_hash_check)
         else:
             restore(args[0], os.path.join(member_dir, "mvcc"))
+        if wal_dir:
+            os.makedirs(wal_dir, mode=0o700)
     except (BackupError, OSError) as e:
-        if os.path.isdir(data_dir):
-            import shutil
-            shutil.rmtree(data_dir, ignore_errors=True)  # nothing half restored is left behind
+        import shutil
+        for made in (data_dir, wal_dir):  # nothing half restored is left behind
+            if made and os.path.isdir(made):
+                shutil.rmtree(made, ignore_errors=True)
         errors.exit_with_error(errors.EXIT_ERROR, str(e) if isinstance(e, BackupError) else "%s: %s" % (e.filename, goutil.errno_text(e)))
     if imported is not None:
         _report_etcd_import(imported, fields)
