@@ -21,7 +21,7 @@ USAGE = """Usage:
     Run the checkers (linearizability, watch, lease, lock) on a recorded history.
   petcd chaos [--server petcd|etcd] [--net hook|netns] [--duration S] [--faults kill,pause,partition] [--schedule FILE]
     Fault runs against real processes, judged by the same checkers.
-  petcd bench put|range|txn-put|txn-mixed|watch|lease-keepalive [--compare etcd] [flags]
+  petcd bench put|range|txn-put|txn-mixed|watch|lease-keepalive|check-perf [--compare etcd] [flags]
     Benchmark petcd or any etcd endpoint; with --compare etcd, fresh petcd and etcd side by side.
   petcd local-cluster CONFIG...
     Run one member per config file in the foreground (e.g. configs/local-3/*.yaml); Ctrl-C stops them.

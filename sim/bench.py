@@ -3,11 +3,16 @@
     petcd bench put --clients 50 --conns 10 --total 20000 --endpoints 127.0.0.1:2379
     petcd bench range foo --consistency s --duration 10
     petcd bench put --compare etcd --members 3      # fresh petcd and etcd clusters, same load, one run
+    petcd bench check-perf --compare etcd --members 3   # the real `etcdctl check perf` on both
 
 It prints throughput, a latency histogram and percentiles (etcd's report layout), or `--json`.
 With `--compare etcd` it starts a fresh local petcd cluster and a fresh real etcd cluster with the
 same flags (one after the other, so they never share the CPU), drives both with the same load and
 prints both and their ratio.
+
+`check-perf` runs the real `etcdctl check perf --load=L` (60 s, etcd's own verdict lines) and
+counts the writes, by revision, between its 10th and 50th second, with the servers' CPU per
+write by process over the same window.
 """
 
 from __future__ import annotations
@@ -18,19 +23,32 @@ import json
 import math
 import multiprocessing
 import os
+import re
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
+import grpc
+
+from petcd.rpc.pb import rpc_pb2 as pb
+from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
 from petcd.sim.bench_load import KINDS, LoadSpec, WorkerResult, worker_main
-from petcd.sim.chaos_cluster import ChaosError, LocalCluster
+from petcd.sim.chaos_cluster import ChaosError, LocalCluster, find_etcd
 
 PERCENTILES = (10, 25, 50, 75, 90, 95, 99, 99.9)
 HISTOGRAM_BUCKETS = 10
 # Workers import grpc and connect before the common start time; this is how long they get.
 WORKER_START_S = 2.0
+CHECK_PERF = "check-perf"
+# etcdctl check perf runs 60 s; its writes and the servers' CPU are counted in this window of it,
+# past its start (clients connecting) and before its end (its final delete of every key it wrote).
+CHECK_PERF_WINDOW_S = (10.0, 50.0)
+CHECK_PERF_TIMEOUT_S = 300.0  # the run, its final delete included
+_VERDICT = re.compile(r"(?:PASS|FAIL|Slowest request took too long|Stddev too high)[^\r\n]*")
 
 
 @dataclass
@@ -48,6 +66,7 @@ class Report:
     # The share of the machine's CPU time in use during the run (every process, the client's too):
     # near 1.0, the machine, not the server's design, bounds the rate.
     machine_busy: float = 0.0
+    notes: list[str] = field(default_factory=list)  # check-perf: etcdctl's verdict lines
 
     @property
     def rate(self) -> float:
@@ -143,6 +162,7 @@ def format_report(r: Report) -> str:
             f"  Stddev:\t{statistics.pstdev(lat):.4f} secs.",
         ]
     lines.append(f"  Requests/sec:\t{r.rate:.4f}")
+    lines += [f"  {note}" for note in r.notes]
     if lat:
         lines += ["", "Response time histogram:"]
         lo, hi = lat[0], lat[-1]
@@ -170,7 +190,7 @@ def format_report(r: Report) -> str:
 def format_comparison(petcd: Report, etcd: Report) -> str:
     ratio = petcd.rate / etcd.rate if etcd.rate else 0.0
     rows = [("requests/s", f"{etcd.rate:.0f}", f"{petcd.rate:.0f}", f"{ratio:.2f}")]
-    for p in (50, 90, 99, 99.9):
+    for p in (50, 90, 99, 99.9) if petcd.latencies_s and etcd.latencies_s else ():
         e, q = etcd.percentile(p) * 1000, petcd.percentile(p) * 1000
         rows.append((f"p{p:g} ms", f"{e:.2f}", f"{q:.2f}", f"{q / e:.2f}" if e else "-"))
     rows.append(("errors", str(sum(etcd.errors.values())), str(sum(petcd.errors.values())), ""))
@@ -181,7 +201,7 @@ def format_comparison(petcd: Report, etcd: Report) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="petcd bench", description="Benchmark petcd or any etcd endpoint (etcd's tools/benchmark loads).")
-    p.add_argument("kind", choices=KINDS)
+    p.add_argument("kind", choices=(*KINDS, CHECK_PERF))
     p.add_argument("key", nargs="?", default="foo", help="range: the key to read (default foo)")
     p.add_argument("range_end", nargs="?", default="", help="range: the end of the range")
     p.add_argument("--endpoints", default="127.0.0.1:2379", help="comma-separated host:port list (ignored with --compare)")
@@ -202,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--txn-ops", type=int, default=1, help="puts per txn (txn-put, txn-mixed)")
     p.add_argument("--rw-ratio", type=float, default=1.0, help="txn-mixed: reads per write")
     p.add_argument("--watch-keys", type=int, default=1, help="watch: distinct keys the watchers watch")
+    p.add_argument("--load", choices=("s", "m", "l", "xl"), default="l", help="check-perf: etcdctl check perf's workload (default l)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -239,6 +260,8 @@ def _on_cluster(server: str, args: argparse.Namespace, root: str, procs: int, pr
     try:
         cluster.start()
         groups = [m.proc.pid for m in cluster.members if m.proc is not None]
+        if args.kind == CHECK_PERF:
+            return run_check_perf(cluster.endpoints(), args.load, _etcdctl(args.etcd_binary), groups, server)
         before = server_cpu_s(groups)
         report = run_load(_spec(args, cluster.endpoints()), procs, server, progress)
         after = server_cpu_s(groups)
@@ -246,6 +269,65 @@ def _on_cluster(server: str, args: argparse.Namespace, root: str, procs: int, pr
         return report
     finally:
         cluster.stop()
+
+
+def _etcdctl(etcd_binary: str | None) -> str:
+    """The etcdctl beside the etcd --compare runs (the Debian package ships both), else on PATH."""
+    try:
+        beside = os.path.join(os.path.dirname(find_etcd(etcd_binary)), "etcdctl")
+    except ChaosError:
+        beside = ""
+    found = beside if os.access(beside, os.X_OK) else shutil.which("etcdctl")
+    if not found:
+        raise ChaosError("etcdctl not found on PATH (check-perf runs the real etcdctl check perf)")
+    return found
+
+
+def run_check_perf(endpoints: list[str], load: str, etcdctl: str, groups: list[int], server: str) -> Report:
+    """The real `etcdctl check perf --load=LOAD` against `endpoints`; its writes (by revision) and the
+    CPU of the processes of `groups` (none: not measured) and of etcdctl, in CHECK_PERF_WINDOW_S."""
+    marks = []
+    with tempfile.TemporaryFile("w+") as out:  # not a pipe: nobody reads it while the run lasts
+        proc = subprocess.Popen([etcdctl, f"--endpoints={','.join(endpoints)}", "check", "perf", f"--load={load}"],
+                                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "ETCDCTL_API": "3"})
+        started = time.monotonic()
+        try:
+            for at_s in CHECK_PERF_WINDOW_S:
+                try:  # until that second of etcdctl's fixed-length run, unless it ends before
+                    proc.wait(timeout=max(0.0, started + at_s - time.monotonic()))
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                marks.append((time.monotonic(), _revision(endpoints[0]), server_cpu_s(groups), _process_cpu_s(proc.pid), machine_cpu_ticks()))
+            proc.wait(timeout=CHECK_PERF_TIMEOUT_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        out.seek(0)
+        output = out.read()
+    # Its verdict, one finding per line; its progress bar (carriage returns) may precede the first.
+    verdict = [m.group(0) for m in _VERDICT.finditer(output)]
+    if len(marks) < 2 or not verdict:
+        raise ChaosError(f"etcdctl check perf against {server} did not run its course:\n{output[-2000:]}")
+    (t0, rev0, cpu0, ctl0, ticks0), (t1, rev1, cpu1, ctl1, ticks1) = marks
+    busy, total = ticks1[0] - ticks0[0], ticks1[1] - ticks0[1]
+    return Report(server, CHECK_PERF, rev1 - rev0, t1 - t0, cpu_s={role: round(cpu1[role] - cpu0.get(role, 0.0), 3) for role in cpu1},
+                  client_cpu_s=ctl1 - ctl0, machine_busy=busy / total if total else 0.0, notes=verdict)
+
+
+def _revision(endpoint: str) -> int:
+    with grpc.insecure_channel(endpoint) as channel:
+        return pb_grpc.KVStub(channel).Range(pb.RangeRequest(key=b"\0", limit=1), timeout=10).header.revision
+
+
+def _process_cpu_s(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def server_cpu_s(process_groups: list[int]) -> dict[str, float]:
@@ -290,6 +372,8 @@ def main(argv: list[str]) -> int:
         if args.compare:
             with tempfile.TemporaryDirectory(prefix="petcd-bench-") as root:
                 reports = [_on_cluster(server, args, root, procs, progress) for server in ("etcd", "petcd")]
+        elif args.kind == CHECK_PERF:
+            reports = [run_check_perf(args.endpoints.split(","), args.load, _etcdctl(args.etcd_binary), [], args.endpoints)]
         else:
             reports = [run_load(_spec(args, args.endpoints.split(",")), procs, args.endpoints, progress)]
     except ChaosError as e:

@@ -84,3 +84,18 @@ def test_compare_runs_petcd_next_to_real_etcd():
         busy_percent = int(part.split("Machine busy: ")[1].split(" % of ")[0])
         assert client_us > 0 and 0 <= busy_percent <= 100
     print(out.stdout[out.stdout.index("put: petcd next to etcd"):])
+
+
+def test_check_perf_runs_the_real_etcdctl_check_perf_on_both_servers():
+    """`check-perf --compare etcd`: etcdctl's own verdict, the writes it made in the middle of its
+    60 s, and each server's CPU over that window by process (figures printed, not asserted)."""
+    out = bench("check-perf", "--compare", "etcd", "--load", "s", "--json", timeout_s=600)
+    assert out.returncode == 0, out.stderr
+    etcd, petcd = json.loads(out.stdout)["reports"]
+    for report, roles in ((etcd, {"etcd"}), (petcd, {"gateway", "raft", "apply", "watch"})):
+        assert report["kind"] == "check-perf" and report["errors"] == {}
+        assert report["requests"] > 0 and report["elapsed_s"] > 0
+        assert any(note.startswith(("PASS: Throughput is", "FAIL: Throughput too low")) for note in report["notes"]), report["notes"]
+        assert roles <= {role for role, cpu_s in report["cpu_s"].items() if cpu_s > 0}, report["cpu_s"]
+        assert report["client_cpu_s"] > 0 and 0 < report["machine_busy"] <= 1
+    assert (etcd["server"], petcd["server"]) == ("etcd", "petcd")
