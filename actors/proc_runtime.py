@@ -26,6 +26,7 @@ import zmq
 
 from petcd.actors.actor import MAX_BATCH_MESSAGES, Actor, Envelope, Message
 from petcd.actors.runtime_log import LogLine
+from petcd.actors.supervised import die_with_supervisor
 
 # Wire messages queued for a destination that is not reading; past this they
 # are dropped rather than blocking the actor (Raft retries, clients time out).
@@ -386,6 +387,7 @@ def _build(kind: str, config: dict[str, Any]) -> Actor:
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     kind, spec = args[0], json.loads(args[1])
+    die_with_supervisor(spec)
     actor = _build(kind, spec["config"])
     gathered = getattr(actor, "gathered_types", frozenset())
     status = run(

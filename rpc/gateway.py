@@ -17,6 +17,7 @@ import grpc
 import uvloop
 
 from petcd.actors.runtime_log import LogLine
+from petcd.actors.supervised import die_with_supervisor
 from petcd.rpc.auth_service import AuthService
 from petcd.rpc.auth_tokens import token_provider
 from petcd.rpc.cluster_service import ClusterService
@@ -203,6 +204,7 @@ async def _poll_status(state: GatewayState, log: LogLine) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     spec = json.loads((sys.argv[1:] if argv is None else argv)[0])
+    die_with_supervisor(spec)
     log = LogLine(spec.get("log_level", "info"), actor=spec["address"])
     # uvloop (libuv's event loop, in C) in place of asyncio's own: the loop runs every request's
     # reads, writes and callbacks, and it takes a Put about 10 us less CPU (README, Benchmarks).

@@ -3,14 +3,13 @@
 A member is a Raft actor, an apply actor, a watch broadcaster, a lease
 reaper and a gateway, each its own OS process, talking over ZeroMQ ipc sockets. If any of them dies, the supervisor
 stops the rest and exits non-zero (a half-dead member is worse than a dead
-one); on SIGTERM/SIGINT it stops them all and exits 0. Children are asked to
-die with the supervisor (PR_SET_PDEATHSIG), so a `kill -9` of the supervisor
-does not leave orphans serving.
+one); on SIGTERM/SIGINT it stops them all and exits 0. Each child makes itself
+die with the supervisor (PR_SET_PDEATHSIG, actors/supervised.py), so a `kill -9`
+of the supervisor does not leave orphans serving.
 """
 
 from __future__ import annotations
 
-import ctypes
 import glob
 import json
 import os
@@ -36,18 +35,12 @@ from petcd.rpc.peer_tls import client_context, server_context
 from petcd.store.mvcc import DEFAULT_QUOTA_BYTES, MvccStore, map_size_for_quota
 
 _STOP_GRACE_S = 10.0
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(slots=True)
 class _Child:
     role: str
     proc: subprocess.Popen[bytes]
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _check_port_free(host_port_str: str) -> None:
@@ -254,7 +247,7 @@ def run(cfg: ServerConfig) -> int:
             endpoints[f"{ids[name]:x}/raft"] = peer_endpoint(urls[0])
     new_cluster = cfg.initial_cluster_state == "new" and not restarted
     initial = {f"{ids[n]:x}": {"name": n, "peer_urls": peers[n], "client_urls": []} for n in peers} if new_cluster else {}
-    common = {"endpoints": endpoints, "log_level": cfg.log_level}
+    common = {"endpoints": endpoints, "log_level": cfg.log_level, "supervisor_pid": os.getpid()}
     raft_config = {
         "member_id": my_hex,
         "data_dir": member_dir,
@@ -290,7 +283,7 @@ def run(cfg: ServerConfig) -> int:
     }
     pass_fds: dict[str, tuple[int, ...]] = {}
     if peer_tls:
-        specs = {"peer_tls": ["-m", "petcd.rpc.peer_tls", json.dumps(peer_tls[0])], **specs}
+        specs = {"peer_tls": ["-m", "petcd.rpc.peer_tls", json.dumps({**peer_tls[0], "supervisor_pid": os.getpid()})], **specs}
         pass_fds["peer_tls"] = (peer_tls[1].fileno(),)
     stopping = False
 
@@ -304,7 +297,8 @@ def run(cfg: ServerConfig) -> int:
     children: list[_Child] = []
     try:
         for role, args in specs.items():
-            proc = subprocess.Popen([sys.executable, *args], preexec_fn=_die_with_parent, pass_fds=pass_fds.get(role, ()))
+            # No preexec_fn: it would make this a fork() while gRPC's threads may run (see actors/supervised.py).
+            proc = subprocess.Popen([sys.executable, *args], pass_fds=pass_fds.get(role, ()))
             children.append(_Child(role, proc))
         exit_code = 0
         while not stopping:

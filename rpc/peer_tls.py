@@ -33,6 +33,7 @@ import sys
 from typing import Any
 
 from petcd.actors.runtime_log import LogLine
+from petcd.actors.supervised import die_with_supervisor
 
 READ_BYTES = 1 << 16
 HANDSHAKE_TIMEOUT_S = 10.0
@@ -272,6 +273,7 @@ async def serve(spec: dict[str, Any], log: LogLine) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     spec = json.loads((sys.argv[1:] if argv is None else argv)[0])
+    die_with_supervisor(spec)
     log = LogLine(spec.get("log_level", "info"), actor="peer-tls")
     sys.exit(asyncio.run(serve(spec, log)))
 

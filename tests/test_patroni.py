@@ -123,12 +123,15 @@ class Node:
         with open(path, "w") as f:
             json.dump(self.config(store, bin_dir), f)  # JSON is YAML
         env = {"PATH": "/usr/bin:/bin", "HOME": self.home, "LC_ALL": "C.UTF-8", "PYTHONUNBUFFERED": "1"}
-        as_user = {} if user is None else {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+        # The user is changed by setpriv, not by Popen's user=: that makes Python fork() where it
+        # otherwise uses vfork(), and a fork while this process's gRPC threads run can crash the
+        # child before it execs (it did: "node2's Patroni exited with -11").
+        as_user = [] if user is None else ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "--"]
         if user is not None:
             os.chown(path, user.pw_uid, user.pw_gid)
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([patroni_binary(), path], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, cwd=self.home, start_new_session=True, **as_user)
+            self.proc = subprocess.Popen([*as_user, patroni_binary(), path], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=env, cwd=self.home, start_new_session=True)
 
     def api(self, path: str) -> tuple[int, dict]:
         """GET on Patroni's REST API: (status, JSON body)."""
