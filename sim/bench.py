@@ -48,6 +48,8 @@ CHECK_PERF = "check-perf"
 # past its start (clients connecting) and before its end (its final delete of every key it wrote).
 CHECK_PERF_WINDOW_S = (10.0, 50.0)
 CHECK_PERF_TIMEOUT_S = 300.0  # the run, its final delete included
+CHECK_PERF_PREFIX = "/etcdctl-check-perf/"  # etcdctl's default --prefix
+_ERRORS = re.compile(r"FAIL: ERROR\((.*)\) -> (\d+)")  # etcdctl's count of each error its requests got
 _VERDICT = re.compile(r"(?:PASS|FAIL|Slowest request took too long|Stddev too high)[^\r\n]*")
 
 
@@ -261,7 +263,7 @@ def _on_cluster(server: str, args: argparse.Namespace, root: str, procs: int, pr
         cluster.start()
         groups = [m.proc.pid for m in cluster.members if m.proc is not None]
         if args.kind == CHECK_PERF:
-            return run_check_perf(cluster.endpoints(), args.load, _etcdctl(args.etcd_binary), groups, server)
+            return run_check_perf(cluster.endpoints(), args.load, args.etcdctl, groups, server)
         before = server_cpu_s(groups)
         report = run_load(_spec(args, cluster.endpoints()), procs, server, progress)
         after = server_cpu_s(groups)
@@ -300,6 +302,10 @@ def run_check_perf(endpoints: list[str], load: str, etcdctl: str, groups: list[i
                     pass
                 marks.append((time.monotonic(), _revision(endpoints[0]), server_cpu_s(groups), _process_cpu_s(proc.pid), machine_cpu_ticks()))
             proc.wait(timeout=CHECK_PERF_TIMEOUT_S)
+        except (grpc.RpcError, subprocess.TimeoutExpired) as e:
+            what = f"no revision from {endpoints[0]}: {e.details()}" if isinstance(e, grpc.RpcError) else f"still running after {CHECK_PERF_TIMEOUT_S:.0f} s"
+            raise ChaosError(f"etcdctl check perf against {server}: {what}; stopped it, so its keys may be left: "
+                             f"etcdctl --endpoints={','.join(endpoints)} del --prefix {CHECK_PERF_PREFIX}") from None
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -312,7 +318,8 @@ def run_check_perf(endpoints: list[str], load: str, etcdctl: str, groups: list[i
         raise ChaosError(f"etcdctl check perf against {server} did not run its course:\n{output[-2000:]}")
     (t0, rev0, cpu0, ctl0, ticks0), (t1, rev1, cpu1, ctl1, ticks1) = marks
     busy, total = ticks1[0] - ticks0[0], ticks1[1] - ticks0[1]
-    return Report(server, CHECK_PERF, rev1 - rev0, t1 - t0, cpu_s={role: round(cpu1[role] - cpu0.get(role, 0.0), 3) for role in cpu1},
+    errors = {m.group(1): int(m.group(2)) for m in _ERRORS.finditer(output)}
+    return Report(server, CHECK_PERF, rev1 - rev0, t1 - t0, errors, cpu_s={role: round(cpu1[role] - cpu0.get(role, 0.0), 3) for role in cpu1},
                   client_cpu_s=ctl1 - ctl0, machine_busy=busy / total if total else 0.0, notes=verdict)
 
 
@@ -369,11 +376,12 @@ def main(argv: list[str]) -> int:
     procs = args.procs or max(1, min(os.cpu_count() or 1, args.clients))
     progress = not args.no_progress and not args.json and sys.stderr.isatty()
     try:
+        args.etcdctl = _etcdctl(args.etcd_binary) if args.kind == CHECK_PERF else None  # found before anything starts
         if args.compare:
             with tempfile.TemporaryDirectory(prefix="petcd-bench-") as root:
                 reports = [_on_cluster(server, args, root, procs, progress) for server in ("etcd", "petcd")]
         elif args.kind == CHECK_PERF:
-            reports = [run_check_perf(args.endpoints.split(","), args.load, _etcdctl(args.etcd_binary), [], args.endpoints)]
+            reports = [run_check_perf(args.endpoints.split(","), args.load, args.etcdctl, [], args.endpoints)]
         else:
             reports = [run_load(_spec(args, args.endpoints.split(",")), procs, args.endpoints, progress)]
     except ChaosError as e:

@@ -149,10 +149,15 @@ def test_snapshot_restore_wal_dir_makes_the_directory_the_member_keeps_its_log_i
 
 
 def test_snapshot_restore_refuses_an_existing_wal_dir_or_a_missing_file_as_etcdctl_does(tmp_path):
-    """Both refusals come before anything is made; the same Error line and exit code as etcdctl 3.4."""
+    """An existing wal dir, both dirs existing, a missing file, a directory for the file: refused
+    before anything is made, with the same Error line and exit code as etcdctl 3.4."""
     os.mkdir(tmp_path / "wal")
-    cases = [["snapshot", "restore", str(tmp_path / "none.db"), "--wal-dir", str(tmp_path / "wal"), "--data-dir", str(tmp_path / "d")],
-             ["snapshot", "restore", str(tmp_path / "none.db"), "--wal-dir", str(tmp_path / "w2"), "--data-dir", str(tmp_path / "d")]]
+    os.mkdir(tmp_path / "data")
+    restore = ["snapshot", "restore"]
+    cases = [[*restore, str(tmp_path / "none.db"), "--wal-dir", str(tmp_path / "wal"), "--data-dir", str(tmp_path / "d")],
+             [*restore, str(tmp_path / "none.db"), "--wal-dir", str(tmp_path / "wal"), "--data-dir", str(tmp_path / "data")],
+             [*restore, str(tmp_path / "none.db"), "--wal-dir", str(tmp_path / "w2"), "--data-dir", str(tmp_path / "d")],
+             [*restore, str(tmp_path / "wal"), "--wal-dir", str(tmp_path / "w2"), "--data-dir", str(tmp_path / "d")]]
     for args in cases:
         want, got = ctl(ETCDCTL, *args), ctl(PETCDCTL, *args)
         error_line = lambda out: out.stderr.splitlines()[-1]  # noqa: E731 (before it, each tool's own log lines)

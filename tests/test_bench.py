@@ -94,7 +94,8 @@ def test_check_perf_runs_the_real_etcdctl_check_perf_on_both_servers():
     etcd, petcd = json.loads(out.stdout)["reports"]
     for report, roles in ((etcd, {"etcd"}), (petcd, {"gateway", "raft", "apply", "watch"})):
         assert report["kind"] == "check-perf" and report["errors"] == {}
-        assert report["requests"] > 0 and report["elapsed_s"] > 0
+        # Load s is at most 150 writes/s (etcdctl's rate limiter): the window counts what it sent.
+        assert 0 < report["requests"] <= 150 * report["elapsed_s"] + 10 and report["elapsed_s"] > 0
         assert any(note.startswith(("PASS: Throughput is", "FAIL: Throughput too low")) for note in report["notes"]), report["notes"]
         assert roles <= {role for role, cpu_s in report["cpu_s"].items() if cpu_s > 0}, report["cpu_s"]
         assert report["client_cpu_s"] > 0 and 0 < report["machine_busy"] <= 1

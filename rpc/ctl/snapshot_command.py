@@ -168,10 +168,10 @@ def snapshot_restore_command_func(ctl, cmd: Command, args: list[str]) -> None:
     if sorted(cluster[name]) != advertised:
         errors.exit_with_error(errors.EXIT_ERROR, "--initial-cluster has %s=%s but missing from --initial-advertise-peer-urls=%s"
                                % (name, ",".join(cluster[name]), ",".join(advertised)))
-    if wal_dir and os.path.exists(wal_dir):  # etcd checks it first
-        errors.exit_with_error(errors.EXIT_ERROR, "wal-dir %s exists" % goutil.quote(wal_dir.encode()))
-    if os.path.exists(data_dir):
+    if os.path.exists(data_dir):  # etcd's order: the data dir, then the wal dir
         errors.exit_with_error(errors.EXIT_ERROR, "data-dir %s exists" % goutil.quote(data_dir.encode()))
+    if wal_dir and os.path.exists(wal_dir):
+        errors.exit_with_error(errors.EXIT_ERROR, "wal-dir %s exists" % goutil.quote(wal_dir.encode()))
     member_dir = os.path.join(data_dir, "member")
     fields = [("path", args[0]), ("wal-dir", wal_dir or os.path.join(member_dir, "raft")), ("data-dir", data_dir), ("member-dir", member_dir)]
     _log("info", "snapshot/v3_snapshot.go:296", "restoring snapshot", fields, True)
@@ -180,8 +180,9 @@ def snapshot_restore_command_func(ctl, cmd: Command, args: list[str]) -> None:
         try:
             with open(args[0], "rb"):
                 pass
-        except OSError as e:  # as etcd says it, before anything is made
-            raise BackupError("open %s: %s" % (args[0], goutil.errno_text(e))) from None
+        except OSError as e:  # as etcd says it (Go opens a directory, then fails to read it), before anything is made
+            verb = "read" if isinstance(e, IsADirectoryError) else "open"
+            raise BackupError("%s %s: %s" % (verb, args[0], goutil.errno_text(e))) from None
         os.makedirs(member_dir, mode=0o700)
         if from_etcd:
             imported = restore_etcd(args[0], os.path.join(member_dir, "mvcc"), skip_hash_check=skip_hash_check)
