@@ -201,20 +201,14 @@ class Server:
         raise AssertionError("no leader")
 
     def move_leader(self, target_id: int) -> None:
-        deadline = time.monotonic() + AWAIT_S
-        while True:
+        def moved() -> bool:  # an RpcError (no leader yet, a transfer in progress) means try again
             ep = self.leader_endpoint()
-            if self.status(ep).leader == target_id:
-                return
-            try:
+            if self.status(ep).leader != target_id:
                 with grpc.insecure_channel(ep) as ch:
-                    rpc_pb2_grpc.MaintenanceStub(ch).MoveLeader(
-                        rpc_pb2.MoveLeaderRequest(targetID=target_id), timeout=10)
-                return
-            except grpc.RpcError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+                    rpc_pb2_grpc.MaintenanceStub(ch).MoveLeader(rpc_pb2.MoveLeaderRequest(targetID=target_id), timeout=10)
+            return True
+
+        wait_until(moved, AWAIT_S, "leadership to move to %x" % target_id, interval_s=0.2)
 
 
 # ------------------------------------------------------------------ running
@@ -1143,16 +1137,8 @@ def _cluster(root: str):
     try:
         srv = Server([m.endpoint for m in c.members])
         srv.move_leader(min(m.ID for m in srv.members()))
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                resp = srv.cluster.MemberAdd(rpc_pb2.MemberAddRequest(
-                    peerURLs=["http://127.0.0.1:%d" % closed_port()], isLearner=True), timeout=10)
-                break
-            except grpc.RpcError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+        resp = wait_until(lambda: srv.cluster.MemberAdd(rpc_pb2.MemberAddRequest(
+            peerURLs=["http://127.0.0.1:%d" % closed_port()], isLearner=True), timeout=10), 30, "a learner added", interval_s=0.5)
         srv.cluster.MemberRemove(rpc_pb2.MemberRemoveRequest(ID=resp.member.ID), timeout=10)
     except BaseException:
         c.stop()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import time
 from typing import Any
 
 import grpc
@@ -22,6 +21,7 @@ from petcd.rpc.maintenance_service import SERVER_VERSION
 from petcd.rpc.pb import rpc_pb2 as pb
 from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
 from tests.servers import petcd_command, start_etcd, start_petcd, _start
+from tests.waiting import wait_until
 from petcd.sim.ports import free_port
 
 STREAM_WAIT_S = 15.0
@@ -357,14 +357,8 @@ def test_metrics_is_prometheus_text(servers):
 
 def _wait_answering(endpoint: str, path: str) -> tuple[int, bytes]:
     """The first answer to GET path once the member listens (polled until a deadline, as wait_ready does)."""
-    deadline = time.monotonic() + STREAM_WAIT_S
-    while True:
-        try:
-            status, _, data = request(endpoint, "GET", path)
-            return status, data
-        except ConnectionRefusedError:
-            assert time.monotonic() < deadline, f"nothing listens on {endpoint}"
-            time.sleep(0.05)
+    status, _, data = wait_until(lambda: request(endpoint, "GET", path), STREAM_WAIT_S, f"something to listen on {endpoint}")
+    return status, data
 
 
 def test_health_is_false_without_a_leader_and_sigterm_ends_open_streams(tmp_path):

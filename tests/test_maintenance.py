@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
 import grpc
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from petcd.rpc.pb import rpc_pb2 as pb
 from petcd.rpc.pb import rpc_pb2_grpc as pb_grpc
 from tests.servers import etcd_binary, start_cluster, start_etcd, start_petcd
+from tests.waiting import wait_until
 
 
 @pytest.fixture(scope="module", params=["etcd", "petcd"])
@@ -70,12 +70,11 @@ def test_every_member_of_a_cluster_has_the_same_hash(tmp_path):
             kv.DeleteRange(pb.DeleteRangeRequest(key=b"k/3"), timeout=10)
             revision = kv.Range(pb.RangeRequest(key=b"k/0"), timeout=10).header.revision
         # The real etcdctl asks each member at the same revision; followers may lag a moment.
-        deadline = time.monotonic() + 30
-        while True:
+        def at_revision() -> list | None:
             statuses = [_call(m.endpoint, "HashKV", pb.HashKVRequest()) for m in cluster.members]
-            if all(s.header.revision == revision for s in statuses) or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)  # poll interval
+            return statuses if all(s.header.revision == revision for s in statuses) else None
+
+        statuses = wait_until(at_revision, 30, f"every member at revision {revision}")
         assert [s.header.revision for s in statuses] == [revision] * 3
         hashes = _hashkv_by_member(cluster.endpoints())
         assert len(hashes) == 3 and len(set(hashes.values())) == 1, hashes

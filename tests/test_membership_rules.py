@@ -19,7 +19,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 
 from tests.servers import Server, _start, etcd_binary, free_port, petcd_command, petcd_member_argv
 from tests.waiting import wait_until
@@ -102,12 +101,11 @@ class _Run:
     def step(self, what: str, via: str, *args: str, settle_on: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
         """Run etcdctl on member `via` and record its output; while it fails with one of
         `settle_on`, try again (the cluster is still settling) until SETTLE_S has passed."""
-        deadline = time.monotonic() + SETTLE_S
-        while True:
+        def settled() -> subprocess.CompletedProcess[str] | None:
             out = _etcdctl([self.client[via]], *args)
-            if out.returncode == 0 or not any(s in out.stderr for s in settle_on) or time.monotonic() > deadline:
-                break
-            time.sleep(0.3)
+            return out if out.returncode == 0 or not any(s in out.stderr for s in settle_on) else None
+
+        out = wait_until(settled, SETTLE_S, f"{' '.join(args)} to stop answering {settle_on}", interval_s=0.3)
         self.record.append((what, self._mask(f"rc={out.returncode}\n{out.stdout}{out.stderr}")))
         return out
 
